@@ -1,1 +1,3 @@
 //! cohost mixer.
+
+pub mod mux;
