@@ -1,0 +1,162 @@
+//! The one door from signaling to media: [`MediaBackend`], implemented by the server with
+//! WebRTC and the mixer; and [`MediaEvent`], what media tells signaling back.
+
+use async_trait::async_trait;
+
+use crate::protocol::MediaKind;
+
+/// Why the media backend refused or failed a request.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MediaError {
+    /// The SDP (or candidate) could not be used.
+    #[error("invalid SDP: {0}")]
+    BadSdp(String),
+    /// The request body is invalid (layout, cue, output URL, ...).
+    #[error("invalid request: {0}")]
+    BadRequest(String),
+    /// No such room, publisher, session or output.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// Too large (a cue over 255 bytes of SEI payload).
+    #[error("too large: {0}")]
+    TooLarge(String),
+    /// Too many requests (cue flood).
+    #[error("rate limited: {0}")]
+    RateLimited(String),
+    /// Not available now (no program yet, no ports left).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// A failure inside the server.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl MediaError {
+    /// HTTP status for the error.
+    pub fn status(&self) -> u16 {
+        match self {
+            MediaError::BadSdp(_) | MediaError::BadRequest(_) => 400,
+            MediaError::NotFound(_) => 404,
+            MediaError::TooLarge(_) => 413,
+            MediaError::RateLimited(_) => 429,
+            MediaError::Unavailable(_) => 503,
+            MediaError::Internal(_) => 500,
+        }
+    }
+    /// Machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            MediaError::BadSdp(_) => "bad_sdp",
+            MediaError::BadRequest(_) => "bad_request",
+            MediaError::NotFound(_) => "not_found",
+            MediaError::TooLarge(_) => "too_large",
+            MediaError::RateLimited(_) => "rate_limited",
+            MediaError::Unavailable(_) => "unavailable",
+            MediaError::Internal(_) => "internal",
+        }
+    }
+}
+
+/// A cue accepted by the program.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CueAck {
+    /// Cue id.
+    pub id: String,
+    /// Program time of the first frame carrying it.
+    pub pts_ms: u64,
+    /// `true` when this id was already accepted (nothing new was stamped).
+    #[serde(skip)]
+    pub duplicate: bool,
+}
+
+/// What the media plane reports to signaling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// `identity` in `room` now has live tracks (`true`) or none (`false`).
+    Publishing {
+        /// Room.
+        room: String,
+        /// Publisher.
+        identity: String,
+        /// State.
+        publishing: bool,
+    },
+    /// A WHIP session's connection failed or timed out: the participant leaves.
+    WhipEnded {
+        /// Room.
+        room: String,
+        /// Publisher.
+        identity: String,
+    },
+}
+
+/// Media operations signaling needs. Every method is called with already-authorized input.
+#[async_trait]
+pub trait MediaBackend: Send + Sync + 'static {
+    /// Answers a publishing offer (WebSocket `publish` or WHIP).
+    async fn publish(
+        &self,
+        room: &str,
+        identity: &str,
+        offer: String,
+    ) -> Result<String, MediaError>;
+    /// Stops a publication and all subscriptions to it.
+    async fn unpublish(&self, room: &str, identity: &str);
+    /// Answers `subscriber`'s recvonly offer for `target`'s tracks.
+    async fn subscribe(
+        &self,
+        room: &str,
+        subscriber: &str,
+        target: &str,
+        offer: String,
+    ) -> Result<String, MediaError>;
+    /// Ends a subscription.
+    async fn unsubscribe(&self, room: &str, subscriber: &str, target: &str);
+    /// Adds a trickled candidate to `identity`'s peer connection `pc`.
+    async fn add_candidate(
+        &self,
+        room: &str,
+        identity: &str,
+        pc: &str,
+        candidate: serde_json::Value,
+    ) -> Result<(), MediaError>;
+    /// Mutes or unmutes forwarding and mixing of `identity`'s `kind`.
+    async fn set_muted(&self, room: &str, identity: &str, kind: MediaKind, muted: bool);
+    /// `identity` left: close everything it had.
+    async fn leave(&self, room: &str, identity: &str);
+    /// A room was created through the API with an optional mix config.
+    async fn create_room(
+        &self,
+        room: &str,
+        mix: Option<serde_json::Value>,
+    ) -> Result<(), MediaError>;
+    /// A room was deleted: close all its media.
+    async fn close_room(&self, room: &str);
+    /// Media-side description of a room (tracks, mix, outputs) for `GET /api/rooms/{room}`.
+    async fn room_info(&self, room: &str) -> serde_json::Value;
+    /// Applies a layout; returns it as applied.
+    async fn set_layout(
+        &self,
+        room: &str,
+        layout: serde_json::Value,
+    ) -> Result<serde_json::Value, MediaError>;
+    /// Stamps a cue into the program.
+    async fn cue(
+        &self,
+        room: &str,
+        id: &str,
+        data: serde_json::Value,
+        repeat: u32,
+        at_capture_ms: Option<f64>,
+    ) -> Result<CueAck, MediaError>;
+    /// Answers a WHEP viewer's offer for the room's mixed program.
+    async fn subscribe_program(
+        &self,
+        room: &str,
+        viewer: &str,
+        offer: String,
+    ) -> Result<String, MediaError>;
+    /// Ends a program viewer.
+    async fn unsubscribe_program(&self, room: &str, viewer: &str);
+}

@@ -1,0 +1,969 @@
+//! The thin I/O layer: WebSocket signaling, WHIP, WHEP and the room/token/layout/cue API, as an
+//! axum [`Router`] over a shared [`Signaling`] state. Room logic lives in [`crate::room`]; media
+//! in the [`MediaBackend`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::auth::{valid_name, Auth, AuthError, Claims, Role};
+use crate::backend::{MediaBackend, MediaError, MediaEvent};
+use crate::protocol::{parse_client_message, ClientMessage, ServerMessage, MAX_MESSAGE_BYTES};
+use crate::room::{Effect, MediaCommand, Room, Via};
+
+/// Signaling's own settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Interval of server WebSocket pings.
+    pub ping_interval: Duration,
+    /// A socket silent for this long is closed.
+    pub idle_timeout: Duration,
+    /// Default lifetime of minted tokens.
+    pub default_token_ttl: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            ping_interval: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(45),
+            default_token_ttl: Duration::from_secs(6 * 3600),
+        }
+    }
+}
+
+/// Counters exported by `/metrics`.
+#[derive(Debug, Default)]
+pub struct SignalingMetrics {
+    /// Signaling errors sent to clients (bad messages, refused actions, auth failures).
+    pub errors: AtomicU64,
+    /// WebSocket connections accepted.
+    pub connections: AtomicU64,
+    /// Messages received.
+    pub messages: AtomicU64,
+}
+
+enum Outbound {
+    Msg(ServerMessage),
+    Close,
+}
+
+struct RoomEntry {
+    room: Room,
+    /// Created by the API: kept when empty.
+    persistent: bool,
+}
+
+#[derive(Default)]
+struct Inner {
+    rooms: HashMap<String, RoomEntry>,
+    conns: HashMap<u64, mpsc::Sender<Outbound>>,
+}
+
+/// Shared signaling state: rooms, live connections, auth and the media backend.
+pub struct Signaling {
+    inner: Mutex<Inner>,
+    auth: Auth,
+    backend: Arc<dyn MediaBackend>,
+    config: Config,
+    next_conn: AtomicU64,
+    /// Counters.
+    pub metrics: SignalingMetrics,
+}
+
+/// Creates the channel on which the media backend reports [`MediaEvent`]s.
+pub fn media_events() -> (
+    mpsc::UnboundedSender<MediaEvent>,
+    mpsc::UnboundedReceiver<MediaEvent>,
+) {
+    mpsc::unbounded_channel()
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Signaling {
+    /// Builds the state and spawns the task that applies media events.
+    pub fn new(
+        auth: Auth,
+        backend: Arc<dyn MediaBackend>,
+        config: Config,
+        mut events: mpsc::UnboundedReceiver<MediaEvent>,
+    ) -> Arc<Self> {
+        let s = Arc::new(Signaling {
+            inner: Mutex::new(Inner::default()),
+            auth,
+            backend,
+            config,
+            next_conn: AtomicU64::new(1),
+            metrics: SignalingMetrics::default(),
+        });
+        let weak = Arc::downgrade(&s);
+        tokio::spawn(async move {
+            while let Some(ev) = events.recv().await {
+                let Some(s) = weak.upgrade() else { break };
+                s.on_media_event(ev);
+            }
+        });
+        s
+    }
+
+    /// The auth helper.
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A poisoned lock means a panic elsewhere; the state is still the last consistent one.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Number of rooms and participants, for metrics.
+    pub fn counts(&self) -> (usize, usize) {
+        let g = self.lock();
+        let p = g.rooms.values().map(|r| r.room.participants().len()).sum();
+        (g.rooms.len(), p)
+    }
+
+    fn on_media_event(self: &Arc<Self>, ev: MediaEvent) {
+        match ev {
+            MediaEvent::Publishing {
+                room,
+                identity,
+                publishing,
+            } => {
+                let fx = {
+                    let mut g = self.lock();
+                    match g.rooms.get_mut(&room) {
+                        Some(r) => r.room.set_publishing(&identity, publishing),
+                        None => Vec::new(),
+                    }
+                };
+                self.apply(&room, fx);
+            }
+            MediaEvent::WhipEnded { room, identity } => {
+                self.leave(&room, &identity, Via::Whip);
+            }
+        }
+    }
+
+    fn leave(self: &Arc<Self>, room: &str, identity: &str, via: Via) {
+        let fx = {
+            let mut g = self.lock();
+            let Some(r) = g.rooms.get_mut(room) else {
+                return;
+            };
+            let fx = r.room.leave(identity, via);
+            if r.room.is_empty() && !r.persistent {
+                g.rooms.remove(room);
+            }
+            fx
+        };
+        self.apply(room, fx);
+    }
+
+    /// Carries out room effects: sends, closes, and media commands (spawned).
+    fn apply(self: &Arc<Self>, room: &str, fx: Vec<Effect>) {
+        for e in fx {
+            match e {
+                Effect::Send { to, msg } => self.send_to(room, &to, msg),
+                Effect::Close { conn } => {
+                    let tx = self.lock().conns.get(&conn).cloned();
+                    if let Some(tx) = tx {
+                        let _ = tx.try_send(Outbound::Close);
+                    }
+                }
+                Effect::Media(cmd) => {
+                    let s = self.clone();
+                    let room = room.to_owned();
+                    tokio::spawn(async move { s.media(&room, cmd).await });
+                }
+            }
+        }
+    }
+
+    fn send_to(&self, room: &str, identity: &str, msg: ServerMessage) {
+        let tx = {
+            let g = self.lock();
+            let Some(Via::Ws(conn)) = g.rooms.get(room).and_then(|r| r.room.via(identity)) else {
+                return;
+            };
+            g.conns.get(&conn).cloned()
+        };
+        if let Some(tx) = tx {
+            if matches!(msg, ServerMessage::Error { .. }) {
+                self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            if tx.try_send(Outbound::Msg(msg)).is_err() {
+                // A client that does not read its messages is dropped, not waited for.
+                warn!(room, identity, "signaling queue full; closing");
+                let _ = tx.try_send(Outbound::Close);
+            }
+        }
+    }
+
+    async fn media(self: &Arc<Self>, room: &str, cmd: MediaCommand) {
+        let b = &self.backend;
+        match cmd {
+            MediaCommand::Publish { identity, sdp } => {
+                match b.publish(room, &identity, sdp).await {
+                    Ok(sdp) => self.send_to(
+                        room,
+                        &identity,
+                        ServerMessage::Answer {
+                            pc: "publish".into(),
+                            sdp,
+                        },
+                    ),
+                    Err(e) => self.send_to(
+                        room,
+                        &identity,
+                        ServerMessage::error(e.code(), e.to_string()),
+                    ),
+                }
+            }
+            MediaCommand::Unpublish { identity } => b.unpublish(room, &identity).await,
+            MediaCommand::Subscribe {
+                identity,
+                target,
+                sdp,
+            } => match b.subscribe(room, &identity, &target, sdp).await {
+                Ok(sdp) => self.send_to(
+                    room,
+                    &identity,
+                    ServerMessage::Answer {
+                        pc: format!("subscribe:{target}"),
+                        sdp,
+                    },
+                ),
+                Err(e) => self.send_to(
+                    room,
+                    &identity,
+                    ServerMessage::error(e.code(), e.to_string()),
+                ),
+            },
+            MediaCommand::Unsubscribe { identity, target } => {
+                b.unsubscribe(room, &identity, &target).await
+            }
+            MediaCommand::Candidate {
+                identity,
+                pc,
+                candidate,
+            } => {
+                if let Err(e) = b.add_candidate(room, &identity, &pc, candidate).await {
+                    self.send_to(
+                        room,
+                        &identity,
+                        ServerMessage::error(e.code(), e.to_string()),
+                    );
+                }
+            }
+            MediaCommand::SetMuted {
+                identity,
+                kind,
+                muted,
+            } => b.set_muted(room, &identity, kind, muted).await,
+            MediaCommand::SetLayout { identity, layout } => {
+                match b.set_layout(room, layout).await {
+                    Ok(applied) => self.layout_applied(room, applied),
+                    Err(e) => self.send_to(
+                        room,
+                        &identity,
+                        ServerMessage::error(e.code(), e.to_string()),
+                    ),
+                }
+            }
+            MediaCommand::Cue {
+                identity,
+                id,
+                data,
+                repeat,
+                at_capture_ms,
+            } => {
+                let msg = match b.cue(room, &id, data, repeat, at_capture_ms).await {
+                    Ok(ack) => ServerMessage::CueAccepted {
+                        id: ack.id,
+                        pts_ms: ack.pts_ms,
+                    },
+                    Err(e) => ServerMessage::error(e.code(), e.to_string()),
+                };
+                self.send_to(room, &identity, msg);
+            }
+            MediaCommand::Leave { identity } => b.leave(room, &identity).await,
+        }
+    }
+
+    fn layout_applied(self: &Arc<Self>, room: &str, layout: serde_json::Value) {
+        let fx = self
+            .lock()
+            .rooms
+            .get(room)
+            .map(|r| r.room.layout_changed(layout))
+            .unwrap_or_default();
+        self.apply(room, fx);
+    }
+}
+
+/// The signaling routes: `/ws`, `/whip/...`, `/whep/...`, `/api/tokens`, `/api/rooms...`.
+pub fn router(state: Arc<Signaling>) -> Router {
+    Router::new()
+        .route("/ws", get(ws_handler))
+        .route("/whip/{room}", post(whip_post))
+        .route(
+            "/whip/{room}/{identity}",
+            axum::routing::delete(whip_delete).patch(not_supported),
+        )
+        .route("/whep/{room}", post(whep_program_post))
+        .route("/whep/{room}/{identity}", post(whep_post))
+        .route(
+            "/whep/{room}/{identity}/{session}",
+            axum::routing::delete(whep_delete).patch(not_supported),
+        )
+        .route("/api/tokens", post(mint_token))
+        .route("/api/rooms", post(create_room).get(list_rooms))
+        .route("/api/rooms/{room}", get(get_room).delete(delete_room))
+        .route("/api/rooms/{room}/layout", put(put_layout))
+        .route("/api/rooms/{room}/cues", post(post_cue))
+        .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
+        .with_state(state)
+}
+
+/// An HTTP error with the JSON body `{"error": {"code", "message"}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: String,
+    message: String,
+}
+
+impl ApiError {
+    /// Builds an error.
+    pub fn new(status: u16, code: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        ApiError::new(e.status(), e.code(), e.to_string())
+    }
+}
+
+impl From<MediaError> for ApiError {
+    fn from(e: MediaError) -> Self {
+        ApiError::new(e.status(), e.code(), e.to_string())
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or(AuthError::Missing)
+}
+
+/// Who is calling an API route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// Holder of the API key.
+    Admin,
+    /// A participant token.
+    Participant(Claims),
+}
+
+impl Signaling {
+    /// API key or any participant token.
+    pub fn caller(&self, headers: &HeaderMap) -> Result<Caller, AuthError> {
+        let t = bearer(headers)?;
+        if self.auth.is_api_key(t) {
+            return Ok(Caller::Admin);
+        }
+        self.auth.verify(t, now_s()).map(Caller::Participant)
+    }
+
+    /// API key only.
+    pub fn require_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        match self.caller(headers).map_err(|e| {
+            self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+            e
+        })? {
+            Caller::Admin => Ok(()),
+            Caller::Participant(c) => Err(AuthError::Forbidden(c.role).into()),
+        }
+    }
+
+    /// API key, or a host token of `room`.
+    pub fn require_host(&self, headers: &HeaderMap, room: &str) -> Result<(), ApiError> {
+        match self.caller(headers)? {
+            Caller::Admin => Ok(()),
+            Caller::Participant(c) if c.room != room => Err(AuthError::WrongRoom.into()),
+            Caller::Participant(c) if c.role == Role::Host => Ok(()),
+            Caller::Participant(c) => Err(AuthError::Forbidden(c.role).into()),
+        }
+    }
+}
+
+async fn not_supported() -> ApiError {
+    // RFC 9725 §4.3.1: a server without trickle/ICE restart answers PATCH with 405.
+    ApiError::new(
+        405,
+        "method_not_allowed",
+        "trickle ICE over PATCH is not supported; candidates are in the answer",
+    )
+}
+
+#[derive(Deserialize)]
+struct WsQuery {
+    token: Option<String>,
+}
+
+async fn ws_handler(
+    State(s): State<Arc<Signaling>>,
+    Query(q): Query<WsQuery>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let token = q.token.ok_or(AuthError::Missing)?;
+    let claims = s.auth.verify(&token, now_s()).map_err(|e| {
+        s.metrics.errors.fetch_add(1, Ordering::Relaxed);
+        e
+    })?;
+    s.metrics.connections.fetch_add(1, Ordering::Relaxed);
+    // The transport limit is above our own so an oversized message gets a clear error reply.
+    Ok(ws
+        .max_message_size(4 * MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| {
+            let span = info_span!("participant", room = %claims.room, identity = %claims.identity);
+            run_socket(s, claims, socket).instrument(span)
+        }))
+}
+
+async fn run_socket(s: Arc<Signaling>, claims: Claims, mut socket: WebSocket) {
+    let conn = s.next_conn.fetch_add(1, Ordering::Relaxed);
+    let (tx, mut rx) = mpsc::channel::<Outbound>(256);
+    s.lock().conns.insert(conn, tx.clone());
+    let room = claims.room.clone();
+    let me = claims.identity.clone();
+    let mut joined = false;
+    let mut ping = tokio::time::interval(s.config.ping_interval);
+    let mut last_heard = tokio::time::Instant::now();
+    info!("signaling connected");
+    loop {
+        tokio::select! {
+            incoming = socket.recv() => {
+                let Some(Ok(m)) = incoming else { break };
+                last_heard = tokio::time::Instant::now();
+                let text = match m {
+                    Message::Text(t) => t,
+                    Message::Binary(_) => {
+                        let _ = tx.try_send(Outbound::Msg(ServerMessage::error("bad_message", "binary messages are not part of the protocol")));
+                        s.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    Message::Close(_) => break,
+                    _ => continue,
+                };
+                s.metrics.messages.fetch_add(1, Ordering::Relaxed);
+                let msg = match parse_client_message(text.as_str()) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        debug!(error = %e, "bad signaling message");
+                        s.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                        let _ = tx.try_send(Outbound::Msg(ServerMessage::error(e.code(), e.to_string())));
+                        continue;
+                    }
+                };
+                if !joined {
+                    let ClientMessage::Join { name } = msg else {
+                        s.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                        let _ = tx.try_send(Outbound::Msg(ServerMessage::error("not_joined", "send `join` first")));
+                        continue;
+                    };
+                    let name = name.or(claims.name.clone()).unwrap_or_else(|| me.clone());
+                    let res = {
+                        let mut g = s.lock();
+                        let entry = g.rooms.entry(room.clone()).or_insert_with(|| RoomEntry { room: Room::new(&room), persistent: false });
+                        entry.room.join(&me, &name, claims.role, Via::Ws(conn))
+                    };
+                    match res {
+                        Ok(fx) => { joined = true; info!(role = ?claims.role, "joined"); s.apply(&room, fx); }
+                        Err(e) => { s.metrics.errors.fetch_add(1, Ordering::Relaxed); let _ = tx.try_send(Outbound::Msg(ServerMessage::error(e.code(), e.to_string()))); }
+                    }
+                    continue;
+                }
+                let res = {
+                    let mut g = s.lock();
+                    match g.rooms.get_mut(&room) {
+                        // Only this connection's own session may act for the identity.
+                        Some(r) if r.room.via(&me) == Some(Via::Ws(conn)) => r.room.handle(&me, msg),
+                        _ => { break; }
+                    }
+                };
+                match res {
+                    Ok(fx) => s.apply(&room, fx),
+                    Err(e) => { s.metrics.errors.fetch_add(1, Ordering::Relaxed); let _ = tx.try_send(Outbound::Msg(ServerMessage::error(e.code(), e.to_string()))); }
+                }
+            }
+            out = rx.recv() => {
+                match out {
+                    Some(Outbound::Msg(m)) => {
+                        let Ok(text) = serde_json::to_string(&m) else { continue };
+                        if socket.send(Message::Text(text.into())).await.is_err() { break; }
+                    }
+                    Some(Outbound::Close) | None => { let _ = socket.send(Message::Close(None)).await; break; }
+                }
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > s.config.idle_timeout {
+                    info!("signaling idle timeout");
+                    break;
+                }
+                if socket.send(Message::Ping(Bytes::new())).await.is_err() { break; }
+            }
+        }
+    }
+    s.lock().conns.remove(&conn);
+    if joined {
+        s.leave(&room, &me, Via::Ws(conn));
+    }
+    info!("signaling disconnected");
+}
+
+fn require_sdp(headers: &HeaderMap) -> Result<(), ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct
+        .trim()
+        .to_ascii_lowercase()
+        .starts_with("application/sdp")
+    {
+        return Err(ApiError::new(
+            415,
+            "unsupported_media_type",
+            "Content-Type must be application/sdp",
+        ));
+    }
+    Ok(())
+}
+
+fn sdp_created(location: String, answer: String) -> Response {
+    (
+        StatusCode::CREATED,
+        [
+            (header::CONTENT_TYPE, "application/sdp".to_owned()),
+            (header::LOCATION, location),
+        ],
+        answer,
+    )
+        .into_response()
+}
+
+fn body_text(body: Bytes) -> Result<String, ApiError> {
+    String::from_utf8(body.to_vec()).map_err(|_| ApiError::new(400, "bad_sdp", "SDP must be UTF-8"))
+}
+
+async fn whip_post(
+    State(s): State<Arc<Signaling>>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let claims = s.auth.verify_for_room(bearer(&headers)?, &room, now_s())?;
+    if claims.role == Role::Viewer {
+        return Err(AuthError::Forbidden(Role::Viewer).into());
+    }
+    require_sdp(&headers)?;
+    let offer = body_text(body)?;
+    let me = claims.identity.clone();
+    let name = claims.name.clone().unwrap_or_else(|| me.clone());
+    let fx = {
+        let mut g = s.lock();
+        let entry = g.rooms.entry(room.clone()).or_insert_with(|| RoomEntry {
+            room: Room::new(&room),
+            persistent: false,
+        });
+        entry
+            .room
+            .join(&me, &name, claims.role, Via::Whip)
+            .map_err(|e| ApiError::new(409, e.code(), e.to_string()))?
+    };
+    s.apply(&room, fx);
+    let span = info_span!("participant", room = %room, identity = %me);
+    match s.backend.publish(&room, &me, offer).instrument(span).await {
+        Ok(answer) => Ok(sdp_created(format!("/whip/{room}/{me}"), answer)),
+        Err(e) => {
+            s.leave(&room, &me, Via::Whip);
+            Err(e.into())
+        }
+    }
+}
+
+async fn whip_delete(
+    State(s): State<Arc<Signaling>>,
+    Path((room, identity)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let claims = s.auth.verify_for_room(bearer(&headers)?, &room, now_s())?;
+    if claims.identity != identity && claims.role != Role::Host {
+        return Err(AuthError::Forbidden(claims.role).into());
+    }
+    let present = s
+        .lock()
+        .rooms
+        .get(&room)
+        .and_then(|r| r.room.via(&identity))
+        == Some(Via::Whip);
+    if !present {
+        return Err(ApiError::new(404, "not_found", "no such WHIP session"));
+    }
+    s.leave(&room, &identity, Via::Whip);
+    Ok(StatusCode::OK)
+}
+
+async fn whep_post(
+    State(s): State<Arc<Signaling>>,
+    Path((room, identity)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let claims = s.auth.verify_for_room(bearer(&headers)?, &room, now_s())?;
+    if claims.role == Role::Viewer {
+        return Err(AuthError::Forbidden(Role::Viewer).into());
+    }
+    require_sdp(&headers)?;
+    let offer = body_text(body)?;
+    let publishing = s
+        .lock()
+        .rooms
+        .get(&room)
+        .and_then(|r| r.room.participant(&identity).map(|p| p.publishing))
+        .unwrap_or(false);
+    if !publishing {
+        return Err(ApiError::new(
+            404,
+            "not_publishing",
+            format!("`{identity}` is not publishing in `{room}`"),
+        ));
+    }
+    let session = format!(
+        "whep-{}-{}",
+        claims.identity,
+        s.next_conn.fetch_add(1, Ordering::Relaxed)
+    );
+    let answer = s
+        .backend
+        .subscribe(&room, &session, &identity, offer)
+        .await?;
+    Ok(sdp_created(
+        format!("/whep/{room}/{identity}/{session}"),
+        answer,
+    ))
+}
+
+async fn whep_delete(
+    State(s): State<Arc<Signaling>>,
+    Path((room, identity, session)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    s.auth.verify_for_room(bearer(&headers)?, &room, now_s())?;
+    if identity == "program" {
+        s.backend.unsubscribe_program(&room, &session).await;
+    } else {
+        s.backend.unsubscribe(&room, &session, &identity).await;
+    }
+    Ok(StatusCode::OK)
+}
+
+async fn whep_program_post(
+    State(s): State<Arc<Signaling>>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let claims = s.auth.verify_for_room(bearer(&headers)?, &room, now_s())?;
+    require_sdp(&headers)?;
+    let offer = body_text(body)?;
+    let viewer = format!(
+        "whep-{}-{}",
+        claims.identity,
+        s.next_conn.fetch_add(1, Ordering::Relaxed)
+    );
+    let answer = s.backend.subscribe_program(&room, &viewer, offer).await?;
+    Ok(sdp_created(
+        format!("/whep/{room}/program/{viewer}"),
+        answer,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    room: String,
+    identity: String,
+    role: Role,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    ttl_s: Option<u64>,
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::new(400, "bad_json", e.to_string()))
+}
+
+async fn mint_token(
+    State(s): State<Arc<Signaling>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    s.require_admin(&headers)?;
+    let req: TokenRequest = json_body(&body)?;
+    if !valid_name(&req.room) {
+        return Err(ApiError::new(
+            400,
+            "bad_room",
+            "room: 1-64 of [A-Za-z0-9_.-]",
+        ));
+    }
+    if req.identity.is_empty() || req.identity.len() > 128 {
+        return Err(ApiError::new(400, "bad_identity", "identity: 1-128 bytes"));
+    }
+    let ttl = req
+        .ttl_s
+        .unwrap_or(s.config.default_token_ttl.as_secs())
+        .clamp(1, 30 * 24 * 3600);
+    let claims = Claims {
+        room: req.room,
+        identity: req.identity,
+        role: req.role,
+        exp: now_s() + ttl,
+        name: req.name,
+    };
+    let token = s.auth.mint(&claims).map_err(ApiError::from)?;
+    Ok(Json(serde_json::json!({
+        "token": token, "room": claims.room, "identity": claims.identity,
+        "role": claims.role, "expires_at": claims.exp,
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRoom {
+    name: String,
+    #[serde(default)]
+    mix: Option<serde_json::Value>,
+}
+
+async fn create_room(
+    State(s): State<Arc<Signaling>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    s.require_admin(&headers)?;
+    let req: CreateRoom = json_body(&body)?;
+    if !valid_name(&req.name) {
+        return Err(ApiError::new(
+            400,
+            "bad_room",
+            "name: 1-64 of [A-Za-z0-9_.-]",
+        ));
+    }
+    s.backend.create_room(&req.name, req.mix).await?;
+    {
+        let mut g = s.lock();
+        let e = g
+            .rooms
+            .entry(req.name.clone())
+            .or_insert_with(|| RoomEntry {
+                room: Room::new(&req.name),
+                persistent: true,
+            });
+        e.persistent = true;
+    }
+    let info = room_json(&s, &req.name).await;
+    Ok((StatusCode::CREATED, Json(info)).into_response())
+}
+
+async fn room_json(s: &Arc<Signaling>, room: &str) -> serde_json::Value {
+    let participants = s
+        .lock()
+        .rooms
+        .get(room)
+        .map(|r| r.room.participants())
+        .unwrap_or_default();
+    let media = s.backend.room_info(room).await;
+    serde_json::json!({"name": room, "participants": participants, "media": media})
+}
+
+async fn list_rooms(
+    State(s): State<Arc<Signaling>>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    s.require_admin(&headers)?;
+    let names: Vec<String> = {
+        let mut v: Vec<String> = s.lock().rooms.keys().cloned().collect();
+        v.sort();
+        v
+    };
+    let mut rooms = Vec::new();
+    for n in names {
+        rooms.push(room_json(&s, &n).await);
+    }
+    Ok(Json(serde_json::json!({ "rooms": rooms })))
+}
+
+async fn get_room(
+    State(s): State<Arc<Signaling>>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    s.require_host(&headers, &room)?;
+    if !s.lock().rooms.contains_key(&room) {
+        return Err(ApiError::new(
+            404,
+            "unknown_room",
+            format!("no room `{room}`"),
+        ));
+    }
+    Ok(Json(room_json(&s, &room).await))
+}
+
+async fn delete_room(
+    State(s): State<Arc<Signaling>>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    s.require_admin(&headers)?;
+    let Some(entry) = s.lock().rooms.remove(&room) else {
+        return Err(ApiError::new(
+            404,
+            "unknown_room",
+            format!("no room `{room}`"),
+        ));
+    };
+    for p in entry.room.participants() {
+        if let Some(Via::Ws(conn)) = entry.room.via(&p.identity) {
+            let tx = s.lock().conns.get(&conn).cloned();
+            if let Some(tx) = tx {
+                let _ = tx.try_send(Outbound::Msg(ServerMessage::error(
+                    "room_closed",
+                    "the room was deleted",
+                )));
+                let _ = tx.try_send(Outbound::Close);
+            }
+        }
+        s.backend.leave(&room, &p.identity).await;
+    }
+    s.backend.close_room(&room).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Whether a room exists (joined or created through the API).
+impl Signaling {
+    /// `true` if the room exists.
+    pub fn room_exists(&self, room: &str) -> bool {
+        self.lock().rooms.contains_key(room)
+    }
+}
+
+async fn put_layout(
+    State(s): State<Arc<Signaling>>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    s.require_host(&headers, &room)?;
+    let layout: serde_json::Value = json_body(&body)?;
+    if !s.room_exists(&room) {
+        return Err(ApiError::new(
+            404,
+            "unknown_room",
+            format!("no room `{room}`"),
+        ));
+    }
+    let applied = s.backend.set_layout(&room, layout).await?;
+    s.layout_applied(&room, applied.clone());
+    Ok(Json(serde_json::json!({ "layout": applied })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CueRequest {
+    id: String,
+    #[serde(default)]
+    data: serde_json::Value,
+    #[serde(default)]
+    repeat: Option<u32>,
+    #[serde(default)]
+    at_capture_ms: Option<f64>,
+}
+
+async fn post_cue(
+    State(s): State<Arc<Signaling>>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    s.require_host(&headers, &room)?;
+    let req: CueRequest = json_body(&body)?;
+    if req.id.is_empty() || req.id.len() > 64 {
+        return Err(ApiError::new(400, "bad_cue", "id: 1-64 bytes"));
+    }
+    if !s.room_exists(&room) {
+        return Err(ApiError::new(
+            404,
+            "unknown_room",
+            format!("no room `{room}`"),
+        ));
+    }
+    let repeat = req.repeat.unwrap_or(3).clamp(1, 300);
+    let ack = s
+        .backend
+        .cue(&room, &req.id, req.data, repeat, req.at_capture_ms)
+        .await?;
+    let status = if ack.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((
+        status,
+        Json(serde_json::json!({"id": ack.id, "pts_ms": ack.pts_ms})),
+    )
+        .into_response())
+}

@@ -1,0 +1,588 @@
+//! The pure room state machine: who is in a room, who is on air, the co-host flow.
+//!
+//! No sockets, no clock, no media: [`Room`] takes what participants said and returns
+//! [`Effect`]s — messages to send and [`MediaCommand`]s for the media backend — so every flow
+//! is tested by asserting the exact sequence of effects (see the tests below and
+//! `signaling/tests/room_flows.rs`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::auth::Role;
+use crate::protocol::{ClientMessage, MediaKind, ParticipantInfo, ServerMessage};
+
+/// How a participant is connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// A signaling WebSocket, identified by a connection id unique in the process.
+    Ws(u64),
+    /// A WHIP session (no signaling channel: messages to it are dropped).
+    Whip,
+}
+
+/// Something the room asks its driver to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Send a message to one participant (dropped if it has no signaling channel).
+    Send {
+        /// Recipient identity.
+        to: String,
+        /// The message.
+        msg: ServerMessage,
+    },
+    /// Close the signaling connection `conn` (a replaced or removed session).
+    Close {
+        /// Connection id.
+        conn: u64,
+    },
+    /// Ask the media backend to act.
+    Media(MediaCommand),
+}
+
+/// A request to the media backend, already checked against roles and state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MediaCommand {
+    /// Answer `identity`'s publishing offer.
+    Publish {
+        /// Publisher.
+        identity: String,
+        /// SDP offer.
+        sdp: String,
+    },
+    /// Stop `identity`'s publication (and every subscription to it).
+    Unpublish {
+        /// Publisher.
+        identity: String,
+    },
+    /// Answer `identity`'s offer to receive `target`'s tracks.
+    Subscribe {
+        /// Subscriber.
+        identity: String,
+        /// Publisher.
+        target: String,
+        /// SDP offer.
+        sdp: String,
+    },
+    /// Close `identity`'s subscription to `target`.
+    Unsubscribe {
+        /// Subscriber.
+        identity: String,
+        /// Publisher.
+        target: String,
+    },
+    /// Add a trickled ICE candidate to one of `identity`'s peer connections.
+    Candidate {
+        /// Whose.
+        identity: String,
+        /// `"publish"` or `"subscribe:<identity>"`.
+        pc: String,
+        /// Candidate JSON.
+        candidate: serde_json::Value,
+    },
+    /// Forward or stop forwarding `identity`'s `kind` to subscribers and the mix.
+    SetMuted {
+        /// Whose.
+        identity: String,
+        /// Which.
+        kind: MediaKind,
+        /// Muted or not.
+        muted: bool,
+    },
+    /// Change the program layout.
+    SetLayout {
+        /// Who asked (for the reply).
+        identity: String,
+        /// Layout JSON.
+        layout: serde_json::Value,
+    },
+    /// Stamp a cue into the program.
+    Cue {
+        /// Who asked (for the reply).
+        identity: String,
+        /// Cue id.
+        id: String,
+        /// Cue data.
+        data: serde_json::Value,
+        /// Repeat count.
+        repeat: u32,
+        /// Host capture time of the press.
+        at_capture_ms: Option<f64>,
+    },
+    /// `identity` left: drop all its peer connections.
+    Leave {
+        /// Who.
+        identity: String,
+    },
+}
+
+/// Why the room refused something; becomes an `error` message with [`RoomError::code`].
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RoomError {
+    /// Only the host may do this.
+    #[error("only the host may do this")]
+    NotHost,
+    /// The sender is not on air.
+    #[error("you are not on air")]
+    NotOnAir,
+    /// A viewer never publishes.
+    #[error("viewers may not publish; ask the host with request_cohost")]
+    ViewerCannotPublish,
+    /// No such participant.
+    #[error("no participant `{0}` in this room")]
+    UnknownParticipant(String),
+    /// The target is not publishing.
+    #[error("`{0}` is not publishing")]
+    NotPublishing(String),
+    /// Nothing pending to answer.
+    #[error("no pending {0}")]
+    NothingPending(&'static str),
+    /// Already on air.
+    #[error("already on air")]
+    AlreadyOnAir,
+    /// The host cannot be removed or invited.
+    #[error("not allowed on the host")]
+    TargetIsHost,
+    /// Subscribing to yourself.
+    #[error("you cannot subscribe to yourself")]
+    SelfSubscribe,
+    /// `join` sent twice.
+    #[error("already joined")]
+    AlreadyJoined,
+    /// Room is full.
+    #[error("room is full ({0} participants)")]
+    Full(usize),
+}
+
+impl RoomError {
+    /// Machine-readable code used in `error` messages.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RoomError::NotHost => "not_host",
+            RoomError::NotOnAir => "not_on_air",
+            RoomError::ViewerCannotPublish => "viewer_cannot_publish",
+            RoomError::UnknownParticipant(_) => "unknown_participant",
+            RoomError::NotPublishing(_) => "not_publishing",
+            RoomError::NothingPending(_) => "nothing_pending",
+            RoomError::AlreadyOnAir => "already_on_air",
+            RoomError::TargetIsHost => "target_is_host",
+            RoomError::SelfSubscribe => "self_subscribe",
+            RoomError::AlreadyJoined => "already_joined",
+            RoomError::Full(_) => "room_full",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Participant {
+    info: ParticipantInfo,
+    via: Via,
+}
+
+/// Maximum participants (co-hosts and viewers on signaling) per room.
+pub const MAX_PARTICIPANTS: usize = 256;
+
+/// One room's state.
+#[derive(Debug, Clone)]
+pub struct Room {
+    name: String,
+    participants: BTreeMap<String, Participant>,
+    requests: BTreeSet<String>,
+    invites: BTreeSet<String>,
+}
+
+impl Room {
+    /// An empty room.
+    pub fn new(name: &str) -> Self {
+        Room {
+            name: name.to_owned(),
+            participants: BTreeMap::new(),
+            requests: BTreeSet::new(),
+            invites: BTreeSet::new(),
+        }
+    }
+
+    /// Room name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// No one is in the room.
+    pub fn is_empty(&self) -> bool {
+        self.participants.is_empty()
+    }
+
+    /// Everyone, in identity order.
+    pub fn participants(&self) -> Vec<ParticipantInfo> {
+        self.participants.values().map(|p| p.info.clone()).collect()
+    }
+
+    /// One participant.
+    pub fn participant(&self, identity: &str) -> Option<&ParticipantInfo> {
+        self.participants.get(identity).map(|p| &p.info)
+    }
+
+    /// The connection a participant is on.
+    pub fn via(&self, identity: &str) -> Option<Via> {
+        self.participants.get(identity).map(|p| p.via)
+    }
+
+    /// `identity` enters with a verified token's `role`. A WHIP publisher with a host or guest
+    /// token is on air at once; over signaling only the host is, a guest or viewer goes on air
+    /// through the co-host flow. The same identity joining again replaces the old session.
+    pub fn join(
+        &mut self,
+        identity: &str,
+        name: &str,
+        role: Role,
+        via: Via,
+    ) -> Result<Vec<Effect>, RoomError> {
+        let mut fx = Vec::new();
+        if let Some(old) = self.participants.get(identity) {
+            if old.via == via {
+                return Err(RoomError::AlreadyJoined);
+            }
+            // Replace: the old session leaves first, exactly as if it had disconnected.
+            let old_via = old.via;
+            if let Via::Ws(conn) = old_via {
+                fx.push(Effect::Send {
+                    to: identity.to_owned(),
+                    msg: ServerMessage::error("replaced", "the same identity joined elsewhere"),
+                });
+                fx.push(Effect::Close { conn });
+            }
+            fx.extend(self.leave(identity, old_via));
+        }
+        if self.participants.len() >= MAX_PARTICIPANTS {
+            return Err(RoomError::Full(MAX_PARTICIPANTS));
+        }
+        if via == Via::Whip && role == Role::Viewer {
+            return Err(RoomError::ViewerCannotPublish);
+        }
+        let on_air = role == Role::Host || via == Via::Whip;
+        let info = ParticipantInfo {
+            identity: identity.to_owned(),
+            name: name.to_owned(),
+            role,
+            on_air,
+            publishing: false,
+            audio_muted: false,
+            video_muted: false,
+        };
+        let others = self.participants();
+        for o in &others {
+            fx.push(Effect::Send {
+                to: o.identity.clone(),
+                msg: ServerMessage::ParticipantJoined {
+                    participant: info.clone(),
+                },
+            });
+        }
+        fx.push(Effect::Send {
+            to: identity.to_owned(),
+            msg: ServerMessage::Joined {
+                room: self.name.clone(),
+                you: info.clone(),
+                participants: others,
+            },
+        });
+        self.participants
+            .insert(identity.to_owned(), Participant { info, via });
+        Ok(fx)
+    }
+
+    /// `identity`'s session `via` ended (socket closed, `leave`, WHIP DELETE, ICE failure).
+    /// A session that was already replaced does nothing.
+    pub fn leave(&mut self, identity: &str, via: Via) -> Vec<Effect> {
+        match self.participants.get(identity) {
+            Some(p) if p.via == via => {}
+            _ => return Vec::new(),
+        }
+        self.participants.remove(identity);
+        let mut fx = vec![Effect::Media(MediaCommand::Leave {
+            identity: identity.to_owned(),
+        })];
+        if self.requests.remove(identity) {
+            fx.extend(self.to_hosts(ServerMessage::CohostRequestCancelled {
+                identity: identity.to_owned(),
+            }));
+        }
+        self.invites.remove(identity);
+        fx.extend(self.to_all(ServerMessage::ParticipantLeft {
+            identity: identity.to_owned(),
+        }));
+        fx
+    }
+
+    /// The media backend reports that `identity` started (`true`) or stopped publishing.
+    pub fn set_publishing(&mut self, identity: &str, publishing: bool) -> Vec<Effect> {
+        let Some(p) = self.participants.get_mut(identity) else {
+            return Vec::new();
+        };
+        if p.info.publishing == publishing {
+            return Vec::new();
+        }
+        p.info.publishing = publishing;
+        let info = p.info.clone();
+        self.to_all(ServerMessage::ParticipantUpdated { participant: info })
+    }
+
+    /// Handles one message from a joined participant.
+    pub fn handle(&mut self, from: &str, msg: ClientMessage) -> Result<Vec<Effect>, RoomError> {
+        let me = self
+            .participants
+            .get(from)
+            .ok_or_else(|| RoomError::UnknownParticipant(from.to_owned()))?
+            .info
+            .clone();
+        let is_host = me.role == Role::Host;
+        let host_only = || {
+            if is_host {
+                Ok(())
+            } else {
+                Err(RoomError::NotHost)
+            }
+        };
+        match msg {
+            ClientMessage::Join { .. } => Err(RoomError::AlreadyJoined),
+            ClientMessage::Ping { ts } => Ok(vec![self.send(from, ServerMessage::Pong { ts })]),
+            ClientMessage::Leave => {
+                let via = self.via(from).unwrap_or(Via::Whip);
+                let mut fx = self.leave(from, via);
+                if let Via::Ws(conn) = via {
+                    fx.push(Effect::Close { conn });
+                }
+                Ok(fx)
+            }
+            ClientMessage::Publish { sdp } => {
+                if me.role == Role::Viewer {
+                    return Err(RoomError::ViewerCannotPublish);
+                }
+                if !me.on_air {
+                    return Err(RoomError::NotOnAir);
+                }
+                Ok(vec![Effect::Media(MediaCommand::Publish {
+                    identity: from.to_owned(),
+                    sdp,
+                })])
+            }
+            ClientMessage::Unpublish => Ok(vec![Effect::Media(MediaCommand::Unpublish {
+                identity: from.to_owned(),
+            })]),
+            ClientMessage::Subscribe { identity, sdp } => {
+                if identity == from {
+                    return Err(RoomError::SelfSubscribe);
+                }
+                let target = self
+                    .participants
+                    .get(&identity)
+                    .ok_or_else(|| RoomError::UnknownParticipant(identity.clone()))?;
+                if !target.info.publishing {
+                    return Err(RoomError::NotPublishing(identity));
+                }
+                Ok(vec![Effect::Media(MediaCommand::Subscribe {
+                    identity: from.to_owned(),
+                    target: identity,
+                    sdp,
+                })])
+            }
+            ClientMessage::Unsubscribe { identity } => {
+                Ok(vec![Effect::Media(MediaCommand::Unsubscribe {
+                    identity: from.to_owned(),
+                    target: identity,
+                })])
+            }
+            ClientMessage::Candidate { pc, candidate } => {
+                Ok(vec![Effect::Media(MediaCommand::Candidate {
+                    identity: from.to_owned(),
+                    pc,
+                    candidate,
+                })])
+            }
+            ClientMessage::RequestCohost => {
+                if me.on_air {
+                    return Err(RoomError::AlreadyOnAir);
+                }
+                if !self.requests.insert(from.to_owned()) {
+                    return Ok(Vec::new()); // asking twice is one request
+                }
+                Ok(self.to_hosts(ServerMessage::CohostRequest {
+                    identity: from.to_owned(),
+                    name: me.name,
+                }))
+            }
+            ClientMessage::CancelRequest => {
+                if !self.requests.remove(from) {
+                    return Err(RoomError::NothingPending("request"));
+                }
+                Ok(self.to_hosts(ServerMessage::CohostRequestCancelled {
+                    identity: from.to_owned(),
+                }))
+            }
+            ClientMessage::AcceptRequest { identity } => {
+                host_only()?;
+                if !self.requests.remove(&identity) {
+                    return Err(RoomError::NothingPending("request"));
+                }
+                Ok(self.put_on_air(&identity))
+            }
+            ClientMessage::RefuseRequest { identity, reason } => {
+                host_only()?;
+                if !self.requests.remove(&identity) {
+                    return Err(RoomError::NothingPending("request"));
+                }
+                Ok(vec![
+                    self.send(&identity, ServerMessage::CohostRefused { reason })
+                ])
+            }
+            ClientMessage::Invite { identity } => {
+                host_only()?;
+                let target = self
+                    .participants
+                    .get(&identity)
+                    .ok_or_else(|| RoomError::UnknownParticipant(identity.clone()))?;
+                if target.info.role == Role::Host {
+                    return Err(RoomError::TargetIsHost);
+                }
+                if target.info.on_air {
+                    return Err(RoomError::AlreadyOnAir);
+                }
+                self.invites.insert(identity.clone());
+                Ok(vec![self.send(
+                    &identity,
+                    ServerMessage::Invited {
+                        by: from.to_owned(),
+                    },
+                )])
+            }
+            ClientMessage::AcceptInvite | ClientMessage::DeclineInvite => {
+                let accepted = matches!(msg, ClientMessage::AcceptInvite);
+                if !self.invites.remove(from) {
+                    return Err(RoomError::NothingPending("invitation"));
+                }
+                let mut fx = self.to_hosts(ServerMessage::InviteAnswered {
+                    identity: from.to_owned(),
+                    accepted,
+                });
+                if accepted {
+                    self.requests.remove(from);
+                    fx.extend(self.put_on_air(from));
+                }
+                Ok(fx)
+            }
+            ClientMessage::Remove { identity } => {
+                host_only()?;
+                let target = self
+                    .participants
+                    .get_mut(&identity)
+                    .ok_or_else(|| RoomError::UnknownParticipant(identity.clone()))?;
+                if target.info.role == Role::Host {
+                    return Err(RoomError::TargetIsHost);
+                }
+                if !target.info.on_air {
+                    return Err(RoomError::NotOnAir);
+                }
+                target.info.on_air = false;
+                target.info.publishing = false;
+                let info = target.info.clone();
+                let mut fx = vec![
+                    Effect::Media(MediaCommand::Unpublish {
+                        identity: identity.clone(),
+                    }),
+                    self.send(&identity, ServerMessage::Removed),
+                ];
+                fx.extend(self.to_all(ServerMessage::ParticipantUpdated { participant: info }));
+                Ok(fx)
+            }
+            ClientMessage::Mute {
+                identity,
+                kind,
+                muted,
+            } => {
+                host_only()?;
+                let target = self
+                    .participants
+                    .get_mut(&identity)
+                    .ok_or_else(|| RoomError::UnknownParticipant(identity.clone()))?;
+                let slot = match kind {
+                    MediaKind::Audio => &mut target.info.audio_muted,
+                    MediaKind::Video => &mut target.info.video_muted,
+                };
+                if *slot == muted {
+                    return Ok(Vec::new());
+                }
+                *slot = muted;
+                let info = target.info.clone();
+                let mut fx = vec![Effect::Media(MediaCommand::SetMuted {
+                    identity,
+                    kind,
+                    muted,
+                })];
+                fx.extend(self.to_all(ServerMessage::ParticipantUpdated { participant: info }));
+                Ok(fx)
+            }
+            ClientMessage::SetLayout { layout } => {
+                host_only()?;
+                Ok(vec![Effect::Media(MediaCommand::SetLayout {
+                    identity: from.to_owned(),
+                    layout,
+                })])
+            }
+            ClientMessage::Cue {
+                id,
+                data,
+                repeat,
+                at_capture_ms,
+            } => {
+                host_only()?;
+                Ok(vec![Effect::Media(MediaCommand::Cue {
+                    identity: from.to_owned(),
+                    id,
+                    data,
+                    repeat: repeat.unwrap_or(3),
+                    at_capture_ms,
+                })])
+            }
+        }
+    }
+
+    /// Tell everyone the layout changed (after the backend applied it).
+    pub fn layout_changed(&self, layout: serde_json::Value) -> Vec<Effect> {
+        self.to_all(ServerMessage::LayoutChanged { layout })
+    }
+
+    fn put_on_air(&mut self, identity: &str) -> Vec<Effect> {
+        let Some(p) = self.participants.get_mut(identity) else {
+            return Vec::new();
+        };
+        p.info.on_air = true;
+        if p.info.role == Role::Viewer {
+            p.info.role = Role::Guest;
+        }
+        let info = p.info.clone();
+        let mut fx = vec![self.send(identity, ServerMessage::OnAir)];
+        fx.extend(self.to_all(ServerMessage::ParticipantUpdated { participant: info }));
+        fx
+    }
+
+    fn send(&self, to: &str, msg: ServerMessage) -> Effect {
+        Effect::Send {
+            to: to.to_owned(),
+            msg,
+        }
+    }
+
+    fn to_all(&self, msg: ServerMessage) -> Vec<Effect> {
+        self.participants
+            .keys()
+            .map(|k| self.send(k, msg.clone()))
+            .collect()
+    }
+
+    fn to_hosts(&self, msg: ServerMessage) -> Vec<Effect> {
+        self.participants
+            .values()
+            .filter(|p| p.info.role == Role::Host)
+            .map(|p| self.send(&p.info.identity, msg.clone()))
+            .collect()
+    }
+}
