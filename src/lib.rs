@@ -1,1 +1,135 @@
-//! cohost server.
+//! # cohost — co-hosting media server
+//!
+//! Hosts and guests talk over WebRTC through an SFU; a mixer composites them into one H.264 +
+//! AAC program for the live pipeline (RTMP push, HLS, WHEP).
+//!
+//! Architecture (dependencies flow one way):
+//! - [`signaling`] (crate): protocol types, the pure room state machine, JWT auth, and the
+//!   HTTP/WebSocket/WHIP/WHEP/API handlers. It reaches media only through
+//!   `signaling::backend::MediaBackend`, implemented here by [`sfu::SfuBackend`].
+//! - [`mixer`] (crate): the pure, clock-free mixer core and its muxers.
+//! - this crate: the only one with sockets and `webrtc`: [`rtc`] (peer connection factory),
+//!   [`sfu`] (forwarding, keyframe requests), [`config`], [`metrics`], the demo pages, and
+//!   [`run`], which serves everything on one listener until `shutdown` resolves.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+
+pub mod config;
+pub mod metrics;
+pub mod rtc;
+pub mod sfu;
+mod web;
+
+pub use config::Config;
+
+/// Errors starting or running the server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// Socket error.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Shared state of the HTTP layer.
+#[derive(Clone)]
+pub struct AppState {
+    /// Signaling (rooms, auth).
+    pub signaling: Arc<signaling::http::Signaling>,
+    /// The SFU.
+    pub sfu: Arc<sfu::Sfu>,
+    /// More metrics text appended to `/metrics` (the program pipeline's).
+    pub extra_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+}
+
+/// A running server's parts, for tests and embedding.
+pub struct Server {
+    /// The state.
+    pub state: AppState,
+    /// The full router.
+    pub router: Router,
+}
+
+/// Builds the server (SFU, signaling, routes) from `config`.
+pub fn build(config: &Config) -> Server {
+    let (events_tx, events_rx) = signaling::http::media_events();
+    let sfu = Arc::new(sfu::Sfu::new(
+        rtc::RtcEngine::new(config.rtc.clone()),
+        events_tx,
+    ));
+    let backend = Arc::new(sfu::SfuBackend {
+        sfu: sfu.clone(),
+        program: None,
+    });
+    let auth = signaling::auth::Auth::new(&config.api_key, &config.api_secret);
+    let sig = signaling::http::Signaling::new(auth, backend, config.signaling.clone(), events_rx);
+    let state = AppState {
+        signaling: sig.clone(),
+        sfu,
+        extra_metrics: None,
+    };
+    let router = router(state.clone());
+    Server { state, router }
+}
+
+/// All HTTP routes: signaling (`/ws`, WHIP, WHEP, `/api`), `/metrics`, `/healthz`, demo pages.
+pub fn router(state: AppState) -> Router {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics_handler))
+        .with_state(state.clone());
+    signaling::http::router(state.signaling.clone())
+        .merge(app)
+        .merge(web::router())
+}
+
+async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics::render(&s),
+    )
+}
+
+/// Serves `config` on `listener` until `shutdown` resolves, then closes gracefully.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let server = build(&config);
+    let addr = listener.local_addr()?;
+    log_start(&config, addr);
+    axum::serve(listener, server.router.into_make_service())
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    tracing::info!("server stopped");
+    Ok(())
+}
+
+fn log_start(config: &Config, addr: SocketAddr) {
+    tracing::info!("cohost listening on http://{addr}/ (demo: http://{addr}/host.html)");
+    if config.dev_mode {
+        tracing::warn!(
+            "DEVELOPMENT MODE: no --api-key/--api-secret configured; generated API key: {}",
+            config.api_key
+        );
+        tracing::warn!(
+            "development mode: the demo pages mint tokens with this key; never expose this server"
+        );
+    }
+    tracing::info!(
+        media_ip = %config.rtc.media_ip,
+        public_ip = ?config.rtc.public_ip,
+        udp_ports = %format!("{}-{}", config.rtc.port_min, config.rtc.port_max),
+        "media"
+    );
+}

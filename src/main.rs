@@ -1,1 +1,64 @@
-fn main() {}
+//! The `cohost` binary: `cohost [flags]` serves; `cohost mix ...` mixes files offline.
+
+use clap::Parser;
+use cohost::config::{Config, ServeArgs};
+use tracing_subscriber::EnvFilter;
+
+/// cohost: co-hosting media server (WebRTC SFU + MCU mixer + RTMP/HLS/WHEP output).
+#[derive(Debug, Parser)]
+#[command(name = "cohost", version, about)]
+struct Cli {
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::from_args(&cli.serve) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cohost: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cohost: cannot start runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let res = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(config.bind).await?;
+        cohost::run(listener, config, shutdown_signal()).await
+    });
+    match res {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cohost: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

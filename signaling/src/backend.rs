@@ -94,12 +94,14 @@ pub enum MediaEvent {
 /// Media operations signaling needs. Every method is called with already-authorized input.
 #[async_trait]
 pub trait MediaBackend: Send + Sync + 'static {
-    /// Answers a publishing offer (WebSocket `publish` or WHIP).
+    /// Answers a publishing offer (WebSocket `publish`, or WHIP when `whip`: its end is then
+    /// reported with [`MediaEvent::WhipEnded`]).
     async fn publish(
         &self,
         room: &str,
         identity: &str,
         offer: String,
+        whip: bool,
     ) -> Result<String, MediaError>;
     /// Stops a publication and all subscriptions to it.
     async fn unpublish(&self, room: &str, identity: &str);

@@ -222,7 +222,7 @@ impl Signaling {
         let b = &self.backend;
         match cmd {
             MediaCommand::Publish { identity, sdp } => {
-                match b.publish(room, &identity, sdp).await {
+                match b.publish(room, &identity, sdp, false).await {
                     Ok(sdp) => self.send_to(
                         room,
                         &identity,
@@ -623,7 +623,12 @@ async fn whip_post(
     };
     s.apply(&room, fx);
     let span = info_span!("participant", room = %room, identity = %me);
-    match s.backend.publish(&room, &me, offer).instrument(span).await {
+    match s
+        .backend
+        .publish(&room, &me, offer, true)
+        .instrument(span)
+        .await
+    {
         Ok(answer) => Ok(sdp_created(format!("/whip/{room}/{me}"), answer)),
         Err(e) => {
             s.leave(&room, &me, Via::Whip);

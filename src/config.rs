@@ -1,0 +1,258 @@
+//! Server configuration: CLI flags, each also `COHOST_<NAME>` in the environment and a key of an
+//! optional TOML file (`--config`). Precedence: flag > environment > file > default.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Errors building the configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The TOML file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The TOML file is invalid.
+    #[error("invalid config file: {0}")]
+    Toml(#[from] toml::de::Error),
+    /// A value is invalid.
+    #[error("invalid {key}: {message}")]
+    Invalid {
+        /// Which setting.
+        key: &'static str,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Flags of `cohost` (the server). Every flag is also an environment variable.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// Optional TOML file with the same keys as the flags (`bind = "0.0.0.0:8080"`, ...).
+    #[arg(long, env = "COHOST_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// HTTP address: API, WebSocket signaling, WHIP/WHEP, demo pages, HLS. [default: 127.0.0.1:8080]
+    #[arg(long, env = "COHOST_BIND")]
+    pub bind: Option<SocketAddr>,
+    /// API key for admin calls (`Authorization: Bearer <key>`). Without key and secret the
+    /// server runs in development mode with a random key it logs.
+    #[arg(long, env = "COHOST_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Secret that signs participant tokens (HS256).
+    #[arg(long, env = "COHOST_API_SECRET", hide_env_values = true)]
+    pub api_secret: Option<String>,
+    /// Address announced in ICE candidates (the host's public IP behind 1:1 NAT).
+    #[arg(long, env = "COHOST_PUBLIC_IP")]
+    pub public_ip: Option<IpAddr>,
+    /// Local IP the media UDP sockets bind to. [default: 0.0.0.0, every interface]
+    #[arg(long, env = "COHOST_MEDIA_IP")]
+    pub media_ip: Option<IpAddr>,
+    /// UDP port range for media, `first-last`. One port per peer connection (webrtc-rs 0.21
+    /// has no single-port mux). [default: 50000-59999]
+    #[arg(long, env = "COHOST_UDP_PORTS")]
+    pub udp_ports: Option<String>,
+    /// Tracing filter (`info`, `cohost=debug,webrtc=warn`, ...). [default: info,webrtc=warn,rtc=warn]
+    #[arg(long, env = "COHOST_LOG")]
+    pub log: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    bind: Option<SocketAddr>,
+    api_key: Option<String>,
+    api_secret: Option<String>,
+    public_ip: Option<IpAddr>,
+    media_ip: Option<IpAddr>,
+    udp_ports: Option<String>,
+    log: Option<String>,
+}
+
+/// Media (WebRTC) settings.
+#[derive(Debug, Clone)]
+pub struct RtcConfig {
+    /// Bind IP for UDP.
+    pub media_ip: IpAddr,
+    /// Announced IP.
+    pub public_ip: Option<IpAddr>,
+    /// First UDP port.
+    pub port_min: u16,
+    /// Last UDP port.
+    pub port_max: u16,
+}
+
+impl Default for RtcConfig {
+    fn default() -> Self {
+        RtcConfig {
+            media_ip: IpAddr::from([0, 0, 0, 0]),
+            public_ip: None,
+            port_min: 50000,
+            port_max: 59999,
+        }
+    }
+}
+
+/// The whole server configuration, composed of each part's own config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// HTTP bind address.
+    pub bind: SocketAddr,
+    /// API key.
+    pub api_key: String,
+    /// Token secret.
+    pub api_secret: String,
+    /// `true` when key and secret were generated (development mode).
+    pub dev_mode: bool,
+    /// Tracing filter.
+    pub log: String,
+    /// WebRTC.
+    pub rtc: RtcConfig,
+    /// Signaling.
+    pub signaling: signaling::http::Config,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            api_key: random_hex(16),
+            api_secret: random_hex(32),
+            dev_mode: true,
+            log: "info,webrtc=warn,rtc=warn".into(),
+            rtc: RtcConfig::default(),
+            signaling: signaling::http::Config::default(),
+        }
+    }
+}
+
+fn random_hex(n: usize) -> String {
+    let bytes: Vec<u8> = (0..n).map(|_| rand::random::<u8>()).collect();
+    hex::encode(bytes)
+}
+
+/// Parses `first-last` (or a single port).
+pub fn parse_port_range(s: &str) -> Result<(u16, u16), ConfigError> {
+    let bad = |m: &str| ConfigError::Invalid {
+        key: "udp_ports",
+        message: format!("{m}: `{s}` (expected e.g. 50000-50100)"),
+    };
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let a: u16 = a.trim().parse().map_err(|_| bad("not a port"))?;
+    let b: u16 = b.trim().parse().map_err(|_| bad("not a port"))?;
+    if a == 0 || b < a {
+        return Err(bad("empty range"));
+    }
+    Ok((a, b))
+}
+
+impl Config {
+    /// Builds the configuration from flags/environment and the optional file.
+    pub fn from_args(args: &ServeArgs) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.clone(),
+                    source,
+                })?;
+                toml::from_str::<FileConfig>(&text)?
+            }
+            None => FileConfig::default(),
+        };
+        let mut c = Config::default();
+        if let Some(b) = args.bind.or(file.bind) {
+            c.bind = b;
+        }
+        let key = args.api_key.clone().or(file.api_key);
+        let secret = args.api_secret.clone().or(file.api_secret);
+        match (key, secret) {
+            (Some(k), Some(s)) => {
+                if s.len() < 16 {
+                    return Err(ConfigError::Invalid {
+                        key: "api_secret",
+                        message: "must be at least 16 bytes".into(),
+                    });
+                }
+                c.api_key = k;
+                c.api_secret = s;
+                c.dev_mode = false;
+            }
+            (None, None) => {}
+            _ => {
+                return Err(ConfigError::Invalid {
+                    key: "api_key",
+                    message: "give both --api-key and --api-secret, or neither (development mode)"
+                        .into(),
+                })
+            }
+        }
+        if let Some(l) = args.log.clone().or(file.log) {
+            c.log = l;
+        }
+        c.rtc.public_ip = args.public_ip.or(file.public_ip);
+        if let Some(ip) = args.media_ip.or(file.media_ip) {
+            c.rtc.media_ip = ip;
+        }
+        if let Some(r) = args.udp_ports.clone().or(file.udp_ports) {
+            (c.rtc.port_min, c.rtc.port_max) = parse_port_range(&r)?;
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_ranges() {
+        assert_eq!(parse_port_range("50000-50010").unwrap(), (50000, 50010));
+        assert_eq!(parse_port_range("6000").unwrap(), (6000, 6000));
+        assert!(parse_port_range("10-5").is_err());
+        assert!(parse_port_range("x").is_err());
+        assert!(parse_port_range("0-5").is_err());
+    }
+
+    #[test]
+    fn key_without_secret_is_refused() {
+        let a = ServeArgs {
+            api_key: Some("k".into()),
+            ..Default::default()
+        };
+        assert!(Config::from_args(&a).is_err());
+        let ok = ServeArgs {
+            api_key: Some("k".into()),
+            api_secret: Some("0123456789abcdef".into()),
+            ..Default::default()
+        };
+        assert!(!Config::from_args(&ok).unwrap().dev_mode);
+        assert!(Config::from_args(&ServeArgs::default()).unwrap().dev_mode);
+    }
+
+    #[test]
+    fn file_is_read_and_flags_win() {
+        let dir = std::env::temp_dir().join(format!("cohost-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("c.toml");
+        std::fs::write(
+            &p,
+            "bind = \"127.0.0.1:9000\"\nudp_ports = \"40000-40010\"\n",
+        )
+        .unwrap();
+        let a = ServeArgs {
+            config: Some(p.clone()),
+            udp_ports: Some("41000-41001".into()),
+            ..Default::default()
+        };
+        let c = Config::from_args(&a).unwrap();
+        assert_eq!(c.bind.port(), 9000);
+        assert_eq!((c.rtc.port_min, c.rtc.port_max), (41000, 41001));
+        std::fs::write(&p, "nope = 1\n").unwrap();
+        assert!(Config::from_args(&a).is_err());
+    }
+}

@@ -1,0 +1,131 @@
+//! `/metrics` in the Prometheus text format.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use crate::AppState;
+
+fn line(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
+}
+
+/// Renders every metric.
+pub fn render(state: &AppState) -> String {
+    let mut o = String::new();
+    let (rooms, participants) = state.signaling.counts();
+    let (media_rooms, publishers, subs) = state.sfu.counts();
+    line(
+        &mut o,
+        "cohost_rooms",
+        "gauge",
+        "Rooms with signaling participants.",
+        rooms as u64,
+    );
+    line(
+        &mut o,
+        "cohost_media_rooms",
+        "gauge",
+        "Rooms with media.",
+        media_rooms as u64,
+    );
+    line(
+        &mut o,
+        "cohost_participants",
+        "gauge",
+        "Participants connected to signaling or WHIP.",
+        participants as u64,
+    );
+    line(
+        &mut o,
+        "cohost_publishers",
+        "gauge",
+        "Co-hosts publishing.",
+        publishers as u64,
+    );
+    line(
+        &mut o,
+        "cohost_tracks",
+        "gauge",
+        "Published tracks (audio + video).",
+        state.sfu.track_count() as u64,
+    );
+    line(
+        &mut o,
+        "cohost_subscriptions",
+        "gauge",
+        "SFU subscriptions (subscriber x publisher).",
+        subs as u64,
+    );
+    let m = &state.sfu.metrics;
+    line(
+        &mut o,
+        "cohost_rtp_packets_received_total",
+        "counter",
+        "RTP packets received from publishers.",
+        m.packets_in.load(Ordering::Relaxed),
+    );
+    line(
+        &mut o,
+        "cohost_rtp_bytes_received_total",
+        "counter",
+        "RTP bytes received from publishers.",
+        m.bytes_in.load(Ordering::Relaxed),
+    );
+    line(
+        &mut o,
+        "cohost_rtp_packets_forwarded_total",
+        "counter",
+        "RTP packets forwarded to subscribers.",
+        m.packets_out.load(Ordering::Relaxed),
+    );
+    line(
+        &mut o,
+        "cohost_rtp_bytes_forwarded_total",
+        "counter",
+        "RTP bytes forwarded to subscribers.",
+        m.bytes_out.load(Ordering::Relaxed),
+    );
+    line(
+        &mut o,
+        "cohost_rtp_packets_dropped_total",
+        "counter",
+        "Packets slow subscribers missed.",
+        m.packets_dropped.load(Ordering::Relaxed),
+    );
+    line(
+        &mut o,
+        "cohost_keyframe_requests_total",
+        "counter",
+        "Keyframe requests (PLI) sent to publishers.",
+        m.keyframe_requests.load(Ordering::Relaxed),
+    );
+    let s = &state.signaling.metrics;
+    line(
+        &mut o,
+        "cohost_signaling_connections_total",
+        "counter",
+        "Signaling WebSocket connections accepted.",
+        s.connections.load(Ordering::Relaxed),
+    );
+    line(
+        &mut o,
+        "cohost_signaling_messages_total",
+        "counter",
+        "Signaling messages received.",
+        s.messages.load(Ordering::Relaxed),
+    );
+    line(
+        &mut o,
+        "cohost_signaling_errors_total",
+        "counter",
+        "Signaling errors returned to clients.",
+        s.errors.load(Ordering::Relaxed),
+    );
+    if let Some(extra) = &state.extra_metrics {
+        o.push_str(&extra());
+    }
+    o
+}

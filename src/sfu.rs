@@ -1,0 +1,922 @@
+//! The SFU: each co-host's publication (one peer connection, answered like WHIP) is fanned out
+//! untouched to every subscription (one peer connection per subscriber and publisher, answered
+//! like WHEP). SSRC, payload type and sequence numbers are rewritten per subscriber; keyframe
+//! requests go upstream, repeated until a keyframe passes and throttled.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rtc::media_stream::MediaStreamTrack;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use signaling::backend::{CueAck, MediaBackend, MediaError, MediaEvent};
+use signaling::protocol::MediaKind;
+use tokio::sync::{broadcast, mpsc, watch, Notify};
+use tracing::{debug, info, info_span, Instrument};
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::PeerConnection;
+use webrtc::peer_connection::RTCPeerConnectionState;
+
+use crate::rtc::{h264_payload_is_keyframe, is_keyframe_request, Peer, PeerEvent, RtcEngine};
+
+/// Minimum spacing of keyframe requests sent to one publisher.
+pub const PLI_MIN_INTERVAL: Duration = Duration::from_millis(300);
+/// While a keyframe is wanted, the request is repeated at this period until one arrives.
+pub const PLI_RETRY: Duration = Duration::from_millis(500);
+
+/// SFU counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct SfuMetrics {
+    /// RTP packets received from publishers.
+    pub packets_in: AtomicU64,
+    /// RTP payload+header bytes received.
+    pub bytes_in: AtomicU64,
+    /// RTP packets forwarded to subscribers.
+    pub packets_out: AtomicU64,
+    /// Bytes forwarded.
+    pub bytes_out: AtomicU64,
+    /// Keyframe requests (PLI) sent to publishers.
+    pub keyframe_requests: AtomicU64,
+    /// Packets a slow subscriber missed (its queue lagged).
+    pub packets_dropped: AtomicU64,
+}
+
+/// A packet as received, for the subscribers and the mixer.
+#[derive(Clone, Debug)]
+pub struct InPacket {
+    /// The RTP packet.
+    pub packet: rtp::Packet,
+    /// When it was read from the publisher's track.
+    pub at: Instant,
+}
+
+/// One published track kind.
+pub struct PubTrack {
+    /// Fan-out to subscribers (and the program).
+    pub tx: broadcast::Sender<InPacket>,
+    codec: Mutex<Option<RTCRtpCodec>>,
+    muted: AtomicBool,
+}
+
+impl PubTrack {
+    fn new() -> Self {
+        PubTrack {
+            tx: broadcast::channel(1024).0,
+            codec: Mutex::new(None),
+            muted: AtomicBool::new(false),
+        }
+    }
+    fn codec(&self) -> Option<RTCRtpCodec> {
+        self.codec.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// A co-host's publication.
+pub struct Publisher {
+    /// Identity.
+    pub identity: String,
+    pc: Arc<dyn PeerConnection>,
+    /// Video (H.264).
+    pub video: PubTrack,
+    /// Audio (Opus).
+    pub audio: PubTrack,
+    keyframe_wanted: AtomicBool,
+    kick: Notify,
+    ready: watch::Sender<bool>,
+    expect_video: bool,
+    expect_audio: bool,
+    via_whip: AtomicBool,
+    video_remote: Mutex<Option<(Arc<dyn TrackRemote>, u32)>>,
+}
+
+impl Publisher {
+    /// Asks for a keyframe: a PLI is sent now if none went out in the last
+    /// [`PLI_MIN_INTERVAL`], and repeated every [`PLI_RETRY`] until a keyframe arrives.
+    pub fn request_keyframe(&self) {
+        self.keyframe_wanted.store(true, Ordering::Release);
+        self.kick.notify_one();
+    }
+
+    fn track(&self, kind: RtpCodecKind) -> &PubTrack {
+        if kind == RtpCodecKind::Audio {
+            &self.audio
+        } else {
+            &self.video
+        }
+    }
+}
+
+struct Subscription {
+    pc: Arc<dyn PeerConnection>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let pc = self.pc.clone();
+        tokio::spawn(async move {
+            let _ = pc.close().await;
+        });
+    }
+}
+
+#[derive(Default)]
+struct RoomMedia {
+    publishers: HashMap<String, Arc<Publisher>>,
+    /// (subscriber, publisher) → subscription.
+    subs: HashMap<(String, String), Subscription>,
+    layout: Option<serde_json::Value>,
+}
+
+/// Hooks the live program (mixer) attaches to the SFU.
+pub trait ProgramSink: Send + Sync + 'static {
+    /// A publisher's tracks are ready (codecs known).
+    fn publisher_ready(&self, room: &str, publisher: &Arc<Publisher>);
+    /// A publisher left.
+    fn publisher_gone(&self, room: &str, identity: &str);
+}
+
+/// The SFU, implementing signaling's [`MediaBackend`].
+pub struct Sfu {
+    engine: RtcEngine,
+    events: mpsc::UnboundedSender<MediaEvent>,
+    rooms: Mutex<HashMap<String, RoomMedia>>,
+    /// Counters.
+    pub metrics: Arc<SfuMetrics>,
+    program: Mutex<Option<Arc<dyn ProgramSink>>>,
+}
+
+fn kinds_offered(sdp: &str) -> (bool, bool) {
+    // Which m-sections the publisher sends: video/audio not marked recvonly or inactive.
+    let mut video = false;
+    let mut audio = false;
+    let mut cur: Option<&str> = None;
+    let mut sends = true;
+    let mut flush = |cur: Option<&str>, sends: bool| match cur {
+        Some("video") if sends => video = true,
+        Some("audio") if sends => audio = true,
+        _ => {}
+    };
+    for line in sdp.lines() {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("m=") {
+            flush(cur, sends);
+            cur = rest.split_whitespace().next();
+            sends = true;
+        } else if line == "a=recvonly" || line == "a=inactive" {
+            sends = false;
+        }
+    }
+    flush(cur, sends);
+    (video, audio)
+}
+
+impl Sfu {
+    /// New SFU.
+    pub fn new(engine: RtcEngine, events: mpsc::UnboundedSender<MediaEvent>) -> Self {
+        Sfu {
+            engine,
+            events,
+            rooms: Mutex::new(HashMap::new()),
+            metrics: Arc::new(SfuMetrics::default()),
+            program: Mutex::new(None),
+        }
+    }
+
+    /// Attaches the program pipeline.
+    pub fn set_program_sink(&self, sink: Arc<dyn ProgramSink>) {
+        *self.program.lock().unwrap_or_else(|p| p.into_inner()) = Some(sink);
+    }
+
+    fn program(&self) -> Option<Arc<dyn ProgramSink>> {
+        self.program
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, RoomMedia>> {
+        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// (rooms with media, publishers, subscriptions) for metrics.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let g = self.lock();
+        (
+            g.len(),
+            g.values().map(|r| r.publishers.len()).sum(),
+            g.values().map(|r| r.subs.len()).sum(),
+        )
+    }
+
+    /// A publisher, if present.
+    pub fn publisher(&self, room: &str, identity: &str) -> Option<Arc<Publisher>> {
+        self.lock().get(room)?.publishers.get(identity).cloned()
+    }
+
+    /// Current layout JSON set through the API, if any.
+    pub fn layout(&self, room: &str) -> Option<serde_json::Value> {
+        self.lock().get(room)?.layout.clone()
+    }
+
+    fn remove_publisher(
+        self: &Arc<Self>,
+        room: &str,
+        identity: &str,
+        pc_id: Option<&Arc<dyn PeerConnection>>,
+    ) {
+        let removed = {
+            let mut g = self.lock();
+            let Some(r) = g.get_mut(room) else { return };
+            match (r.publishers.get(identity), pc_id) {
+                (Some(p), Some(pc)) if !Arc::ptr_eq(&p.pc, pc) => return, // a newer publication
+                (None, _) => return,
+                _ => {}
+            }
+            let p = r.publishers.remove(identity);
+            r.subs.retain(|(_, target), _| target != identity);
+            p
+        };
+        if let Some(p) = removed {
+            info!(room, identity, "publication ended");
+            if let Some(sink) = self.program() {
+                sink.publisher_gone(room, identity);
+            }
+            let pc = p.pc.clone();
+            tokio::spawn(async move {
+                let _ = pc.close().await;
+            });
+            let _ = self.events.send(MediaEvent::Publishing {
+                room: room.to_owned(),
+                identity: identity.to_owned(),
+                publishing: false,
+            });
+        }
+    }
+
+    async fn start_publish(
+        self: &Arc<Self>,
+        room: &str,
+        identity: &str,
+        offer: String,
+        whip: bool,
+    ) -> Result<String, MediaError> {
+        let (expect_video, expect_audio) = kinds_offered(&offer);
+        if !expect_video && !expect_audio {
+            return Err(MediaError::BadSdp(
+                "the offer sends no audio or video".into(),
+            ));
+        }
+        let peer = self.engine.new_peer().await?;
+        let pc = &peer.pc;
+        let publisher = Arc::new(Publisher {
+            identity: identity.to_owned(),
+            pc: pc.clone(),
+            video: PubTrack::new(),
+            audio: PubTrack::new(),
+            keyframe_wanted: AtomicBool::new(true),
+            kick: Notify::new(),
+            ready: watch::channel(false).0,
+            expect_video,
+            expect_audio,
+            via_whip: AtomicBool::new(whip),
+            video_remote: Mutex::new(None),
+        });
+        let answer = match peer.answer(offer).await {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = pc.close().await;
+                return Err(e.into());
+            }
+        };
+        // Replace an older publication of the same identity.
+        let old = self
+            .lock()
+            .entry(room.to_owned())
+            .or_default()
+            .publishers
+            .insert(identity.to_owned(), publisher.clone());
+        if let Some(old) = old {
+            let pc = old.pc.clone();
+            tokio::spawn(async move {
+                let _ = pc.close().await;
+            });
+        }
+        self.spawn_publisher(room, publisher, peer.events);
+        info!(
+            room,
+            identity,
+            video = expect_video,
+            audio = expect_audio,
+            "publishing"
+        );
+        Ok(answer)
+    }
+
+    fn spawn_publisher(
+        self: &Arc<Self>,
+        room: &str,
+        p: Arc<Publisher>,
+        mut events: mpsc::UnboundedReceiver<PeerEvent>,
+    ) {
+        let span = info_span!("publisher", room = %room, identity = %p.identity);
+        // Keyframe requester: throttled, repeated while wanted.
+        {
+            let p = p.clone();
+            let m = self.metrics.clone();
+            tokio::spawn(
+                async move {
+                    let mut last: Option<Instant> = None;
+                    loop {
+                        let _ = tokio::time::timeout(PLI_RETRY, p.kick.notified()).await;
+                        if Arc::strong_count(&p) == 1 {
+                            break;
+                        }
+                        if !p.keyframe_wanted.load(Ordering::Acquire) {
+                            continue;
+                        }
+                        if last.is_some_and(|t| t.elapsed() < PLI_MIN_INTERVAL) {
+                            continue;
+                        }
+                        let track = p.video_remote().await;
+                        let Some((track, ssrc)) = track else { continue };
+                        let pli = PictureLossIndication {
+                            sender_ssrc: 0,
+                            media_ssrc: ssrc,
+                        };
+                        if track.write_rtcp(vec![Box::new(pli)]).await.is_err() {
+                            break;
+                        }
+                        m.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                        last = Some(Instant::now());
+                        debug!("PLI sent");
+                    }
+                }
+                .instrument(span.clone()),
+            );
+        }
+        let sfu = self.clone();
+        let room = room.to_owned();
+        tokio::spawn(
+            async move {
+                while let Some(ev) = events.recv().await {
+                    match ev {
+                        PeerEvent::Track(track) => sfu.on_publisher_track(&room, &p, track).await,
+                        PeerEvent::State(s) => {
+                            debug!(state = %s, "publisher connection");
+                            if matches!(
+                                s,
+                                RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
+                            ) {
+                                break;
+                            }
+                        }
+                    }
+                }
+                let whip = p.via_whip.load(Ordering::Relaxed);
+                sfu.remove_publisher(&room, &p.identity, Some(&p.pc));
+                if whip {
+                    let _ = sfu.events.send(MediaEvent::WhipEnded {
+                        room: room.clone(),
+                        identity: p.identity.clone(),
+                    });
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    async fn on_publisher_track(
+        self: &Arc<Self>,
+        room: &str,
+        p: &Arc<Publisher>,
+        track: Arc<dyn TrackRemote>,
+    ) {
+        let kind = track.kind().await;
+        let Some(ssrc) = track.ssrcs().await.first().copied() else {
+            return;
+        };
+        let codec = track.codec(ssrc).await;
+        info!(?kind, ssrc, codec = ?codec.as_ref().map(|c| c.mime_type.clone()), "track");
+        {
+            let pt = p.track(kind);
+            *pt.codec.lock().unwrap_or_else(|e| e.into_inner()) = codec;
+        }
+        if kind == RtpCodecKind::Video {
+            p.set_video_remote(track.clone(), ssrc);
+            p.request_keyframe();
+        }
+        let ready = (!p.expect_video || p.video.codec().is_some())
+            && (!p.expect_audio || p.audio.codec().is_some());
+        if ready && !*p.ready.borrow() {
+            let _ = p.ready.send(true);
+            if let Some(sink) = self.program() {
+                sink.publisher_ready(room, p);
+            }
+            let _ = self.events.send(MediaEvent::Publishing {
+                room: room.to_owned(),
+                identity: p.identity.clone(),
+                publishing: true,
+            });
+        }
+        let p = p.clone();
+        let m = self.metrics.clone();
+        tokio::spawn(
+            async move {
+                while let Some(ev) = track.poll().await {
+                    let TrackRemoteEvent::OnRtpPacket(packet) = ev else {
+                        continue;
+                    };
+                    m.packets_in.fetch_add(1, Ordering::Relaxed);
+                    m.bytes_in
+                        .fetch_add((packet.payload.len() + 12) as u64, Ordering::Relaxed);
+                    let t = p.track(kind);
+                    if kind == RtpCodecKind::Video && h264_payload_is_keyframe(&packet.payload) {
+                        p.keyframe_wanted.store(false, Ordering::Release);
+                    }
+                    if t.muted.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    let _ = t.tx.send(InPacket {
+                        packet,
+                        at: Instant::now(),
+                    });
+                }
+                debug!(?kind, "remote track ended");
+            }
+            .in_current_span(),
+        );
+    }
+
+    async fn start_subscribe(
+        self: &Arc<Self>,
+        room: &str,
+        subscriber: &str,
+        target: &str,
+        offer: String,
+    ) -> Result<String, MediaError> {
+        let p = self
+            .publisher(room, target)
+            .ok_or_else(|| MediaError::NotFound(format!("`{target}` is not publishing")))?;
+        let mut ready = p.ready.subscribe();
+        if tokio::time::timeout(Duration::from_secs(5), ready.wait_for(|r| *r))
+            .await
+            .is_err()
+        {
+            return Err(MediaError::Unavailable(format!(
+                "`{target}`'s tracks are not ready"
+            )));
+        }
+        let peer = self.engine.new_peer().await?;
+        let mut locals = Vec::new();
+        for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+            let Some(codec) = p.track(kind).codec() else {
+                continue;
+            };
+            let ssrc: u32 = rand::random();
+            let k = if kind == RtpCodecKind::Video {
+                "video"
+            } else {
+                "audio"
+            };
+            let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+                target.to_owned(),
+                format!("{target}-{k}"),
+                format!("{target}-{k}"),
+                kind,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(ssrc),
+                        ..Default::default()
+                    },
+                    active: true,
+                    codec: codec.clone(),
+                    ..Default::default()
+                }],
+            )));
+            let sender = peer
+                .pc
+                .add_track(track.clone() as Arc<dyn TrackLocal>)
+                .await
+                .map_err(|e| MediaError::Internal(e.to_string()))?;
+            locals.push((kind, codec, ssrc, track, sender));
+        }
+        let answer = match peer.answer(offer).await {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = peer.pc.close().await;
+                return Err(e.into());
+            }
+        };
+        let span =
+            info_span!("subscription", room = %room, subscriber = %subscriber, target = %target);
+        let mut tasks = Vec::new();
+        for (kind, codec, ssrc, track, sender) in locals {
+            // The payload type this subscriber negotiated for the publisher's codec.
+            let params = sender.get_parameters().await.ok();
+            let pt = params.as_ref().and_then(|prm| {
+                prm.rtp_parameters
+                    .codecs
+                    .iter()
+                    .find(|c| {
+                        c.rtp_codec.mime_type.eq_ignore_ascii_case(&codec.mime_type)
+                            && (kind == RtpCodecKind::Audio
+                                || c.rtp_codec.sdp_fmtp_line.contains("packetization-mode=1"))
+                    })
+                    .map(|c| c.payload_type)
+            });
+            let Some(pt) = pt else {
+                debug!(?kind, "subscriber did not accept this kind");
+                continue;
+            };
+            let mut rx = p.track(kind).tx.subscribe();
+            let m = self.metrics.clone();
+            let pub_ = p.clone();
+            let t2 = track.clone();
+            tasks.push(tokio::spawn(
+                async move {
+                    let mut seq_offset: u16 = 0;
+                    let mut started = kind == RtpCodecKind::Audio;
+                    let mut last_in: Option<u16> = None;
+                    loop {
+                        let pkt = match rx.recv().await {
+                            Ok(pkt) => pkt,
+                            Err(broadcast::error::RecvError::Lagged(n)) => {
+                                m.packets_dropped.fetch_add(n, Ordering::Relaxed);
+                                if kind == RtpCodecKind::Video {
+                                    started = false; // wait for the next keyframe
+                                    pub_.request_keyframe();
+                                }
+                                continue;
+                            }
+                            Err(broadcast::error::RecvError::Closed) => break,
+                        };
+                        let mut packet = pkt.packet;
+                        if !started {
+                            // Start a video subscriber on a keyframe: earlier frames cannot decode.
+                            if !h264_payload_is_keyframe(&packet.payload) {
+                                if let Some(l) = last_in {
+                                    seq_offset = seq_offset.wrapping_sub(
+                                        packet.header.sequence_number.wrapping_sub(l),
+                                    );
+                                }
+                                last_in = Some(packet.header.sequence_number);
+                                continue;
+                            }
+                            started = true;
+                        }
+                        last_in = Some(packet.header.sequence_number);
+                        packet.header.ssrc = ssrc;
+                        packet.header.payload_type = pt;
+                        packet.header.sequence_number =
+                            packet.header.sequence_number.wrapping_add(seq_offset);
+                        packet.header.extension = false;
+                        packet.header.extensions.clear();
+                        let len = packet.payload.len() + 12;
+                        if t2.write_rtp(packet).await.is_err() {
+                            break;
+                        }
+                        m.packets_out.fetch_add(1, Ordering::Relaxed);
+                        m.bytes_out.fetch_add(len as u64, Ordering::Relaxed);
+                    }
+                }
+                .instrument(span.clone()),
+            ));
+            if kind == RtpCodecKind::Video {
+                let pub_ = p.clone();
+                tasks.push(tokio::spawn(
+                    async move {
+                        while let Some(ev) = track.poll().await {
+                            let TrackLocalEvent::OnRtcpPacket(pkts) = ev else {
+                                continue;
+                            };
+                            if pkts.iter().any(|x| is_keyframe_request(x.as_ref())) {
+                                pub_.request_keyframe();
+                            }
+                        }
+                    }
+                    .instrument(span.clone()),
+                ));
+            }
+        }
+        p.request_keyframe();
+        let Peer { pc, events, .. } = peer;
+        {
+            let sfu = self.clone();
+            let room = room.to_owned();
+            let key = (subscriber.to_owned(), target.to_owned());
+            let pc2 = pc.clone();
+            let mut events = events;
+            tasks.push(tokio::spawn(
+                async move {
+                    while let Some(ev) = events.recv().await {
+                        if let PeerEvent::State(s) = ev {
+                            if matches!(
+                                s,
+                                RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
+                            ) {
+                                break;
+                            }
+                        }
+                    }
+                    let mut g = sfu.lock();
+                    if let Some(r) = g.get_mut(&room) {
+                        if r.subs.get(&key).is_some_and(|s| Arc::ptr_eq(&s.pc, &pc2)) {
+                            r.subs.remove(&key);
+                        }
+                    }
+                }
+                .instrument(span),
+            ));
+        }
+        let old = self.lock().entry(room.to_owned()).or_default().subs.insert(
+            (subscriber.to_owned(), target.to_owned()),
+            Subscription { pc, tasks },
+        );
+        drop(old);
+        info!(room, subscriber, target, "subscribed");
+        Ok(answer)
+    }
+}
+
+impl Publisher {
+    async fn video_remote(&self) -> Option<(Arc<dyn TrackRemote>, u32)> {
+        self.video_remote
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+    fn set_video_remote(&self, t: Arc<dyn TrackRemote>, ssrc: u32) {
+        *self.video_remote.lock().unwrap_or_else(|p| p.into_inner()) = Some((t, ssrc));
+    }
+}
+
+#[async_trait::async_trait]
+impl MediaBackend for SfuBackend {
+    async fn publish(
+        &self,
+        room: &str,
+        identity: &str,
+        offer: String,
+        whip: bool,
+    ) -> Result<String, MediaError> {
+        self.sfu.start_publish(room, identity, offer, whip).await
+    }
+    async fn unpublish(&self, room: &str, identity: &str) {
+        self.sfu.remove_publisher(room, identity, None);
+    }
+    async fn subscribe(
+        &self,
+        room: &str,
+        subscriber: &str,
+        target: &str,
+        offer: String,
+    ) -> Result<String, MediaError> {
+        self.sfu
+            .start_subscribe(room, subscriber, target, offer)
+            .await
+    }
+    async fn unsubscribe(&self, room: &str, subscriber: &str, target: &str) {
+        let sub = self
+            .sfu
+            .lock()
+            .get_mut(room)
+            .and_then(|r| r.subs.remove(&(subscriber.to_owned(), target.to_owned())));
+        drop(sub);
+    }
+    async fn add_candidate(
+        &self,
+        room: &str,
+        identity: &str,
+        pc: &str,
+        candidate: serde_json::Value,
+    ) -> Result<(), MediaError> {
+        let init: rtc::peer_connection::transport::RTCIceCandidateInit =
+            serde_json::from_value(candidate)
+                .map_err(|e| MediaError::BadRequest(format!("candidate: {e}")))?;
+        if init.candidate.is_empty() {
+            return Ok(()); // end-of-candidates
+        }
+        let conn = {
+            let g = self.sfu.lock();
+            let r = g
+                .get(room)
+                .ok_or_else(|| MediaError::NotFound("room".into()))?;
+            if pc == "publish" {
+                r.publishers.get(identity).map(|p| p.pc.clone())
+            } else if let Some(target) = pc.strip_prefix("subscribe:") {
+                r.subs
+                    .get(&(identity.to_owned(), target.to_owned()))
+                    .map(|s| s.pc.clone())
+            } else {
+                None
+            }
+        }
+        .ok_or_else(|| MediaError::NotFound(format!("peer connection `{pc}`")))?;
+        conn.add_ice_candidate(init)
+            .await
+            .map_err(|e| MediaError::BadSdp(format!("candidate: {e}")))
+    }
+    async fn set_muted(&self, room: &str, identity: &str, kind: MediaKind, muted: bool) {
+        if let Some(p) = self.sfu.publisher(room, identity) {
+            let t = if kind == MediaKind::Audio {
+                &p.audio
+            } else {
+                &p.video
+            };
+            t.muted.store(muted, Ordering::Relaxed);
+            if kind == MediaKind::Video && !muted {
+                p.request_keyframe();
+            }
+        }
+    }
+    async fn leave(&self, room: &str, identity: &str) {
+        self.sfu.remove_publisher(room, identity, None);
+        let subs: Vec<Subscription> = {
+            let mut g = self.sfu.lock();
+            let Some(r) = g.get_mut(room) else { return };
+            let keys: Vec<_> = r
+                .subs
+                .keys()
+                .filter(|(s, _)| s == identity)
+                .cloned()
+                .collect();
+            keys.into_iter().filter_map(|k| r.subs.remove(&k)).collect()
+        };
+        drop(subs);
+        let mut g = self.sfu.lock();
+        if g.get(room)
+            .is_some_and(|r| r.publishers.is_empty() && r.subs.is_empty() && r.layout.is_none())
+        {
+            g.remove(room);
+        }
+    }
+    async fn create_room(
+        &self,
+        room: &str,
+        mix: Option<serde_json::Value>,
+    ) -> Result<(), MediaError> {
+        if let Some(p) = &self.program {
+            p.create_room(room, mix)?;
+        }
+        Ok(())
+    }
+    async fn close_room(&self, room: &str) {
+        let r = self.sfu.lock().remove(room);
+        if let Some(r) = r {
+            for p in r.publishers.values() {
+                let pc = p.pc.clone();
+                tokio::spawn(async move {
+                    let _ = pc.close().await;
+                });
+            }
+        }
+        if let Some(p) = &self.program {
+            p.close_room(room);
+        }
+    }
+    async fn room_info(&self, room: &str) -> serde_json::Value {
+        let tracks: Vec<serde_json::Value> = {
+            let g = self.sfu.lock();
+            g.get(room)
+                .map(|r| {
+                    r.publishers
+                        .values()
+                        .map(|p| {
+                            serde_json::json!({
+                                "identity": p.identity,
+                                "video": p.video.codec().map(|c| c.mime_type),
+                                "audio": p.audio.codec().map(|c| c.mime_type),
+                                "video_muted": p.video.muted.load(Ordering::Relaxed),
+                                "audio_muted": p.audio.muted.load(Ordering::Relaxed),
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let program = self.program.as_ref().map(|p| p.room_info(room));
+        serde_json::json!({"tracks": tracks, "program": program})
+    }
+    async fn set_layout(
+        &self,
+        room: &str,
+        layout: serde_json::Value,
+    ) -> Result<serde_json::Value, MediaError> {
+        match &self.program {
+            Some(p) => p.set_layout(room, layout),
+            None => Err(MediaError::Unavailable("no program pipeline".into())),
+        }
+    }
+    async fn cue(
+        &self,
+        room: &str,
+        id: &str,
+        data: serde_json::Value,
+        repeat: u32,
+        at_capture_ms: Option<f64>,
+    ) -> Result<CueAck, MediaError> {
+        match &self.program {
+            Some(p) => p.cue(room, id, data, repeat, at_capture_ms),
+            None => Err(MediaError::Unavailable("no program pipeline".into())),
+        }
+    }
+    async fn subscribe_program(
+        &self,
+        room: &str,
+        viewer: &str,
+        offer: String,
+    ) -> Result<String, MediaError> {
+        match &self.program {
+            Some(p) => p.subscribe(room, viewer, offer).await,
+            None => Err(MediaError::Unavailable(
+                "the program is not available".into(),
+            )),
+        }
+    }
+    async fn unsubscribe_program(&self, room: &str, viewer: &str) {
+        if let Some(p) = &self.program {
+            p.unsubscribe(room, viewer).await;
+        }
+    }
+}
+
+/// What the live program offers the API (layout, cues, program viewers, room info).
+#[async_trait::async_trait]
+pub trait ProgramControl: Send + Sync + 'static {
+    /// Creates a room's program config.
+    fn create_room(&self, room: &str, mix: Option<serde_json::Value>) -> Result<(), MediaError>;
+    /// Drops a room's program.
+    fn close_room(&self, room: &str);
+    /// Program state for the API.
+    fn room_info(&self, room: &str) -> serde_json::Value;
+    /// Applies a layout.
+    fn set_layout(
+        &self,
+        room: &str,
+        layout: serde_json::Value,
+    ) -> Result<serde_json::Value, MediaError>;
+    /// Stamps a cue.
+    fn cue(
+        &self,
+        room: &str,
+        id: &str,
+        data: serde_json::Value,
+        repeat: u32,
+        at_capture_ms: Option<f64>,
+    ) -> Result<CueAck, MediaError>;
+    /// A WHEP program viewer.
+    async fn subscribe(
+        &self,
+        room: &str,
+        viewer: &str,
+        offer: String,
+    ) -> Result<String, MediaError>;
+    /// Ends a WHEP program viewer.
+    async fn unsubscribe(&self, room: &str, viewer: &str);
+}
+
+/// The [`MediaBackend`] the server hands to signaling: the SFU plus, when attached, the program.
+pub struct SfuBackend {
+    /// The SFU.
+    pub sfu: Arc<Sfu>,
+    /// The live program, if any.
+    pub program: Option<Arc<dyn ProgramControl>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kinds_offered;
+
+    #[test]
+    fn offered_kinds() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=sendonly\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\na=sendonly\r\n";
+        assert_eq!(kinds_offered(sdp), (true, true));
+        let sdp = "v=0\r\nm=audio 9 X 111\r\na=recvonly\r\nm=video 9 X 102\r\na=sendrecv\r\n";
+        assert_eq!(kinds_offered(sdp), (true, false));
+        assert_eq!(kinds_offered("garbage"), (false, false));
+    }
+}
+
+impl Sfu {
+    /// Number of published tracks with a known codec.
+    pub fn track_count(&self) -> usize {
+        self.lock()
+            .values()
+            .flat_map(|r| r.publishers.values())
+            .map(|p| {
+                usize::from(p.video.codec().is_some()) + usize::from(p.audio.codec().is_some())
+            })
+            .sum()
+    }
+}
