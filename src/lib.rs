@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 
 pub mod config;
 pub mod metrics;
+pub mod output;
 pub mod rtc;
 pub mod sfu;
 mod web;

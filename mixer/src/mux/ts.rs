@@ -487,6 +487,7 @@ fn write_pes_packets(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

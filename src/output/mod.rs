@@ -1,0 +1,22 @@
+//! Live outputs of the mixed program: RTMP publishing (with reconnection) and HLS.
+//!
+//! * [`RtmpOutput`] — one task per RTMP destination, fed FLV tag bodies through a
+//!   `tokio::sync::broadcast` channel plus a `watch` of the [`SequenceHeaders`];
+//!   observable as an [`OutputStatus`] (`connecting` | `live` | `retrying` | `failed`,
+//!   bytes sent, reconnect count).
+//! * [`hls::HlsSegmenter`] — pure segmenter (H.264 access units + AAC frames → MPEG-TS
+//!   segments) publishing into an [`hls::HlsStore`] that the HTTP layer serves
+//!   `index.m3u8` and `seg{N}.ts` from.
+//! * [`rtmp`], [`chunk`], [`amf0`] — the RTMP publish client underneath.
+
+pub mod amf0;
+pub mod chunk;
+pub mod hls;
+pub mod rtmp;
+pub mod rtmp_output;
+
+pub use hls::{HlsConfig, HlsSegmenter, HlsStore};
+pub use rtmp::{RtmpError, RtmpPublisher, RtmpUrl, RtmpUrlError, TagKind};
+pub use rtmp_output::{
+    FlvTag, OutputState, OutputStatus, RtmpOutput, RtmpOutputConfig, SequenceHeaders,
+};

@@ -1,0 +1,801 @@
+//! RTMP publish client over a tokio `TcpStream`: URL parsing, simple handshake,
+//! `connect` → `releaseStream`/`FCPublish` → `createStream` → `publish`, then FLV tag
+//! bodies as RTMP audio/video/data messages.
+//!
+//! Hand-written rather than built on `rml_rtmp`: a publisher needs only a small part
+//! of RTMP (a few commands, one chunk writer, a tolerant chunk reader), and owning it
+//! keeps timeouts, acknowledgements, extended timestamps and error typing under our
+//! control, without an unmaintained dependency and its session/event layer.
+
+use std::time::Duration;
+
+use rand::RngCore;
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::{debug, trace, warn};
+
+use super::amf0::{self, Amf0Error, Amf0Value};
+use super::chunk::{self, ChunkError, ChunkReader, ChunkWriter, RtmpMessage};
+
+/// Default RTMP port.
+pub const DEFAULT_PORT: u16 = 1935;
+/// Chunk size this client announces and uses for sending.
+pub const OUT_CHUNK_SIZE: usize = 4096;
+const FLASH_VER: &str = "FMLE/3.0 (compatible; cohost)";
+const CSID_CONTROL: u32 = 2;
+const CSID_COMMAND: u32 = 3;
+const CSID_AUDIO: u32 = 4;
+const CSID_DATA: u32 = 5;
+const CSID_VIDEO: u32 = 6;
+const CSID_STREAM_COMMAND: u32 = 8;
+const OUR_WINDOW_ACK: u32 = 2_500_000;
+
+/// A malformed RTMP URL (the API answers 400 with this).
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum RtmpUrlError {
+    /// Not `rtmp://`.
+    #[error("unsupported scheme in {0:?}: only rtmp:// is supported")]
+    UnsupportedScheme(String),
+    /// No host after `rtmp://`.
+    #[error("missing host in RTMP URL")]
+    MissingHost,
+    /// A port that is not a number in 1..=65535.
+    #[error("invalid port {0:?} in RTMP URL")]
+    BadPort(String),
+    /// No application name (`rtmp://host/APP/stream`).
+    #[error("missing application name in RTMP URL (expected rtmp://host[:port]/app/stream)")]
+    MissingApp,
+    /// No stream name (`rtmp://host/app/STREAM`).
+    #[error("missing stream name in RTMP URL (expected rtmp://host[:port]/app/stream)")]
+    MissingStream,
+    /// Whitespace or control characters.
+    #[error("RTMP URL contains whitespace or control characters")]
+    InvalidCharacter,
+}
+
+/// A parsed `rtmp://host[:port]/app[/more]/stream` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtmpUrl {
+    /// Host name or IP address (without brackets for IPv6).
+    pub host: String,
+    /// TCP port (1935 by default).
+    pub port: u16,
+    /// Application: every path segment but the last (`app/more`).
+    pub app: String,
+    /// Stream name (stream key): the last path segment, query string included.
+    pub stream: String,
+}
+
+impl RtmpUrl {
+    /// Parses an RTMP URL.
+    pub fn parse(url: &str) -> Result<Self, RtmpUrlError> {
+        let url = url.trim();
+        if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(RtmpUrlError::InvalidCharacter);
+        }
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Err(RtmpUrlError::UnsupportedScheme(url.to_owned()));
+        };
+        if !scheme.eq_ignore_ascii_case("rtmp") {
+            return Err(RtmpUrlError::UnsupportedScheme(scheme.to_owned()));
+        }
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        if authority.contains('@') {
+            // user:pass@ is not supported by this client; treat as a malformed host.
+            return Err(RtmpUrlError::MissingHost);
+        }
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let Some((h, after)) = v6.split_once(']') else {
+                return Err(RtmpUrlError::MissingHost);
+            };
+            let port = match after.strip_prefix(':') {
+                Some(p) => Some(p),
+                None if after.is_empty() => None,
+                None => return Err(RtmpUrlError::BadPort(after.to_owned())),
+            };
+            (h, port)
+        } else {
+            match authority.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(RtmpUrlError::MissingHost);
+        }
+        let port = match port {
+            None => DEFAULT_PORT,
+            Some(p) => match p.parse::<u16>() {
+                Ok(n) if n > 0 => n,
+                _ => return Err(RtmpUrlError::BadPort(p.to_owned())),
+            },
+        };
+        // The query string belongs to the stream name (stream keys often carry one).
+        let (path, query) = match path.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path, None),
+        };
+        let path = path.trim_end_matches('/');
+        let Some((app, stream)) = path.rsplit_once('/') else {
+            return Err(if path.is_empty() {
+                RtmpUrlError::MissingApp
+            } else {
+                RtmpUrlError::MissingStream
+            });
+        };
+        let app = app.trim_matches('/');
+        if app.is_empty() {
+            return Err(RtmpUrlError::MissingApp);
+        }
+        if stream.is_empty() {
+            return Err(RtmpUrlError::MissingStream);
+        }
+        let stream = match query {
+            Some(q) => format!("{stream}?{q}"),
+            None => stream.to_owned(),
+        };
+        Ok(RtmpUrl {
+            host: host.to_owned(),
+            port,
+            app: app.to_owned(),
+            stream,
+        })
+    }
+
+    /// The `tcUrl` sent in `connect`: `rtmp://host[:port]/app`.
+    pub fn tc_url(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == DEFAULT_PORT {
+            format!("rtmp://{host}/{}", self.app)
+        } else {
+            format!("rtmp://{host}:{}/{}", self.port, self.app)
+        }
+    }
+
+    /// The URL with the stream name (which may be a secret key) masked, for logs.
+    pub fn redacted(&self) -> String {
+        format!("{}/***", self.tc_url())
+    }
+}
+
+impl std::str::FromStr for RtmpUrl {
+    type Err = RtmpUrlError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RtmpUrl::parse(s)
+    }
+}
+
+/// Errors of an RTMP connection.
+#[derive(Debug, Error)]
+pub enum RtmpError {
+    /// Socket error (connection refused, reset, broken pipe...).
+    #[error("RTMP I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer closed the connection.
+    #[error("RTMP server closed the connection")]
+    Closed,
+    /// A step took too long.
+    #[error("RTMP timeout during {0}")]
+    Timeout(&'static str),
+    /// The handshake failed.
+    #[error("RTMP handshake failed: {0}")]
+    Handshake(String),
+    /// Broken chunk stream from the server.
+    #[error("RTMP protocol error: {0}")]
+    Chunk(#[from] ChunkError),
+    /// Undecodable AMF0 in a server command.
+    #[error("RTMP AMF0 error: {0}")]
+    Amf(#[from] Amf0Error),
+    /// The server refused `connect`, `createStream` or `publish`.
+    #[error("RTMP server rejected {step}: {reason}")]
+    Rejected {
+        /// Which command.
+        step: &'static str,
+        /// The server's code/description.
+        reason: String,
+    },
+}
+
+/// Kind of an FLV tag / RTMP media message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TagKind {
+    /// FLV tag type 8, RTMP message type 8.
+    Audio,
+    /// FLV tag type 9, RTMP message type 9.
+    Video,
+    /// FLV tag type 18 (script data, e.g. `onMetaData`), RTMP message type 18.
+    Script,
+}
+
+impl TagKind {
+    /// From an FLV tag type byte.
+    pub fn from_flv_type(t: u8) -> Option<Self> {
+        match t & 0x1F {
+            8 => Some(TagKind::Audio),
+            9 => Some(TagKind::Video),
+            18 => Some(TagKind::Script),
+            _ => None,
+        }
+    }
+}
+
+/// An open RTMP connection in the publishing state.
+#[derive(Debug)]
+pub struct RtmpPublisher {
+    stream: TcpStream,
+    writer: ChunkWriter,
+    reader: ChunkReader,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    pending: Vec<u8>,
+    stream_id: u32,
+    stream_name: String,
+    bytes_sent: u64,
+    bytes_received: u64,
+    last_ack_sent: u64,
+    peer_window: u32,
+    io_timeout: Duration,
+}
+
+impl RtmpPublisher {
+    /// Connects to `url`, performs the handshake and the publish sequence, and returns
+    /// once the server answered `NetStream.Publish.Start`. The whole sequence is bounded
+    /// by `timeout`, and later writes by the same duration.
+    pub async fn connect(url: &RtmpUrl, timeout: Duration) -> Result<Self, RtmpError> {
+        tokio::time::timeout(timeout, Self::connect_inner(url, timeout))
+            .await
+            .map_err(|_| RtmpError::Timeout("connect"))?
+    }
+
+    async fn connect_inner(url: &RtmpUrl, io_timeout: Duration) -> Result<Self, RtmpError> {
+        let stream = TcpStream::connect((url.host.as_str(), url.port)).await?;
+        stream.set_nodelay(true)?;
+        let mut p = RtmpPublisher {
+            stream,
+            writer: ChunkWriter::new(),
+            reader: ChunkReader::new(),
+            rbuf: Vec::with_capacity(8192),
+            wbuf: Vec::with_capacity(64 * 1024),
+            pending: Vec::new(),
+            stream_id: 0,
+            stream_name: url.stream.clone(),
+            bytes_sent: 0,
+            bytes_received: 0,
+            last_ack_sent: 0,
+            peer_window: OUR_WINDOW_ACK,
+            io_timeout,
+        };
+        p.handshake().await?;
+        debug!(url = %url.redacted(), "RTMP handshake done");
+
+        // Set Chunk Size first, then connect.
+        let mut out = std::mem::take(&mut p.wbuf);
+        p.writer.write_payload(
+            &mut out,
+            CSID_CONTROL,
+            0,
+            chunk::MSG_SET_CHUNK_SIZE,
+            0,
+            &(OUT_CHUNK_SIZE as u32).to_be_bytes(),
+        );
+        p.wbuf = out;
+        p.writer.set_chunk_size(OUT_CHUNK_SIZE);
+        let tc_url = url.tc_url();
+        p.queue_command(
+            0,
+            &[
+                Amf0Value::str("connect"),
+                Amf0Value::Number(1.0),
+                Amf0Value::Object(vec![
+                    ("app".into(), Amf0Value::str(&url.app)),
+                    ("type".into(), Amf0Value::str("nonprivate")),
+                    ("flashVer".into(), Amf0Value::str(FLASH_VER)),
+                    ("tcUrl".into(), Amf0Value::String(tc_url)),
+                ]),
+            ],
+        );
+        p.flush().await?;
+        p.wait_result(1.0, "connect").await?;
+        debug!("RTMP connect accepted");
+
+        let name = Amf0Value::str(&url.stream);
+        p.queue_command(
+            0,
+            &[
+                Amf0Value::str("releaseStream"),
+                Amf0Value::Number(2.0),
+                Amf0Value::Null,
+                name.clone(),
+            ],
+        );
+        p.queue_command(
+            0,
+            &[
+                Amf0Value::str("FCPublish"),
+                Amf0Value::Number(3.0),
+                Amf0Value::Null,
+                name.clone(),
+            ],
+        );
+        p.queue_command(
+            0,
+            &[
+                Amf0Value::str("createStream"),
+                Amf0Value::Number(4.0),
+                Amf0Value::Null,
+            ],
+        );
+        p.flush().await?;
+        let res = p.wait_result(4.0, "createStream").await?;
+        let sid = res
+            .get(3)
+            .and_then(Amf0Value::as_number)
+            .ok_or_else(|| RtmpError::Rejected {
+                step: "createStream",
+                reason: "no stream id in _result".into(),
+            })?;
+        if !(0.0..=u32::MAX as f64).contains(&sid) {
+            return Err(RtmpError::Rejected {
+                step: "createStream",
+                reason: format!("invalid stream id {sid}"),
+            });
+        }
+        p.stream_id = sid as u32;
+
+        p.queue_stream_command(&[
+            Amf0Value::str("publish"),
+            Amf0Value::Number(5.0),
+            Amf0Value::Null,
+            name,
+            Amf0Value::str("live"),
+        ]);
+        p.flush().await?;
+        loop {
+            let cmd = p.next_command().await?;
+            if cmd.first().and_then(Amf0Value::as_str) == Some("onStatus") {
+                let info = cmd.get(3);
+                let code = info
+                    .and_then(|i| i.get("code"))
+                    .and_then(Amf0Value::as_str)
+                    .unwrap_or("");
+                let level = info
+                    .and_then(|i| i.get("level"))
+                    .and_then(Amf0Value::as_str)
+                    .unwrap_or("");
+                if code == "NetStream.Publish.Start" {
+                    break;
+                }
+                if level == "error" || code.contains("Failed") || code.contains("BadName") {
+                    let desc = info
+                        .and_then(|i| i.get("description"))
+                        .and_then(Amf0Value::as_str)
+                        .unwrap_or("");
+                    return Err(RtmpError::Rejected {
+                        step: "publish",
+                        reason: format!("{code} {desc}").trim().to_owned(),
+                    });
+                }
+            } else if cmd.first().and_then(Amf0Value::as_str) == Some("_error")
+                && cmd.get(1).and_then(Amf0Value::as_number) == Some(5.0)
+            {
+                return Err(RtmpError::Rejected {
+                    step: "publish",
+                    reason: describe_error(&cmd),
+                });
+            }
+        }
+        debug!(url = %url.redacted(), stream_id = p.stream_id, "RTMP publishing");
+        Ok(p)
+    }
+
+    async fn handshake(&mut self) -> Result<(), RtmpError> {
+        let mut c0c1 = vec![0u8; 1 + 1536];
+        c0c1[0] = 3;
+        // time (4 bytes) = 0, zero (4 bytes), then random.
+        rand::thread_rng().fill_bytes(&mut c0c1[9..]);
+        self.stream.write_all(&c0c1).await?;
+        self.bytes_sent += c0c1.len() as u64;
+        let mut s0s1 = vec![0u8; 1 + 1536];
+        read_exact_or_closed(&mut self.stream, &mut s0s1).await?;
+        if s0s1[0] != 3 {
+            return Err(RtmpError::Handshake(format!(
+                "server version {} (expected 3)",
+                s0s1[0]
+            )));
+        }
+        // C2 echoes S1.
+        self.stream.write_all(&s0s1[1..]).await?;
+        self.bytes_sent += 1536;
+        let mut s2 = vec![0u8; 1536];
+        read_exact_or_closed(&mut self.stream, &mut s2).await?;
+        self.bytes_received += (s0s1.len() + s2.len()) as u64;
+        Ok(())
+    }
+
+    fn queue_command(&mut self, stream_id: u32, values: &[Amf0Value]) {
+        let payload = amf0::encode_all(values);
+        self.writer.write_payload(
+            &mut self.wbuf,
+            CSID_COMMAND,
+            0,
+            chunk::MSG_COMMAND_AMF0,
+            stream_id,
+            &payload,
+        );
+    }
+
+    fn queue_stream_command(&mut self, values: &[Amf0Value]) {
+        let payload = amf0::encode_all(values);
+        self.writer.write_payload(
+            &mut self.wbuf,
+            CSID_STREAM_COMMAND,
+            0,
+            chunk::MSG_COMMAND_AMF0,
+            self.stream_id,
+            &payload,
+        );
+    }
+
+    /// Writes everything queued (control answers first), bounded by the I/O timeout.
+    async fn flush(&mut self) -> Result<(), RtmpError> {
+        if !self.pending.is_empty() {
+            let pending = std::mem::take(&mut self.pending);
+            self.write_bytes(&pending).await?;
+        }
+        if !self.wbuf.is_empty() {
+            let buf = std::mem::take(&mut self.wbuf);
+            let r = self.write_bytes(&buf).await;
+            self.wbuf = buf;
+            self.wbuf.clear();
+            r?;
+        }
+        Ok(())
+    }
+
+    async fn write_bytes(&mut self, buf: &[u8]) -> Result<(), RtmpError> {
+        tokio::time::timeout(self.io_timeout, self.stream.write_all(buf))
+            .await
+            .map_err(|_| RtmpError::Timeout("write"))??;
+        self.bytes_sent += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Waits for `_result` (Ok, with the whole command) or `_error` for `txn`.
+    async fn wait_result(
+        &mut self,
+        txn: f64,
+        step: &'static str,
+    ) -> Result<Vec<Amf0Value>, RtmpError> {
+        loop {
+            let cmd = self.next_command().await?;
+            let name = cmd.first().and_then(Amf0Value::as_str).unwrap_or("");
+            let id = cmd.get(1).and_then(Amf0Value::as_number);
+            if id != Some(txn) {
+                trace!(name, ?id, "RTMP command ignored while waiting for {step}");
+                continue;
+            }
+            match name {
+                "_result" => return Ok(cmd),
+                "_error" => {
+                    return Err(RtmpError::Rejected {
+                        step,
+                        reason: describe_error(&cmd),
+                    })
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads until the next AMF0 command, handling control messages on the way.
+    async fn next_command(&mut self) -> Result<Vec<Amf0Value>, RtmpError> {
+        loop {
+            while let Some(msg) = self.parse_one()? {
+                if msg.type_id == chunk::MSG_COMMAND_AMF0 {
+                    return Ok(amf0::decode_all(&msg.payload)?);
+                }
+                self.handle_message(msg);
+            }
+            self.flush().await?;
+            self.read_more().await?;
+        }
+    }
+
+    fn parse_one(&mut self) -> Result<Option<RtmpMessage>, RtmpError> {
+        loop {
+            match self.reader.read_chunk(&self.rbuf)? {
+                None => return Ok(None),
+                Some((n, msg)) => {
+                    self.rbuf.drain(..n);
+                    if let Some(m) = msg {
+                        return Ok(Some(m));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn read_more(&mut self) -> Result<(), RtmpError> {
+        let mut tmp = [0u8; 4096];
+        let n = self.stream.read(&mut tmp).await?;
+        if n == 0 {
+            return Err(RtmpError::Closed);
+        }
+        self.on_received(&tmp[..n]);
+        Ok(())
+    }
+
+    fn on_received(&mut self, data: &[u8]) {
+        self.rbuf.extend_from_slice(data);
+        self.bytes_received += data.len() as u64;
+        if self.bytes_received - self.last_ack_sent >= u64::from(self.peer_window.max(1)) {
+            self.last_ack_sent = self.bytes_received;
+            let seq = (self.bytes_received & 0xFFFF_FFFF) as u32;
+            self.writer.write_payload(
+                &mut self.pending,
+                CSID_CONTROL,
+                0,
+                chunk::MSG_ACK,
+                0,
+                &seq.to_be_bytes(),
+            );
+        }
+    }
+
+    /// Applies a non-command message from the server.
+    fn handle_message(&mut self, msg: RtmpMessage) {
+        let p = &msg.payload;
+        let be32 = |p: &[u8]| -> Option<u32> {
+            p.get(..4)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        match msg.type_id {
+            chunk::MSG_SET_CHUNK_SIZE => {
+                if let Some(n) = be32(p) {
+                    self.reader.set_chunk_size((n & 0x7FFF_FFFF) as usize);
+                }
+            }
+            chunk::MSG_ABORT => {
+                if let Some(c) = be32(p) {
+                    self.reader.abort(c);
+                }
+            }
+            chunk::MSG_ACK => trace!(seq = be32(p), "RTMP ack from server"),
+            chunk::MSG_WINDOW_ACK_SIZE => {
+                if let Some(n) = be32(p) {
+                    self.peer_window = n;
+                }
+            }
+            chunk::MSG_SET_PEER_BANDWIDTH => {
+                self.writer.write_payload(
+                    &mut self.pending,
+                    CSID_CONTROL,
+                    0,
+                    chunk::MSG_WINDOW_ACK_SIZE,
+                    0,
+                    &OUR_WINDOW_ACK.to_be_bytes(),
+                );
+            }
+            chunk::MSG_USER_CONTROL => {
+                // Ping request (6) → ping response (7) with the same timestamp.
+                if p.len() >= 6 && p[0] == 0 && p[1] == 6 {
+                    let mut resp = vec![0, 7];
+                    resp.extend_from_slice(&p[2..6]);
+                    self.writer.write_payload(
+                        &mut self.pending,
+                        CSID_CONTROL,
+                        0,
+                        chunk::MSG_USER_CONTROL,
+                        0,
+                        &resp,
+                    );
+                }
+            }
+            chunk::MSG_COMMAND_AMF0 => match amf0::decode_all(p) {
+                Ok(cmd) => {
+                    let name = cmd.first().and_then(Amf0Value::as_str).unwrap_or("");
+                    let code = cmd
+                        .get(3)
+                        .and_then(|i| i.get("code"))
+                        .and_then(Amf0Value::as_str)
+                        .unwrap_or("");
+                    if name == "onStatus" && !code.starts_with("NetStream.Publish.Start") {
+                        warn!(code, "RTMP server status while publishing");
+                    } else {
+                        trace!(name, "RTMP command from server");
+                    }
+                }
+                Err(e) => debug!(error = %e, "undecodable RTMP command from server"),
+            },
+            t => trace!(
+                type_id = t,
+                len = p.len(),
+                "RTMP message from server ignored"
+            ),
+        }
+    }
+
+    /// Reads and handles whatever the server sends (acks, pings, status). Cancel-safe:
+    /// use it as a `select!` branch beside sending. Errors when the server closes.
+    pub async fn poll_read(&mut self) -> Result<(), RtmpError> {
+        self.read_more().await?;
+        while let Some(msg) = self.parse_one()? {
+            self.handle_message(msg);
+        }
+        Ok(())
+    }
+
+    /// Sends an FLV tag body as an RTMP message with `timestamp_ms`. Script tags get
+    /// the `@setDataFrame` prefix RTMP servers expect for `onMetaData`.
+    pub async fn send_tag(
+        &mut self,
+        kind: TagKind,
+        timestamp_ms: u32,
+        body: &[u8],
+    ) -> Result<(), RtmpError> {
+        let (csid, type_id) = match kind {
+            TagKind::Audio => (CSID_AUDIO, chunk::MSG_AUDIO),
+            TagKind::Video => (CSID_VIDEO, chunk::MSG_VIDEO),
+            TagKind::Script => (CSID_DATA, chunk::MSG_DATA_AMF0),
+        };
+        if kind == TagKind::Script && !body_starts_with_set_data_frame(body) {
+            let mut payload = amf0::encode_all(&[Amf0Value::str("@setDataFrame")]);
+            payload.extend_from_slice(body);
+            self.writer.write_payload(
+                &mut self.wbuf,
+                csid,
+                timestamp_ms,
+                type_id,
+                self.stream_id,
+                &payload,
+            );
+        } else {
+            self.writer.write_payload(
+                &mut self.wbuf,
+                csid,
+                timestamp_ms,
+                type_id,
+                self.stream_id,
+                body,
+            );
+        }
+        self.flush().await
+    }
+
+    /// Total bytes written to the socket on this connection (handshake included).
+    pub fn bytes_sent(&self) -> u64 {
+        self.bytes_sent
+    }
+
+    /// Message stream id the server assigned.
+    pub fn stream_id(&self) -> u32 {
+        self.stream_id
+    }
+
+    /// Politely ends the publish (`FCUnpublish`, `deleteStream`) and closes the socket.
+    pub async fn close(mut self) {
+        let name = Amf0Value::String(self.stream_name.clone());
+        self.queue_command(
+            0,
+            &[
+                Amf0Value::str("FCUnpublish"),
+                Amf0Value::Number(6.0),
+                Amf0Value::Null,
+                name,
+            ],
+        );
+        self.queue_command(
+            0,
+            &[
+                Amf0Value::str("deleteStream"),
+                Amf0Value::Number(7.0),
+                Amf0Value::Null,
+                Amf0Value::Number(self.stream_id as f64),
+            ],
+        );
+        self.io_timeout = self.io_timeout.min(Duration::from_secs(1));
+        let _ = self.flush().await;
+        let _ = self.stream.shutdown().await;
+    }
+}
+
+fn body_starts_with_set_data_frame(body: &[u8]) -> bool {
+    matches!(amf0::decode(body), Ok((Amf0Value::String(s), _)) if s == "@setDataFrame")
+}
+
+fn describe_error(cmd: &[Amf0Value]) -> String {
+    let info = cmd.get(3);
+    let code = info
+        .and_then(|i| i.get("code"))
+        .and_then(Amf0Value::as_str)
+        .unwrap_or("_error");
+    let desc = info
+        .and_then(|i| i.get("description"))
+        .and_then(Amf0Value::as_str)
+        .unwrap_or("");
+    format!("{code} {desc}").trim().to_owned()
+}
+
+async fn read_exact_or_closed(stream: &mut TcpStream, buf: &mut [u8]) -> Result<(), RtmpError> {
+    match stream.read_exact(buf).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(RtmpError::Closed),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_good_urls() {
+        let u = RtmpUrl::parse("rtmp://example.com/live/abc").unwrap();
+        assert_eq!(
+            u,
+            RtmpUrl {
+                host: "example.com".into(),
+                port: 1935,
+                app: "live".into(),
+                stream: "abc".into()
+            }
+        );
+        assert_eq!(u.tc_url(), "rtmp://example.com/live");
+        let u = RtmpUrl::parse("rtmp://127.0.0.1:19350/live/test").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("127.0.0.1", 19350));
+        assert_eq!(u.tc_url(), "rtmp://127.0.0.1:19350/live");
+        let u = RtmpUrl::parse("RTMP://h/app/inst/key?token=1/2").unwrap();
+        assert_eq!(u.app, "app/inst");
+        assert_eq!(u.stream, "key?token=1/2");
+        let u = RtmpUrl::parse("rtmp://[::1]:1936/live/s/").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.stream.as_str()),
+            ("::1", 1936, "s")
+        );
+        assert_eq!(u.tc_url(), "rtmp://[::1]:1936/live");
+        assert_eq!(u.redacted(), "rtmp://[::1]:1936/live/***");
+        assert!("rtmp://h/a/b".parse::<RtmpUrl>().is_ok());
+    }
+
+    #[test]
+    fn parse_bad_urls() {
+        use RtmpUrlError::*;
+        let cases: &[(&str, RtmpUrlError)] = &[
+            ("http://h/live/x", UnsupportedScheme("http".into())),
+            ("rtmps://h/live/x", UnsupportedScheme("rtmps".into())),
+            ("h/live/x", UnsupportedScheme("h/live/x".into())),
+            ("rtmp:///live/x", MissingHost),
+            ("rtmp://:1935/live/x", MissingHost),
+            ("rtmp://h:99999/live/x", BadPort("99999".into())),
+            ("rtmp://h:abc/live/x", BadPort("abc".into())),
+            ("rtmp://h:0/live/x", BadPort("0".into())),
+            ("rtmp://h", MissingApp),
+            ("rtmp://h/", MissingApp),
+            ("rtmp://h/live", MissingStream),
+            ("rtmp://h/live/", MissingStream),
+            ("rtmp://h//x", MissingApp),
+            ("rtmp://h/live/a b", InvalidCharacter),
+            ("rtmp://[::1/live/x", MissingHost),
+        ];
+        for (url, want) in cases {
+            assert_eq!(RtmpUrl::parse(url).as_ref(), Err(want), "{url}");
+        }
+        // Display is a readable message for the API's 400 body.
+        assert!(MissingStream.to_string().contains("stream name"));
+    }
+
+    #[test]
+    fn set_data_frame_detection() {
+        let meta = amf0::encode_all(&[Amf0Value::str("onMetaData"), Amf0Value::EcmaArray(vec![])]);
+        assert!(!body_starts_with_set_data_frame(&meta));
+        let wrapped = amf0::encode_all(&[Amf0Value::str("@setDataFrame")]);
+        assert!(body_starts_with_set_data_frame(&wrapped));
+        assert!(!body_starts_with_set_data_frame(&[0xFF]));
+    }
+}

@@ -1,0 +1,435 @@
+//! The RTMP output task: publishes the program's FLV tags to one RTMP URL, reconnects
+//! with exponential backoff, and exposes its state.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use bytes::Bytes;
+//! use cohost::output::{FlvTag, RtmpOutput, RtmpOutputConfig, SequenceHeaders, TagKind};
+//! let (tags_tx, _) = tokio::sync::broadcast::channel::<FlvTag>(512);
+//! let (headers_tx, headers_rx) = tokio::sync::watch::channel(SequenceHeaders::default());
+//! let config = RtmpOutputConfig::new("rtmp://127.0.0.1/live/test".parse()?);
+//! let output = RtmpOutput::spawn(config, headers_rx, tags_tx.subscribe());
+//! // The mixer sets the sequence headers, then sends every encoded tag:
+//! let _ = tags_tx.send(FlvTag { kind: TagKind::Video, timestamp_ms: 0, body: Bytes::new(), keyframe: true });
+//! println!("{:?}", output.status());
+//! output.stop().await;
+//! # drop(headers_tx); Ok(()) }
+//! ```
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use super::rtmp::{RtmpError, RtmpPublisher, RtmpUrl, TagKind};
+
+/// One FLV tag of the program (the body as it would follow the 11-byte FLV tag header).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlvTag {
+    /// Audio, video or script data.
+    pub kind: TagKind,
+    /// Decoding timestamp in milliseconds (program time).
+    pub timestamp_ms: u32,
+    /// Tag body (FLV AUDIODATA / VIDEODATA / SCRIPTDATA).
+    pub body: Bytes,
+    /// True for a video keyframe (the AU an output may start from).
+    pub keyframe: bool,
+}
+
+/// The tags a player needs before any media: sent at every (re)connect, and again
+/// before the next keyframe whenever they change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SequenceHeaders {
+    /// `onMetaData` script tag body (AMF0 "onMetaData" + ECMA array), if any.
+    pub metadata: Option<Bytes>,
+    /// AVC sequence header video tag body (AVCDecoderConfigurationRecord).
+    pub video: Option<Bytes>,
+    /// AAC sequence header audio tag body (AudioSpecificConfig).
+    pub audio: Option<Bytes>,
+}
+
+/// State of an output, as the API reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputState {
+    /// First connection attempt in progress.
+    Connecting,
+    /// Publishing.
+    Live,
+    /// The connection dropped or failed; waiting to reconnect (or reconnecting).
+    Retrying,
+    /// Gave up after too many consecutive failures.
+    Failed,
+    /// Stopped on request (or because the tag source ended).
+    Stopped,
+}
+
+impl OutputState {
+    /// The lower-case name used in the API (`connecting`, `live`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputState::Connecting => "connecting",
+            OutputState::Live => "live",
+            OutputState::Retrying => "retrying",
+            OutputState::Failed => "failed",
+            OutputState::Stopped => "stopped",
+        }
+    }
+}
+
+/// A snapshot of an output's status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutputStatus {
+    /// Current state.
+    pub state: OutputState,
+    /// Bytes written to RTMP sockets, over all connections.
+    pub bytes_sent: u64,
+    /// Number of reconnection attempts made after the first connection attempt.
+    pub reconnects: u32,
+    /// The last connection error, if any.
+    pub last_error: Option<String>,
+}
+
+/// Settings of an [`RtmpOutput`].
+#[derive(Debug, Clone)]
+pub struct RtmpOutputConfig {
+    /// Where to publish.
+    pub url: RtmpUrl,
+    /// First retry delay (default 0.5 s); doubles after each failure.
+    pub backoff_initial: Duration,
+    /// Longest retry delay (default 10 s).
+    pub backoff_max: Duration,
+    /// Give up (state `failed`) after this many consecutive failed attempts; `None`
+    /// retries forever. Default 60 (about 10 minutes at the longest delay).
+    pub max_consecutive_failures: Option<u32>,
+    /// Bound on connect + publish handshake and on each socket write (default 10 s).
+    pub io_timeout: Duration,
+}
+
+impl RtmpOutputConfig {
+    /// Defaults for `url`.
+    pub fn new(url: RtmpUrl) -> Self {
+        RtmpOutputConfig {
+            url,
+            backoff_initial: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(10),
+            max_consecutive_failures: Some(60),
+            io_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: watch::Sender<OutputState>,
+    bytes_sent: AtomicU64,
+    reconnects: AtomicU32,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn set_state(&self, s: OutputState) {
+        self.state.send_if_modified(|cur| {
+            let changed = *cur != s;
+            *cur = s;
+            changed
+        });
+    }
+    fn set_error(&self, e: &RtmpError) {
+        if let Ok(mut g) = self.last_error.lock() {
+            *g = Some(e.to_string());
+        }
+    }
+}
+
+/// A running RTMP output task. Dropping the handle does not stop the task; call
+/// [`RtmpOutput::stop`] (or drop every tag sender, which stops it too).
+#[derive(Debug)]
+pub struct RtmpOutput {
+    shared: Arc<Shared>,
+    stop_tx: watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<()>>>,
+    url: RtmpUrl,
+}
+
+impl RtmpOutput {
+    /// Starts publishing: `headers` gives the current sequence headers, `tags` the
+    /// program's tags (a `broadcast` receiver, so the producer never blocks; when this
+    /// output lags it skips to the next keyframe). Must be called inside a tokio runtime.
+    pub fn spawn(
+        config: RtmpOutputConfig,
+        headers: watch::Receiver<SequenceHeaders>,
+        tags: broadcast::Receiver<FlvTag>,
+    ) -> Self {
+        let (state_tx, _) = watch::channel(OutputState::Connecting);
+        let shared = Arc::new(Shared {
+            state: state_tx,
+            bytes_sent: AtomicU64::new(0),
+            reconnects: AtomicU32::new(0),
+            last_error: Mutex::new(None),
+        });
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let url = config.url.clone();
+        let task = tokio::spawn(run(config, shared.clone(), headers, tags, stop_rx));
+        RtmpOutput {
+            shared,
+            stop_tx,
+            task: Mutex::new(Some(task)),
+            url,
+        }
+    }
+
+    /// The URL this output publishes to.
+    pub fn url(&self) -> &RtmpUrl {
+        &self.url
+    }
+
+    /// Current state.
+    pub fn state(&self) -> OutputState {
+        *self.shared.state.borrow()
+    }
+
+    /// A receiver to await state changes (`changed()` / `wait_for`).
+    pub fn subscribe_state(&self) -> watch::Receiver<OutputState> {
+        self.shared.state.subscribe()
+    }
+
+    /// State, bytes sent, reconnect count, last error.
+    pub fn status(&self) -> OutputStatus {
+        OutputStatus {
+            state: self.state(),
+            bytes_sent: self.shared.bytes_sent.load(Ordering::Relaxed),
+            reconnects: self.shared.reconnects.load(Ordering::Relaxed),
+            last_error: self.shared.last_error.lock().ok().and_then(|g| g.clone()),
+        }
+    }
+
+    /// Stops the task (unpublishing politely if live) and waits for it to end.
+    pub async fn stop(&self) {
+        let _ = self.stop_tx.send(true);
+        let task = self.task.lock().ok().and_then(|mut g| g.take());
+        if let Some(t) = task {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for RtmpOutput {
+    fn drop(&mut self) {
+        // Stop the task when the handle goes away.
+        let _ = self.stop_tx.send(true);
+    }
+}
+
+/// Resolves when a stop was requested (or the handle is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+enum SessionEnd {
+    Stopped,
+    SourceClosed,
+    Failed(RtmpError),
+}
+
+async fn run(
+    config: RtmpOutputConfig,
+    shared: Arc<Shared>,
+    mut headers: watch::Receiver<SequenceHeaders>,
+    mut tags: broadcast::Receiver<FlvTag>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = config.backoff_initial;
+    let mut failures: u32 = 0;
+    let mut attempt: u32 = 0;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        if attempt > 0 {
+            shared.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        attempt += 1;
+        let connect = RtmpPublisher::connect(&config.url, config.io_timeout);
+        let conn = tokio::select! {
+            r = connect => r,
+            _ = stopped(&mut stop) => break,
+        };
+        let end = match conn {
+            Ok(conn) => {
+                info!(url = %config.url.redacted(), "RTMP output live");
+                shared.set_state(OutputState::Live);
+                failures = 0;
+                backoff = config.backoff_initial;
+                // Start from what the producer sends now, not from stale buffered tags.
+                tags = tags.resubscribe();
+                session(conn, &shared, &mut headers, &mut tags, &mut stop).await
+            }
+            Err(e) => SessionEnd::Failed(e),
+        };
+        match end {
+            SessionEnd::Stopped | SessionEnd::SourceClosed => break,
+            SessionEnd::Failed(e) => {
+                warn!(url = %config.url.redacted(), error = %e, "RTMP output: connection failed");
+                shared.set_error(&e);
+                failures += 1;
+                if config
+                    .max_consecutive_failures
+                    .is_some_and(|m| failures >= m)
+                {
+                    shared.set_state(OutputState::Failed);
+                    return;
+                }
+                shared.set_state(OutputState::Retrying);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stopped(&mut stop) => break,
+        }
+        backoff = (backoff * 2).min(config.backoff_max);
+    }
+    shared.set_state(OutputState::Stopped);
+}
+
+async fn send_headers(
+    conn: &mut RtmpPublisher,
+    h: &SequenceHeaders,
+    ts: u32,
+) -> Result<(), RtmpError> {
+    if let Some(m) = &h.metadata {
+        conn.send_tag(TagKind::Script, ts, m).await?;
+    }
+    if let Some(v) = &h.video {
+        conn.send_tag(TagKind::Video, ts, v).await?;
+    }
+    if let Some(a) = &h.audio {
+        conn.send_tag(TagKind::Audio, ts, a).await?;
+    }
+    Ok(())
+}
+
+async fn session(
+    mut conn: RtmpPublisher,
+    shared: &Shared,
+    headers: &mut watch::Receiver<SequenceHeaders>,
+    tags: &mut broadcast::Receiver<FlvTag>,
+    stop: &mut watch::Receiver<bool>,
+) -> SessionEnd {
+    let mut counted = conn.bytes_sent();
+    shared.bytes_sent.fetch_add(counted, Ordering::Relaxed);
+    let mut need_headers = true;
+    let mut wait_keyframe = true;
+    let mut skipped: u64 = 0;
+    let result: Result<SessionEnd, RtmpError> = async {
+        loop {
+            tokio::select! {
+                _ = stopped(stop) => return Ok(SessionEnd::Stopped),
+                r = conn.poll_read() => r?,
+                t = tags.recv() => match t {
+                    Ok(tag) => {
+                        if headers.has_changed().unwrap_or(false) {
+                            need_headers = true;
+                        }
+                        let is_key = tag.kind == TagKind::Video && tag.keyframe;
+                        if wait_keyframe || need_headers {
+                            if !is_key {
+                                if tag.kind != TagKind::Script {
+                                    skipped += 1;
+                                }
+                                continue;
+                            }
+                            if need_headers {
+                                let h = headers.borrow_and_update().clone();
+                                send_headers(&mut conn, &h, tag.timestamp_ms).await?;
+                                need_headers = false;
+                            }
+                            wait_keyframe = false;
+                        }
+                        conn.send_tag(tag.kind, tag.timestamp_ms, &tag.body).await?;
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        warn!(missed = n, "RTMP output lagging: skipping to the next keyframe");
+                        wait_keyframe = true;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return Ok(SessionEnd::SourceClosed),
+                },
+            }
+            let now = conn.bytes_sent();
+            shared
+                .bytes_sent
+                .fetch_add(now - counted, Ordering::Relaxed);
+            counted = now;
+        }
+    }
+    .await;
+    if skipped > 0 {
+        tracing::debug!(skipped, "RTMP output skipped tags waiting for a keyframe");
+    }
+    match result {
+        Ok(end) => {
+            conn.close().await;
+            end
+        }
+        Err(e) => SessionEnd::Failed(e),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn refused_connection_retries_then_fails_and_stop_works() {
+        // A port with nothing listening: bind then drop to get a free one.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        let url = RtmpUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/x")).unwrap();
+        let mut cfg = RtmpOutputConfig::new(url);
+        cfg.backoff_initial = Duration::from_millis(10);
+        cfg.backoff_max = Duration::from_millis(40);
+        cfg.max_consecutive_failures = Some(4);
+        let (_htx, hrx) = watch::channel(SequenceHeaders::default());
+        let (ttx, trx) = broadcast::channel(16);
+        let out = RtmpOutput::spawn(cfg, hrx, trx);
+        let mut st = out.subscribe_state();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            st.wait_for(|s| *s == OutputState::Failed),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let s = out.status();
+        assert_eq!(s.reconnects, 3);
+        assert!(s.last_error.is_some());
+        out.stop().await;
+        drop(ttx);
+
+        // Unlimited retries: stays retrying until stopped.
+        let url = RtmpUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/x")).unwrap();
+        let mut cfg = RtmpOutputConfig::new(url);
+        cfg.backoff_initial = Duration::from_millis(10);
+        cfg.max_consecutive_failures = None;
+        let (_htx, hrx) = watch::channel(SequenceHeaders::default());
+        let (_ttx, trx) = broadcast::channel(16);
+        let out = RtmpOutput::spawn(cfg, hrx, trx);
+        let mut st = out.subscribe_state();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            st.wait_for(|s| *s == OutputState::Retrying),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        out.stop().await;
+        assert_eq!(out.state(), OutputState::Stopped);
+    }
+}
