@@ -275,6 +275,7 @@ impl RtcEngine {
         );
         let mut se = SettingEngineBuilder::new()
             .with_include_loopback_candidate(self.cfg.media_ip.is_loopback())
+            .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
             .with_ice_timeouts(
                 Some(Duration::from_secs(4)),
                 Some(Duration::from_secs(10)),
