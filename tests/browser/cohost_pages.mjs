@@ -1,0 +1,227 @@
+// Browser test of the demo pages: a host page and a guest page in headless Chromium, both real
+// WebRTC peers of a real cohost server. Run inside a network namespace with only `lo`
+// (tests/browser_pages.rs does: `unshare --net sh -c 'ip link set lo up && exec "$@"' sh node ...`).
+//
+// Env: CARGO_BIN_EXE_cohost (server binary, required), CHROMIUM (default /usr/bin/chromium),
+// TIMEOUT_S (per media wait, default 40).
+//
+// Flow: start server -> host page joins (publishes) -> guest page joins with a guest token ->
+// guest clicks "Request to go on air" -> host clicks "accept" -> both sides decode the other's
+// video (inbound-rtp framesDecoded > 0) -> host clicks "remove" -> guest tile disappears on host.
+
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const BIN = process.env.CARGO_BIN_EXE_cohost;
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const TIMEOUT_MS = Number(process.env.TIMEOUT_S || 40) * 1000;
+const KEY = 'testkey';
+const SECRET = '0123456789abcdef0123';
+const ROOM = 'browsertest';
+
+if (!BIN) {
+  console.error('CARGO_BIN_EXE_cohost is not set (path of the cohost server binary)');
+  process.exit(2);
+}
+
+const port = 18080 + Math.floor(Math.random() * 1000);
+const base = `http://127.0.0.1:${port}`;
+const serverLog = [];
+const pageLogs = { host: [], guest: [] };
+let server;
+let context;
+let userDir;
+
+function log(...a) {
+  console.log(`[${new Date().toISOString().slice(11, 23)}]`, ...a);
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function waitFor(what, fn, timeoutMs = TIMEOUT_MS, everyMs = 250) {
+  const end = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < end) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (e) {
+      last = e;
+    }
+    await sleep(everyMs);
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what} (last: ${JSON.stringify(last?.message ?? last)})`);
+}
+
+function startServer() {
+  const args = [
+    '--bind', `127.0.0.1:${port}`,
+    '--media-ip', '127.0.0.1',
+    '--udp-ports', '51000-51200',
+    '--api-key', KEY,
+    '--api-secret', SECRET,
+  ];
+  log('starting', BIN, args.join(' '));
+  server = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
+  for (const s of [server.stdout, server.stderr]) {
+    s.setEncoding('utf8');
+    s.on('data', (d) => {
+      for (const line of d.split('\n')) if (line) serverLog.push(line);
+      if (serverLog.length > 2000) serverLog.splice(0, serverLog.length - 2000);
+    });
+  }
+  server.on('exit', (code, sig) => log(`server exited code=${code} signal=${sig}`));
+}
+
+async function mint(identity, role, name) {
+  const res = await fetch(`${base}/api/tokens`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${KEY}` },
+    body: JSON.stringify({ room: ROOM, identity, role, name }),
+  });
+  if (!res.ok) throw new Error(`mint ${identity}: ${res.status} ${await res.text()}`);
+  return (await res.json()).token;
+}
+
+/** Frames decoded on the inbound video of `page`'s subscription to `identity`. */
+function framesDecoded(page, identity) {
+  return page.evaluate(async (id) => {
+    const pcs = window.cohostPcs ? window.cohostPcs() : {};
+    const pc = pcs.subs && pcs.subs[id];
+    if (!pc) return 0;
+    const stats = await pc.getStats();
+    let n = 0;
+    stats.forEach((r) => {
+      if (r.type === 'inbound-rtp' && r.kind === 'video') n += r.framesDecoded || 0;
+    });
+    return n;
+  }, identity);
+}
+
+function state(page) {
+  return page.evaluate(() => window.cohostState);
+}
+
+async function openPage(who, url) {
+  const page = await context.newPage();
+  page.on('console', (m) => pageLogs[who].push(`${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => pageLogs[who].push(`pageerror: ${e.message}`));
+  await page.goto(url);
+  return page;
+}
+
+async function main() {
+  startServer();
+  await waitFor('server /healthz', async () => {
+    if (server.exitCode !== null) throw new Error('server exited');
+    const r = await fetch(`${base}/healthz`).catch(() => null);
+    return r && r.ok;
+  }, 30000, 100);
+  log('server up on', base);
+
+  userDir = mkdtempSync(join(tmpdir(), 'cohost-chromium-'));
+  context = await chromium.launchPersistentContext(userDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream=fps=30',
+      '--allow-loopback-in-peer-connection',
+      '--autoplay-policy=no-user-gesture-required',
+    ],
+  });
+  log('chromium launched');
+
+  // Host: the page mints its own token with the key from the URL (the dev flow).
+  const host = await openPage('host', `${base}/host.html?room=${ROOM}&key=${KEY}&name=Host&identity=host1`);
+  await host.click('#join');
+  await waitFor('host joined', async () => (await state(host))?.joined);
+  await waitFor('host publishing', async () => {
+    const st = await host.evaluate(() => window.cohostPcs().publish?.connectionState);
+    return st === 'connected';
+  });
+  log('host joined and publishing');
+
+  // Guest: joins with a guest token minted here (the production-like flow: token from backend).
+  const guestToken = await mint('guest1', 'guest', 'Guest');
+  const guest = await openPage('guest', `${base}/guest.html?token=${encodeURIComponent(guestToken)}`);
+  await guest.click('#join');
+  await waitFor('guest joined', async () => (await state(guest))?.joined);
+  const gs = await state(guest);
+  if (gs.onAir) throw new Error('a guest must not be on air before the host accepts');
+  log('guest joined (off air)');
+
+  // Guest sees the host's video before going on air.
+  await waitFor('guest decodes host video', async () => (await framesDecoded(guest, 'host1')) > 0);
+  log('guest decodes host video:', await framesDecoded(guest, 'host1'), 'frames');
+
+  await guest.click('#request');
+  await waitFor('request shown on host page', async () => (await host.$('[data-request="guest1"] button.accept')) !== null);
+  log('host sees the request; accepting via the UI');
+  await host.click('[data-request="guest1"] button.accept');
+
+  await waitFor('guest on air', async () => (await state(guest))?.onAir);
+  await waitFor('guest publishing', async () => {
+    const st = await guest.evaluate(() => window.cohostPcs().publish?.connectionState);
+    return st === 'connected';
+  });
+  log('guest on air and publishing');
+
+  await waitFor('host has a tile for guest1', async () => (await state(host))?.remoteTiles?.includes('guest1'));
+  await waitFor('host decodes guest video', async () => (await framesDecoded(host, 'guest1')) > 0);
+  log('host decodes guest video:', await framesDecoded(host, 'guest1'), 'frames');
+  const g2 = await framesDecoded(guest, 'host1');
+  await sleep(1000);
+  const g3 = await framesDecoded(guest, 'host1');
+  if (!(g3 > g2)) throw new Error(`guest stopped decoding host video (${g2} -> ${g3})`);
+  log('guest still decoding host video:', g3, 'frames');
+
+  // Host removes the guest through the participant list.
+  await host.click('[data-participant="guest1"] button.remove');
+  await waitFor('guest tile gone on host page', async () => {
+    const st = await state(host);
+    const dom = await host.$('[data-remote-tile="guest1"]');
+    return st && !st.remoteTiles.includes('guest1') && dom === null;
+  });
+  await waitFor('guest off air', async () => {
+    const st = await state(guest);
+    return st && !st.onAir && !st.publishing;
+  });
+  const gsAfter = await state(guest);
+  if (!gsAfter.connected) throw new Error('a removed guest stays in the room');
+  log('host removed guest: tile gone, guest off air and still connected');
+
+  const hostErrors = (await state(host)).errors;
+  if (hostErrors.length) log('host page errors (informational):', JSON.stringify(hostErrors));
+}
+
+async function cleanup() {
+  if (context) await context.close().catch(() => {});
+  if (server && server.exitCode === null) {
+    server.kill('SIGTERM');
+    await Promise.race([new Promise((r) => server.once('exit', r)), sleep(3000)]);
+    if (server.exitCode === null) server.kill('SIGKILL');
+  }
+  if (userDir) rmSync(userDir, { recursive: true, force: true });
+}
+
+let failed = false;
+try {
+  await main();
+  log('PASS');
+} catch (e) {
+  failed = true;
+  console.error(`\nFAIL: ${e.stack || e}`);
+  for (const who of ['host', 'guest']) {
+    console.error(`\n--- ${who} page console (last 60) ---`);
+    for (const l of pageLogs[who].slice(-60)) console.error(l);
+  }
+  console.error('\n--- server log (last 80) ---');
+  for (const l of serverLog.slice(-80)) console.error(l);
+}
+await cleanup();
+process.exit(failed ? 1 : 0);
