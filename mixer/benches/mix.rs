@@ -1,0 +1,2 @@
+//! Mixer benchmark (placeholder, filled in later).
+fn main() {}

@@ -1,0 +1,608 @@
+//! I420 pictures and compositing: background fill, scaling each source into its region
+//! (crop-to-fill or letterbox) with `fast_image_resize` (SIMD), placeholder tiles.
+
+use fast_image_resize::images::{TypedImage, TypedImageRef};
+use fast_image_resize::pixels::U8;
+use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
+
+use crate::layout::{Fit, Region};
+
+/// A planar YUV 4:2:0 picture with tightly packed planes (stride = plane width).
+#[derive(Clone, PartialEq, Eq)]
+pub struct I420Frame {
+    width: u32,
+    height: u32,
+    data: Vec<u8>,
+}
+
+impl std::fmt::Debug for I420Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "I420Frame({}x{})", self.width, self.height)
+    }
+}
+
+/// A colour in limited-range BT.601 Y'CbCr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Yuv {
+    /// Luma.
+    pub y: u8,
+    /// Blue-difference chroma.
+    pub u: u8,
+    /// Red-difference chroma.
+    pub v: u8,
+}
+
+impl Yuv {
+    /// Converts 8-bit RGB to limited-range BT.601 Y'CbCr.
+    pub fn from_rgb(r: u8, g: u8, b: u8) -> Self {
+        let (r, g, b) = (i32::from(r), i32::from(g), i32::from(b));
+        let y = ((66 * r + 129 * g + 25 * b + 128) >> 8) + 16;
+        let u = ((-38 * r - 74 * g + 112 * b + 128) >> 8) + 128;
+        let v = ((112 * r - 94 * g - 18 * b + 128) >> 8) + 128;
+        let c = |x: i32| x.clamp(0, 255) as u8;
+        Yuv {
+            y: c(y),
+            u: c(u),
+            v: c(v),
+        }
+    }
+}
+
+fn chroma(v: u32) -> u32 {
+    v.div_ceil(2)
+}
+
+impl I420Frame {
+    /// A new picture filled with `color`. Sizes are clamped to at least 1.
+    pub fn new(width: u32, height: u32, color: Yuv) -> Self {
+        let width = width.max(1);
+        let height = height.max(1);
+        let ys = (width * height) as usize;
+        let cs = (chroma(width) * chroma(height)) as usize;
+        let mut data = vec![color.y; ys + 2 * cs];
+        if let Some(u) = data.get_mut(ys..ys + cs) {
+            u.fill(color.u);
+        }
+        if let Some(v) = data.get_mut(ys + cs..) {
+            v.fill(color.v);
+        }
+        I420Frame {
+            width,
+            height,
+            data,
+        }
+    }
+
+    /// Builds a picture from packed planes (`y` then `u` then `v`); `None` if too short.
+    pub fn from_packed(width: u32, height: u32, data: Vec<u8>) -> Option<Self> {
+        let need = (width * height + 2 * chroma(width) * chroma(height)) as usize;
+        (width > 0 && height > 0 && data.len() >= need).then(|| {
+            let mut data = data;
+            data.truncate(need);
+            I420Frame {
+                width,
+                height,
+                data,
+            }
+        })
+    }
+
+    /// Copies a picture with arbitrary strides (e.g. a decoder output).
+    pub fn from_yuv_source(src: &impl openh264::formats::YUVSource) -> Option<Self> {
+        let (w, h) = src.dimensions();
+        let (sy, su, sv) = src.strides();
+        let (w32, h32) = (u32::try_from(w).ok()?, u32::try_from(h).ok()?);
+        if w == 0 || h == 0 {
+            return None;
+        }
+        let (cw, ch) = (chroma(w32) as usize, chroma(h32) as usize);
+        let mut data = Vec::with_capacity(w * h + 2 * cw * ch);
+        for (plane, stride, pw, ph) in [
+            (src.y(), sy, w, h),
+            (src.u(), su, cw, ch),
+            (src.v(), sv, cw, ch),
+        ] {
+            for row in 0..ph {
+                let start = row.checked_mul(stride)?;
+                data.extend_from_slice(plane.get(start..start.checked_add(pw)?)?);
+            }
+        }
+        Some(I420Frame {
+            width: w32,
+            height: h32,
+            data,
+        })
+    }
+
+    /// Width in pixels.
+    pub fn width(&self) -> u32 {
+        self.width
+    }
+    /// Height in pixels.
+    pub fn height(&self) -> u32 {
+        self.height
+    }
+    /// All planes packed: Y, then U, then V.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.data
+    }
+    fn plane_range(&self, p: usize) -> std::ops::Range<usize> {
+        let ys = (self.width * self.height) as usize;
+        let cs = (chroma(self.width) * chroma(self.height)) as usize;
+        match p {
+            0 => 0..ys,
+            1 => ys..ys + cs,
+            _ => ys + cs..ys + 2 * cs,
+        }
+    }
+    /// Plane `p` (0 = Y, 1 = U, 2 = V) and its width and height.
+    pub fn plane(&self, p: usize) -> (&[u8], u32, u32) {
+        let (w, h) = self.plane_size(p);
+        (self.data.get(self.plane_range(p)).unwrap_or_default(), w, h)
+    }
+    fn plane_size(&self, p: usize) -> (u32, u32) {
+        if p == 0 {
+            (self.width, self.height)
+        } else {
+            (chroma(self.width), chroma(self.height))
+        }
+    }
+    fn plane_mut(&mut self, p: usize) -> (&mut [u8], u32, u32) {
+        let (w, h) = self.plane_size(p);
+        let r = self.plane_range(p);
+        (self.data.get_mut(r).unwrap_or_default(), w, h)
+    }
+
+    /// Fills a rectangle (luma coordinates, clipped) with a colour.
+    pub fn fill_rect(&mut self, x: u32, y: u32, w: u32, h: u32, color: Yuv) {
+        for (p, val) in [(0usize, color.y), (1, color.u), (2, color.v)] {
+            let (buf, pw, ph) = self.plane_mut(p);
+            let (x0, y0, x1, y1) = if p == 0 {
+                (x, y, x.saturating_add(w), y.saturating_add(h))
+            } else {
+                (
+                    x / 2,
+                    y / 2,
+                    chroma(x.saturating_add(w)),
+                    chroma(y.saturating_add(h)),
+                )
+            };
+            let (x1, y1) = (x1.min(pw), y1.min(ph));
+            if x0 >= x1 {
+                continue;
+            }
+            for row in y0..y1 {
+                let s = (row * pw + x0) as usize;
+                let e = (row * pw + x1) as usize;
+                if let Some(line) = buf.get_mut(s..e) {
+                    line.fill(val);
+                }
+            }
+        }
+    }
+
+    /// Mean value of plane `p` over a rectangle given in luma coordinates (for tests and
+    /// diagnostics).
+    pub fn mean(&self, p: usize, x: u32, y: u32, w: u32, h: u32) -> f64 {
+        let (buf, pw, ph) = self.plane(p);
+        let (x0, y0, x1, y1) = if p == 0 {
+            (x, y, x + w, y + h)
+        } else {
+            (x / 2, y / 2, (x + w) / 2, (y + h) / 2)
+        };
+        let (x1, y1) = (x1.min(pw), y1.min(ph));
+        let mut sum = 0u64;
+        let mut n = 0u64;
+        for row in y0..y1 {
+            for col in x0..x1 {
+                if let Some(v) = buf.get((row * pw + col) as usize) {
+                    sum += u64::from(*v);
+                    n += 1;
+                }
+            }
+        }
+        if n == 0 {
+            0.0
+        } else {
+            sum as f64 / n as f64
+        }
+    }
+}
+
+impl openh264::formats::YUVSource for I420Frame {
+    fn dimensions(&self) -> (usize, usize) {
+        (self.width as usize, self.height as usize)
+    }
+    fn strides(&self) -> (usize, usize, usize) {
+        let c = chroma(self.width) as usize;
+        (self.width as usize, c, c)
+    }
+    fn y(&self) -> &[u8] {
+        self.plane(0).0
+    }
+    fn u(&self) -> &[u8] {
+        self.plane(1).0
+    }
+    fn v(&self) -> &[u8] {
+        self.plane(2).0
+    }
+}
+
+/// Source crop `(x, y, w, h)` in source pixels.
+pub type CropRect = (f64, f64, f64, f64);
+/// Destination `(x, y, w, h)` in canvas pixels.
+pub type DestRect = (u32, u32, u32, u32);
+
+/// Source crop and destination rectangle (luma pixels) for drawing a `sw` x `sh` picture into
+/// a region with the given fit. Returns `(crop_x, crop_y, crop_w, crop_h)` as floats in source
+/// pixels and `(dx, dy, dw, dh)` even-aligned in canvas pixels.
+pub fn fit_geometry(sw: u32, sh: u32, region: &Region, fit: Fit) -> (CropRect, DestRect) {
+    let (sw_f, sh_f) = (f64::from(sw.max(1)), f64::from(sh.max(1)));
+    let (rw, rh) = (f64::from(region.w), f64::from(region.h));
+    match fit {
+        Fit::Crop => {
+            let scale = (rw / sw_f).max(rh / sh_f);
+            let cw = (rw / scale).min(sw_f);
+            let ch = (rh / scale).min(sh_f);
+            (
+                ((sw_f - cw) / 2.0, (sh_f - ch) / 2.0, cw, ch),
+                (region.x, region.y, region.w, region.h),
+            )
+        }
+        Fit::Letterbox => {
+            let scale = (rw / sw_f).min(rh / sh_f);
+            let dw = (((sw_f * scale) as u32) & !1).clamp(2, region.w);
+            let dh = (((sh_f * scale) as u32) & !1).clamp(2, region.h);
+            let dx = region.x + (((region.w - dw) / 2) & !1);
+            let dy = region.y + (((region.h - dh) / 2) & !1);
+            ((0.0, 0.0, sw_f, sh_f), (dx, dy, dw, dh))
+        }
+    }
+}
+
+/// Draws pictures into a canvas; holds the scaler and its scratch buffers.
+pub struct Compositor {
+    resizer: Resizer,
+    scratch: Vec<u8>,
+}
+
+impl std::fmt::Debug for Compositor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Compositor")
+    }
+}
+
+impl Default for Compositor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Compositor {
+    /// A new compositor.
+    pub fn new() -> Self {
+        Compositor {
+            resizer: Resizer::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Draws `src` into `region` of `canvas`, fitted as `fit`. With letterboxing the bars are
+    /// filled with `bg`.
+    pub fn draw(
+        &mut self,
+        canvas: &mut I420Frame,
+        src: &I420Frame,
+        region: &Region,
+        fit: Fit,
+        bg: Yuv,
+    ) {
+        if fit == Fit::Letterbox {
+            canvas.fill_rect(region.x, region.y, region.w, region.h, bg);
+        }
+        let ((cx, cy, cw, ch), (dx, dy, dw, dh)) = fit_geometry(src.width, src.height, region, fit);
+        for p in 0..3 {
+            let div = if p == 0 { 1.0 } else { 2.0 };
+            let (sbuf, spw, sph) = src.plane(p);
+            let (ddx, ddy, ddw, ddh) = if p == 0 {
+                (dx, dy, dw, dh)
+            } else {
+                (dx / 2, dy / 2, dw / 2, dh / 2)
+            };
+            if ddw == 0 || ddh == 0 {
+                continue;
+            }
+            let need = (ddw * ddh) as usize;
+            if self.scratch.len() < need {
+                self.scratch.resize(need, 0);
+            }
+            let (ccx, ccy, ccw, cch) = (cx / div, cy / div, cw / div, ch / div);
+            let direct = ccx == 0.0
+                && ccy == 0.0
+                && ccw as u32 == spw
+                && cch as u32 == sph
+                && spw == ddw
+                && sph == ddh;
+            let scaled: &[u8] = if direct {
+                sbuf
+            } else {
+                let Ok(src_img) = TypedImageRef::<U8>::from_buffer(spw, sph, sbuf) else {
+                    continue;
+                };
+                let Some(scratch) = self.scratch.get_mut(..need) else {
+                    continue;
+                };
+                let Ok(mut dst_img) = TypedImage::<U8>::from_buffer(ddw, ddh, scratch) else {
+                    continue;
+                };
+                let opts = ResizeOptions::new()
+                    .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
+                    .crop(ccx, ccy, ccw, cch);
+                if self
+                    .resizer
+                    .resize_typed(&src_img, &mut dst_img, &opts)
+                    .is_err()
+                {
+                    continue;
+                }
+                self.scratch.get(..need).unwrap_or_default()
+            };
+            let (cbuf, cpw, cph) = canvas.plane_mut(p);
+            let w = ddw.min(cpw.saturating_sub(ddx)) as usize;
+            for row in 0..ddh.min(cph.saturating_sub(ddy)) {
+                let s = (row * ddw) as usize;
+                let d = ((ddy + row) * cpw + ddx) as usize;
+                if let (Some(from), Some(to)) = (scaled.get(s..s + w), cbuf.get_mut(d..d + w)) {
+                    to.copy_from_slice(from);
+                }
+            }
+        }
+    }
+
+    /// Draws a placeholder tile: a solid colour with an audio level bar (level in 0..=1)
+    /// along the bottom.
+    pub fn draw_placeholder(
+        &mut self,
+        canvas: &mut I420Frame,
+        region: &Region,
+        color: Yuv,
+        level: f32,
+    ) {
+        canvas.fill_rect(region.x, region.y, region.w, region.h, color);
+        let bar_h = ((region.h / 12).max(2)) & !1;
+        let margin = ((region.w / 20).max(2)) & !1;
+        let full = region.w.saturating_sub(2 * margin);
+        let bw = ((f64::from(full) * f64::from(level.clamp(0.0, 1.0))) as u32) & !1;
+        let by = (region.y + region.h).saturating_sub(2 * bar_h) & !1;
+        canvas.fill_rect(
+            region.x + margin,
+            by,
+            full,
+            bar_h,
+            Yuv::from_rgb(40, 40, 40),
+        );
+        if bw > 0 {
+            canvas.fill_rect(
+                region.x + margin,
+                by,
+                bw,
+                bar_h,
+                Yuv::from_rgb(80, 220, 100),
+            );
+        }
+    }
+}
+
+/// A stable, pleasant placeholder colour for an identity.
+pub fn identity_color(identity: &str) -> Yuv {
+    // FNV-1a hash picks one of a small palette.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in identity.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    const PALETTE: [(u8, u8, u8); 8] = [
+        (52, 73, 94),
+        (142, 68, 173),
+        (41, 128, 185),
+        (22, 160, 133),
+        (192, 57, 43),
+        (211, 84, 0),
+        (39, 174, 96),
+        (127, 140, 141),
+    ];
+    let (r, g, b) = PALETTE
+        .get((h % 8) as usize)
+        .copied()
+        .unwrap_or((60, 60, 60));
+    Yuv::from_rgb(r, g, b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(x: u32, y: u32, w: u32, h: u32) -> Region {
+        Region {
+            identity: "a".into(),
+            x,
+            y,
+            w,
+            h,
+            z: 0,
+            fit: Fit::Crop,
+        }
+    }
+
+    #[test]
+    fn crop_to_fill_covers_region() {
+        let mut canvas = I420Frame::new(
+            64,
+            32,
+            Yuv {
+                y: 16,
+                u: 128,
+                v: 128,
+            },
+        );
+        let src = I420Frame::new(
+            40,
+            40,
+            Yuv {
+                y: 200,
+                u: 60,
+                v: 190,
+            },
+        );
+        let mut c = Compositor::new();
+        c.draw(
+            &mut canvas,
+            &src,
+            &region(8, 4, 32, 16),
+            Fit::Crop,
+            Yuv {
+                y: 16,
+                u: 128,
+                v: 128,
+            },
+        );
+        assert!((canvas.mean(0, 8, 4, 32, 16) - 200.0).abs() < 1.0);
+        assert!((canvas.mean(1, 8, 4, 32, 16) - 60.0).abs() < 1.0);
+        assert!((canvas.mean(2, 8, 4, 32, 16) - 190.0).abs() < 1.0);
+        // Outside untouched.
+        assert!((canvas.mean(0, 40, 0, 24, 32) - 16.0).abs() < 0.01);
+        assert!((canvas.mean(0, 0, 0, 8, 32) - 16.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn letterbox_keeps_bars() {
+        let bg = Yuv {
+            y: 16,
+            u: 128,
+            v: 128,
+        };
+        let mut canvas = I420Frame::new(
+            64,
+            32,
+            Yuv {
+                y: 100,
+                u: 100,
+                v: 100,
+            },
+        );
+        let src = I420Frame::new(
+            20,
+            20,
+            Yuv {
+                y: 200,
+                u: 60,
+                v: 190,
+            },
+        );
+        let mut c = Compositor::new();
+        let r = region(0, 0, 64, 32);
+        c.draw(&mut canvas, &src, &r, Fit::Letterbox, bg);
+        let (_, (dx, dy, dw, dh)) = fit_geometry(20, 20, &r, Fit::Letterbox);
+        assert_eq!((dx, dy, dw, dh), (16, 0, 32, 32));
+        assert!((canvas.mean(0, 0, 0, 16, 32) - 16.0).abs() < 0.01);
+        assert!((canvas.mean(0, 48, 0, 16, 32) - 16.0).abs() < 0.01);
+        assert!((canvas.mean(0, 16, 0, 32, 32) - 200.0).abs() < 1.0);
+    }
+
+    #[test]
+    fn crop_keeps_centre() {
+        // Source: left half dark, right half bright, wide; region square => centre crop
+        // shows both halves equally.
+        let mut src = I420Frame::new(
+            80,
+            20,
+            Yuv {
+                y: 20,
+                u: 128,
+                v: 128,
+            },
+        );
+        src.fill_rect(
+            40,
+            0,
+            40,
+            20,
+            Yuv {
+                y: 220,
+                u: 128,
+                v: 128,
+            },
+        );
+        let mut canvas = I420Frame::new(
+            20,
+            20,
+            Yuv {
+                y: 0,
+                u: 128,
+                v: 128,
+            },
+        );
+        Compositor::new().draw(
+            &mut canvas,
+            &src,
+            &region(0, 0, 20, 20),
+            Fit::Crop,
+            Yuv {
+                y: 0,
+                u: 128,
+                v: 128,
+            },
+        );
+        assert!(canvas.mean(0, 0, 0, 8, 20) < 40.0);
+        assert!(canvas.mean(0, 12, 0, 8, 20) > 200.0);
+    }
+
+    #[test]
+    fn rgb_conversion() {
+        assert_eq!(
+            Yuv::from_rgb(0, 0, 0),
+            Yuv {
+                y: 16,
+                u: 128,
+                v: 128
+            }
+        );
+        assert_eq!(
+            Yuv::from_rgb(255, 255, 255),
+            Yuv {
+                y: 235,
+                u: 128,
+                v: 128
+            }
+        );
+        let red = Yuv::from_rgb(255, 0, 0);
+        assert!(red.v > 200 && red.u < 128);
+    }
+
+    #[test]
+    fn placeholder_has_bar() {
+        let mut canvas = I420Frame::new(
+            64,
+            48,
+            Yuv {
+                y: 16,
+                u: 128,
+                v: 128,
+            },
+        );
+        let r = region(0, 0, 64, 48);
+        Compositor::new().draw_placeholder(
+            &mut canvas,
+            &r,
+            Yuv {
+                y: 50,
+                u: 128,
+                v: 128,
+            },
+            1.0,
+        );
+        assert!((canvas.mean(0, 0, 0, 64, 20) - 50.0).abs() < 0.01);
+        let bar = canvas.mean(0, 10, 40, 40, 2);
+        assert!(bar > 100.0, "bar {bar}");
+    }
+}

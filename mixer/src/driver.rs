@@ -1,0 +1,290 @@
+//! A driver running a [`Mixer`] on its own thread at the program rate.
+//!
+//! The driver owns the real clock: it takes an `Instant` at start and stamps every input with
+//! the time elapsed since then. Inputs and commands go in through one bounded
+//! `std::sync::mpsc::sync_channel`; media pushes never block (a full queue drops the item and
+//! says so), control commands wait for room and answer on a reply channel. Outputs go to a
+//! callback run on the mixer thread: keep it short (e.g. forward into a channel).
+//!
+//! ```no_run
+//! use mixer::{driver::MixerDriver, MixConfig, MixerOutput};
+//! let (tx, rx) = std::sync::mpsc::sync_channel::<MixerOutput>(256);
+//! let driver = MixerDriver::spawn(MixConfig::default(), move |o| { let _ = tx.try_send(o); })?;
+//! driver.add_input("alice", true)?;
+//! // driver.push_video("alice", access_unit, rtp_ts)?;
+//! let _ack = driver.cue("ad-1", serde_json::json!({"x": 1}), 3)?;
+//! driver.stop();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::config::{CueError, MixConfig, MixerError};
+use crate::layout::Layout;
+use crate::mixer::{CueAck, MixState, Mixer, MixerOutput};
+
+/// Capacity of the driver's input queue.
+pub const QUEUE_CAPACITY: usize = 1024;
+
+enum Command {
+    AddInput(String, bool),
+    RemoveInput(String),
+    Video(String, Bytes, u32),
+    Opus(String, Bytes, u32),
+    Pcm(String, Vec<f32>),
+    SetLayout(Layout),
+    Cue(
+        String,
+        serde_json::Value,
+        u32,
+        SyncSender<Result<CueAck, CueError>>,
+    ),
+    RequestKeyframe,
+    Headers(SyncSender<Headers>),
+    State(SyncSender<MixState>),
+    Stop,
+}
+
+/// Codec headers muxers need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Headers {
+    /// AVCDecoderConfigurationRecord, once the first picture is encoded.
+    pub avc_decoder_config: Option<Vec<u8>>,
+    /// AAC AudioSpecificConfig.
+    pub audio_specific_config: Vec<u8>,
+}
+
+/// Handle to a mixer thread. Dropping it stops the thread.
+#[derive(Debug)]
+pub struct MixerDriver {
+    tx: SyncSender<Command>,
+    join: Option<JoinHandle<()>>,
+}
+
+impl MixerDriver {
+    /// Creates the mixer and starts its thread; `sink` receives every output.
+    pub fn spawn<F>(config: MixConfig, sink: F) -> Result<Self, MixerError>
+    where
+        F: FnMut(MixerOutput) + Send + 'static,
+    {
+        let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
+        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+        let join = std::thread::Builder::new()
+            .name("cohost-mixer".into())
+            .spawn(move || match Mixer::new(config) {
+                Ok(m) => {
+                    let _ = ready_tx.send(Ok(()));
+                    run(m, rx, sink);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            })
+            .map_err(|_| MixerError::Stopped)?;
+        ready_rx.recv().map_err(|_| MixerError::Stopped)??;
+        Ok(MixerDriver {
+            tx,
+            join: Some(join),
+        })
+    }
+
+    fn send(&self, c: Command) -> Result<(), MixerError> {
+        self.tx.send(c).map_err(|_| MixerError::Stopped)
+    }
+
+    fn try_send(&self, c: Command) -> Result<(), MixerError> {
+        self.tx.try_send(c).map_err(|e| match e {
+            TrySendError::Full(_) => MixerError::QueueFull,
+            TrySendError::Disconnected(_) => MixerError::Stopped,
+        })
+    }
+
+    /// Adds an input.
+    pub fn add_input(&self, identity: &str, is_host: bool) -> Result<(), MixerError> {
+        self.send(Command::AddInput(identity.to_owned(), is_host))
+    }
+
+    /// Removes an input.
+    pub fn remove_input(&self, identity: &str) -> Result<(), MixerError> {
+        self.send(Command::RemoveInput(identity.to_owned()))
+    }
+
+    /// Pushes a video access unit (Annex-B); never blocks (`QueueFull` drops it).
+    pub fn push_video(
+        &self,
+        identity: &str,
+        access_unit: Bytes,
+        rtp_ts_90k: u32,
+    ) -> Result<(), MixerError> {
+        self.try_send(Command::Video(identity.to_owned(), access_unit, rtp_ts_90k))
+    }
+
+    /// Pushes an Opus packet; never blocks (`QueueFull` drops it).
+    pub fn push_opus(
+        &self,
+        identity: &str,
+        packet: Bytes,
+        rtp_ts_48k: u32,
+    ) -> Result<(), MixerError> {
+        self.try_send(Command::Opus(identity.to_owned(), packet, rtp_ts_48k))
+    }
+
+    /// Pushes interleaved stereo 48 kHz PCM; never blocks.
+    pub fn push_pcm(&self, identity: &str, samples: Vec<f32>) -> Result<(), MixerError> {
+        self.try_send(Command::Pcm(identity.to_owned(), samples))
+    }
+
+    /// Changes the layout from the next frame.
+    pub fn set_layout(&self, layout: Layout) -> Result<(), MixerError> {
+        self.send(Command::SetLayout(layout))
+    }
+
+    /// Asks for an IDR picture next.
+    pub fn request_keyframe(&self) -> Result<(), MixerError> {
+        self.send(Command::RequestKeyframe)
+    }
+
+    /// Queues a cue and waits for its answer.
+    pub fn cue(&self, id: &str, data: serde_json::Value, repeat: u32) -> Result<CueAck, CueError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.send(Command::Cue(id.to_owned(), data, repeat, tx))
+            .map_err(|_| CueError::Stopped)?;
+        rx.recv().map_err(|_| CueError::Stopped)?
+    }
+
+    /// The codec headers for muxers.
+    pub fn headers(&self) -> Result<Headers, MixerError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.send(Command::Headers(tx))?;
+        rx.recv().map_err(|_| MixerError::Stopped)
+    }
+
+    /// A status snapshot.
+    pub fn state(&self) -> Result<MixState, MixerError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.send(Command::State(tx))?;
+        rx.recv().map_err(|_| MixerError::Stopped)
+    }
+
+    /// Stops the thread and waits for it.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let _ = self.tx.send(Command::Stop);
+        if let Some(j) = self.join.take() {
+            let _ = j.join();
+        }
+    }
+}
+
+impl Drop for MixerDriver {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn run<F: FnMut(MixerOutput)>(mut mixer: Mixer, rx: Receiver<Command>, mut sink: F) {
+    let start = Instant::now();
+    for o in mixer.poll(Duration::ZERO) {
+        sink(o);
+    }
+    loop {
+        let deadline = mixer.poll_timeout();
+        let now = start.elapsed();
+        if now >= deadline {
+            for o in mixer.poll(now) {
+                sink(o);
+            }
+            continue;
+        }
+        match rx.recv_timeout(deadline - now) {
+            Ok(cmd) => {
+                let at = start.elapsed();
+                match cmd {
+                    Command::AddInput(id, host) => mixer.add_input(&id, host),
+                    Command::RemoveInput(id) => mixer.remove_input(&id),
+                    Command::Video(id, au, ts) => mixer.push_video(&id, &au, ts, at),
+                    Command::Opus(id, p, ts) => mixer.push_opus(&id, &p, ts, at),
+                    Command::Pcm(id, s) => mixer.push_pcm(&id, &s),
+                    Command::SetLayout(l) => mixer.set_layout(l),
+                    Command::Cue(id, data, repeat, reply) => {
+                        let _ = reply.send(mixer.cue(&id, data, repeat));
+                    }
+                    Command::RequestKeyframe => mixer.request_keyframe(),
+                    Command::Headers(reply) => {
+                        let _ = reply.send(Headers {
+                            avc_decoder_config: mixer.avc_decoder_config(),
+                            audio_specific_config: mixer.audio_specific_config(),
+                        });
+                    }
+                    Command::State(reply) => {
+                        let _ = reply.send(mixer.state());
+                    }
+                    Command::Stop => return,
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn driver_runs_in_real_time() {
+        let cfg = MixConfig {
+            width: 160,
+            height: 90,
+            fps: 20,
+            video_kbps: 200,
+            ..MixConfig::default()
+        };
+        let seen = Arc::new(Mutex::new((0usize, 0usize)));
+        let s2 = Arc::clone(&seen);
+        let d = MixerDriver::spawn(cfg, move |o| {
+            if let Ok(mut g) = s2.lock() {
+                match o {
+                    MixerOutput::Video(_) => g.0 += 1,
+                    MixerOutput::Audio(_) => g.1 += 1,
+                    _ => {}
+                }
+            }
+        })
+        .expect("spawn");
+        d.add_input("a", true).expect("add");
+        let ack = d.cue("c1", serde_json::json!(1), 1).expect("cue");
+        assert_eq!(
+            d.cue("c1", serde_json::json!(2), 1).expect("dup").pts_ms,
+            ack.pts_ms
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        let h = d.headers().expect("headers");
+        assert!(h.avc_decoder_config.is_some());
+        assert_eq!(h.audio_specific_config, vec![0x11, 0x90]);
+        assert_eq!(d.state().expect("state").inputs.len(), 1);
+        d.stop();
+        let (v, a) = *seen.lock().expect("lock");
+        // ~10 pictures and ~23 AAC frames in 0.5 s; allow scheduling slack.
+        assert!((7..=13).contains(&v), "video {v}");
+        assert!(a >= 15, "audio {a}");
+    }
+
+    #[test]
+    fn invalid_config_fails_spawn() {
+        let cfg = MixConfig {
+            width: 7,
+            ..MixConfig::default()
+        };
+        assert!(MixerDriver::spawn(cfg, |_| {}).is_err());
+    }
+}

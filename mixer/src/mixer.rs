@@ -1,0 +1,797 @@
+//! The pure mixer core: inputs in, program frames out, time given by the caller.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::audio::{
+    AacEncoder, JitterBuffer, LevelMeter, Limiter, OpusEncoder, AAC_FRAMES, BLOCK_FRAMES, CHANNELS,
+    SAMPLE_RATE,
+};
+use crate::compose::{identity_color, Compositor, I420Frame, Yuv};
+use crate::config::{CueError, MixConfig, MixerError};
+use crate::encode::VideoEncoder;
+use crate::layout::{compute_regions, Layout, LayoutParticipant, Region, Template};
+use crate::nal;
+use crate::video::{DecodeOutcome, InputDecoder};
+
+/// Largest cue SEI payload (16-byte UUID + JSON user data), per CONTRACT.
+pub const MAX_CUE_PAYLOAD: usize = 255;
+/// Cue ids remembered for idempotence.
+const CUE_MEMORY: usize = 4096;
+/// Audio block duration.
+const BLOCK: Duration = Duration::from_millis(20);
+
+/// An encoded program picture.
+#[derive(Debug, Clone)]
+pub struct EncodedVideo {
+    /// Annex-B access unit (4-byte start codes): SPS/PPS on keyframes, then SEI NAL units,
+    /// then the slices.
+    pub data: Bytes,
+    /// Presentation time in program milliseconds.
+    pub pts_ms: u64,
+    /// Decode time (equal to `pts_ms`: there are no B-frames).
+    pub dts_ms: u64,
+    /// IDR picture.
+    pub keyframe: bool,
+}
+
+/// One raw AAC-LC access unit (no ADTS header), 1024 samples at 48 kHz stereo.
+#[derive(Debug, Clone)]
+pub struct AacFrame {
+    /// The access unit.
+    pub data: Bytes,
+    /// Presentation time in program milliseconds.
+    pub pts_ms: u64,
+}
+
+/// One Opus packet (48 kHz stereo, 20 ms) of the program audio, for WebRTC viewers.
+#[derive(Debug, Clone)]
+pub struct OpusFrame {
+    /// The packet.
+    pub data: Bytes,
+    /// Presentation time in program milliseconds.
+    pub pts_ms: u64,
+}
+
+/// Something the caller should act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MixerEvent {
+    /// Ask this input's publisher for a keyframe (PLI/FIR). Throttled per input.
+    RequestKeyframe(String),
+    /// The input's video stopped; its tile now shows the placeholder.
+    InputStalled(String),
+    /// The input's video is back.
+    InputResumed(String),
+}
+
+/// An item produced by [`Mixer::poll`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum MixerOutput {
+    /// A program picture.
+    Video(EncodedVideo),
+    /// A program AAC access unit.
+    Audio(AacFrame),
+    /// A program Opus packet.
+    Opus(OpusFrame),
+    /// An event.
+    Event(MixerEvent),
+}
+
+/// Answer to a cue: its id and the program time of the frame that carries it first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CueAck {
+    /// Cue id.
+    pub id: String,
+    /// Program time of the first frame carrying the cue.
+    pub pts_ms: u64,
+    /// True when this id was seen before and this is the first answer again.
+    #[serde(skip)]
+    pub duplicate: bool,
+}
+
+/// A snapshot of one input, for status APIs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InputState {
+    /// Identity.
+    pub identity: String,
+    /// Host or not.
+    pub is_host: bool,
+    /// Whether the tile shows live video (else the placeholder).
+    pub video_live: bool,
+    /// Pictures decoded.
+    pub pictures: u64,
+    /// Access units that failed.
+    pub decode_errors: u64,
+    /// Audio level 0..=1.
+    pub audio_level: f32,
+}
+
+/// A snapshot of the mix, for status APIs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MixState {
+    /// Current layout.
+    pub layout: Layout,
+    /// Regions of the last frame.
+    pub regions: Vec<Region>,
+    /// Inputs in display order.
+    pub inputs: Vec<InputState>,
+    /// Program pictures produced.
+    pub video_frames: u64,
+    /// Program time of the next picture.
+    pub next_pts_ms: u64,
+}
+
+struct Input {
+    identity: String,
+    is_host: bool,
+    seq: u64,
+    video: InputDecoder,
+    last_picture_at: Option<Duration>,
+    stalled: bool,
+    last_kf_request: Option<Duration>,
+    jitter: JitterBuffer,
+    level: LevelMeter,
+}
+
+struct PendingCue {
+    sei: Vec<u8>,
+    remaining: u32,
+}
+
+#[derive(Serialize)]
+struct LayoutSeiRegion<'a> {
+    identity: &'a str,
+    x: u32,
+    y: u32,
+    w: u32,
+    h: u32,
+    z: i32,
+    audio: f64,
+}
+
+#[derive(Serialize)]
+struct LayoutSei<'a> {
+    v: u32,
+    pts_ms: u64,
+    w: u32,
+    h: u32,
+    regions: Vec<LayoutSeiRegion<'a>>,
+}
+
+#[derive(Serialize)]
+struct CueSei<'a> {
+    v: u32,
+    id: &'a str,
+    pts_ms: u64,
+    data: &'a serde_json::Value,
+}
+
+/// Builds the layout SEI user data (JSON) for a frame.
+pub fn layout_sei_json(
+    pts_ms: u64,
+    w: u32,
+    h: u32,
+    regions: &[Region],
+    level: impl Fn(&str) -> f32,
+) -> Vec<u8> {
+    let sei = LayoutSei {
+        v: 1,
+        pts_ms,
+        w,
+        h,
+        regions: regions
+            .iter()
+            .map(|r| LayoutSeiRegion {
+                identity: &r.identity,
+                x: r.x,
+                y: r.y,
+                w: r.w,
+                h: r.h,
+                z: r.z,
+                audio: (f64::from(level(&r.identity).clamp(0.0, 1.0)) * 100.0).round() / 100.0,
+            })
+            .collect(),
+    };
+    serde_json::to_vec(&sei).unwrap_or_default()
+}
+
+/// Builds the cue SEI user data (JSON).
+pub fn cue_sei_json(id: &str, pts_ms: u64, data: &serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec(&CueSei {
+        v: 1,
+        id,
+        pts_ms,
+        data,
+    })
+    .unwrap_or_default()
+}
+
+/// The mixer core. See the crate documentation for the model.
+pub struct Mixer {
+    cfg: MixConfig,
+    layout: Layout,
+    inputs: Vec<Input>,
+    next_seq: u64,
+    epoch: Option<Duration>,
+    clock: Duration,
+    next_video: u64,
+    next_block: u64,
+    gop: u64,
+    force_keyframe: bool,
+    canvas: I420Frame,
+    background: Yuv,
+    compositor: Compositor,
+    encoder: VideoEncoder,
+    aac: AacEncoder,
+    opus: OpusEncoder,
+    limiter: Limiter,
+    mix_buf: Vec<f32>,
+    in_buf: Vec<f32>,
+    events: VecDeque<MixerEvent>,
+    cues: Vec<PendingCue>,
+    cue_acks: HashMap<String, CueAck>,
+    cue_order: VecDeque<String>,
+    last_regions: Option<Vec<Region>>,
+    speaker: Option<String>,
+    speaker_candidate: Option<(String, u32)>,
+    video_frames: u64,
+}
+
+impl std::fmt::Debug for Mixer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mixer")
+            .field("cfg", &self.cfg)
+            .field("inputs", &self.inputs.len())
+            .field("next_video", &self.next_video)
+            .finish()
+    }
+}
+
+impl Mixer {
+    /// Creates a mixer. Fails on an invalid configuration or codec initialisation failure.
+    pub fn new(cfg: MixConfig) -> Result<Self, MixerError> {
+        cfg.validate()?;
+        let background = Yuv::from_rgb(cfg.background.0, cfg.background.1, cfg.background.2);
+        Ok(Mixer {
+            layout: cfg.layout.clone(),
+            inputs: Vec::new(),
+            next_seq: 0,
+            epoch: None,
+            clock: Duration::ZERO,
+            next_video: 0,
+            next_block: 0,
+            gop: cfg.gop_frames(),
+            force_keyframe: false,
+            canvas: I420Frame::new(cfg.width, cfg.height, background),
+            background,
+            compositor: Compositor::new(),
+            encoder: VideoEncoder::new(cfg.fps, cfg.video_kbps)?,
+            aac: AacEncoder::new(cfg.audio_kbps)?,
+            opus: OpusEncoder::new(cfg.audio_kbps)?,
+            limiter: Limiter::default(),
+            mix_buf: vec![0.0; BLOCK_FRAMES * CHANNELS],
+            in_buf: vec![0.0; BLOCK_FRAMES * CHANNELS],
+            events: VecDeque::new(),
+            cues: Vec::new(),
+            cue_acks: HashMap::new(),
+            cue_order: VecDeque::new(),
+            last_regions: None,
+            speaker: None,
+            speaker_candidate: None,
+            video_frames: 0,
+            cfg,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &MixConfig {
+        &self.cfg
+    }
+
+    /// Adds an input (a co-host). Re-adding an existing identity updates its host flag.
+    /// A keyframe request for it is queued at once.
+    pub fn add_input(&mut self, identity: &str, is_host: bool) {
+        if let Some(i) = self.inputs.iter_mut().find(|i| i.identity == identity) {
+            i.is_host = is_host;
+            return;
+        }
+        self.inputs.push(Input {
+            identity: identity.to_owned(),
+            is_host,
+            seq: self.next_seq,
+            video: InputDecoder::new(),
+            last_picture_at: None,
+            stalled: false,
+            last_kf_request: Some(self.clock),
+            jitter: JitterBuffer::new(Duration::from_millis(self.cfg.jitter_ms)),
+            level: LevelMeter::default(),
+        });
+        self.next_seq += 1;
+        self.events
+            .push_back(MixerEvent::RequestKeyframe(identity.to_owned()));
+    }
+
+    /// Removes an input; its tile disappears from the next frame.
+    pub fn remove_input(&mut self, identity: &str) {
+        self.inputs.retain(|i| i.identity != identity);
+        if self.speaker.as_deref() == Some(identity) {
+            self.speaker = None;
+        }
+    }
+
+    /// Feeds one H.264 access unit (Annex-B) of an input. `rtp_ts_90k` is its RTP
+    /// timestamp, `arrival` the time it arrived on the mixer's clock. Unknown identities are
+    /// ignored. Undecodable data keeps the last good picture and queues a (throttled)
+    /// keyframe request.
+    pub fn push_video(
+        &mut self,
+        identity: &str,
+        access_unit: &[u8],
+        rtp_ts_90k: u32,
+        arrival: Duration,
+    ) {
+        let _ = rtp_ts_90k;
+        self.clock = self.clock.max(arrival);
+        let interval = Duration::from_millis(self.cfg.keyframe_request_interval_ms);
+        let Some(input) = self.inputs.iter_mut().find(|i| i.identity == identity) else {
+            return;
+        };
+        match input.video.decode(access_unit) {
+            DecodeOutcome::Picture => input.last_picture_at = Some(arrival),
+            DecodeOutcome::NoPicture => {}
+            DecodeOutcome::Error(e) => {
+                tracing::debug!(identity, error = %e, "input video decode failed");
+                let due = input
+                    .last_kf_request
+                    .is_none_or(|t| arrival.saturating_sub(t) >= interval || arrival < t);
+                if due {
+                    input.last_kf_request = Some(arrival);
+                    self.events
+                        .push_back(MixerEvent::RequestKeyframe(identity.to_owned()));
+                }
+            }
+        }
+    }
+
+    /// Feeds one Opus packet of an input with its RTP timestamp (48 kHz clock).
+    pub fn push_opus(&mut self, identity: &str, packet: &[u8], rtp_ts_48k: u32, arrival: Duration) {
+        self.clock = self.clock.max(arrival);
+        if let Some(input) = self.inputs.iter_mut().find(|i| i.identity == identity) {
+            input.jitter.push_opus(packet, rtp_ts_48k, arrival);
+        }
+    }
+
+    /// Feeds PCM for an input (offline use): interleaved stereo `f32` at 48 kHz, played in
+    /// order without a jitter buffer.
+    pub fn push_pcm(&mut self, identity: &str, samples: &[f32]) {
+        if let Some(input) = self.inputs.iter_mut().find(|i| i.identity == identity) {
+            input.jitter.push_pcm(samples);
+        }
+    }
+
+    /// Changes the layout; it applies from the next frame, without a keyframe.
+    pub fn set_layout(&mut self, layout: Layout) {
+        self.layout = layout;
+    }
+
+    /// The current layout.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Asks for an IDR picture as the next frame (e.g. a new RTMP/WHEP viewer).
+    pub fn request_keyframe(&mut self) {
+        self.force_keyframe = true;
+    }
+
+    /// Program time of the next picture.
+    pub fn next_pts_ms(&self) -> u64 {
+        self.next_video * 1000 / u64::from(self.cfg.fps)
+    }
+
+    /// Stamps a cue into the next encoded frame and `repeat - 1` following frames
+    /// (`repeat` 0 counts as 1). The same id again returns the first answer (with
+    /// `duplicate` set) and queues nothing. Fails if the SEI payload would exceed 255 bytes.
+    pub fn cue(
+        &mut self,
+        id: &str,
+        data: serde_json::Value,
+        repeat: u32,
+    ) -> Result<CueAck, CueError> {
+        if let Some(ack) = self.cue_acks.get(id) {
+            return Ok(CueAck {
+                duplicate: true,
+                ..ack.clone()
+            });
+        }
+        if id.is_empty() {
+            return Err(CueError::InvalidId);
+        }
+        let pts_ms = self.next_pts_ms();
+        let json = cue_sei_json(id, pts_ms, &data);
+        let size = 16 + json.len();
+        if size > MAX_CUE_PAYLOAD {
+            return Err(CueError::TooLarge {
+                size,
+                max: MAX_CUE_PAYLOAD,
+            });
+        }
+        self.cues.push(PendingCue {
+            sei: nal::build_user_data_sei(&nal::CUE_SEI_UUID, &json),
+            remaining: repeat.max(1),
+        });
+        let ack = CueAck {
+            id: id.to_owned(),
+            pts_ms,
+            duplicate: false,
+        };
+        self.cue_acks.insert(id.to_owned(), ack.clone());
+        self.cue_order.push_back(id.to_owned());
+        while self.cue_order.len() > CUE_MEMORY {
+            if let Some(old) = self.cue_order.pop_front() {
+                self.cue_acks.remove(&old);
+            }
+        }
+        Ok(ack)
+    }
+
+    /// The AAC AudioSpecificConfig (AAC-LC, 48 kHz, stereo).
+    pub fn audio_specific_config(&self) -> Vec<u8> {
+        self.aac.audio_specific_config().to_vec()
+    }
+
+    /// The current SPS and PPS (without start codes), known once the first frame is encoded.
+    pub fn sps_pps(&self) -> Option<(Vec<u8>, Vec<u8>)> {
+        self.encoder
+            .sps_pps()
+            .map(|(s, p)| (s.to_vec(), p.to_vec()))
+    }
+
+    /// The AVCDecoderConfigurationRecord for FLV/MP4, once the first frame is encoded.
+    pub fn avc_decoder_config(&self) -> Option<Vec<u8>> {
+        let (sps, pps) = self.encoder.sps_pps()?;
+        crate::mux::flv::avc_decoder_configuration_record(sps, pps)
+    }
+
+    /// A snapshot for status APIs.
+    pub fn state(&self) -> MixState {
+        let order = self.display_order();
+        MixState {
+            layout: self.layout.clone(),
+            regions: self.last_regions.clone().unwrap_or_default(),
+            inputs: order
+                .iter()
+                .filter_map(|&i| self.inputs.get(i))
+                .map(|i| InputState {
+                    identity: i.identity.clone(),
+                    is_host: i.is_host,
+                    video_live: i.last_picture_at.is_some() && !i.stalled,
+                    pictures: i.video.pictures,
+                    decode_errors: i.video.errors,
+                    audio_level: i.level.level(),
+                })
+                .collect(),
+            video_frames: self.video_frames,
+            next_pts_ms: self.next_pts_ms(),
+        }
+    }
+
+    fn video_due(&self, n: u64) -> Duration {
+        Duration::from_nanos(n.saturating_mul(1_000_000_000) / u64::from(self.cfg.fps))
+    }
+
+    fn audio_due(&self, m: u64) -> Duration {
+        BLOCK * u32::try_from(m + 1).unwrap_or(u32::MAX)
+    }
+
+    /// The time (on the caller's clock) at which [`poll`](Self::poll) next has work: the
+    /// next picture or audio block deadline. Zero before the first poll; events queued by
+    /// pushes are returned by any poll.
+    pub fn poll_timeout(&self) -> Duration {
+        let Some(epoch) = self.epoch else {
+            return Duration::ZERO;
+        };
+        epoch
+            + self
+                .video_due(self.next_video)
+                .min(self.audio_due(self.next_block))
+    }
+
+    /// Produces every program picture and audio frame due up to `now`, in time order, after
+    /// any pending events. The first call fixes program time zero at `now`.
+    pub fn poll(&mut self, now: Duration) -> Vec<MixerOutput> {
+        let epoch = *self.epoch.get_or_insert(now);
+        self.clock = self.clock.max(now);
+        let mut out: Vec<MixerOutput> = Vec::new();
+        loop {
+            let tv = epoch + self.video_due(self.next_video);
+            let ta = epoch + self.audio_due(self.next_block);
+            if tv.min(ta) > now {
+                break;
+            }
+            if tv <= ta {
+                self.produce_video(tv, &mut out);
+            } else {
+                self.produce_audio(ta, &mut out);
+            }
+        }
+        let mut all: Vec<MixerOutput> = self.events.drain(..).map(MixerOutput::Event).collect();
+        all.append(&mut out);
+        all
+    }
+
+    fn display_order(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.inputs.len()).collect();
+        order.sort_by_key(|&i| self.inputs.get(i).map(|x| (!x.is_host, x.seq)));
+        order
+    }
+
+    fn current_regions(&self) -> Vec<Region> {
+        let order = self.display_order();
+        let parts: Vec<LayoutParticipant<'_>> = order
+            .iter()
+            .filter_map(|&i| self.inputs.get(i))
+            .map(|i| LayoutParticipant {
+                identity: &i.identity,
+                is_host: i.is_host,
+            })
+            .collect();
+        let template_speaker = match self.layout {
+            Layout::Template {
+                template: Template::Speaker,
+            }
+            | Layout::Bare(Template::Speaker) => self.speaker.as_deref(),
+            _ => None,
+        };
+        compute_regions(
+            &self.layout,
+            self.cfg.width,
+            self.cfg.height,
+            &parts,
+            template_speaker,
+            self.cfg.fit,
+        )
+    }
+
+    fn produce_video(&mut self, due: Duration, out: &mut Vec<MixerOutput>) {
+        let n = self.next_video;
+        self.next_video += 1;
+        let pts_ms = n * 1000 / u64::from(self.cfg.fps);
+        let stall = Duration::from_millis(self.cfg.stall_timeout_ms);
+        // Stall / resume transitions.
+        for input in &mut self.inputs {
+            let live = input
+                .last_picture_at
+                .is_some_and(|t| due.saturating_sub(t) <= stall);
+            if input.last_picture_at.is_some() && live == input.stalled {
+                input.stalled = !live;
+                self.events.push_back(if live {
+                    MixerEvent::InputResumed(input.identity.clone())
+                } else {
+                    MixerEvent::InputStalled(input.identity.clone())
+                });
+            }
+        }
+        let regions = self.current_regions();
+        let bg = self.background;
+        self.canvas
+            .fill_rect(0, 0, self.cfg.width, self.cfg.height, bg);
+        for r in &regions {
+            let Some(input) = self.inputs.iter().find(|i| i.identity == r.identity) else {
+                continue;
+            };
+            match input.video.picture() {
+                Some(pic) if !input.stalled => {
+                    self.compositor.draw(&mut self.canvas, pic, r, r.fit, bg)
+                }
+                _ => self.compositor.draw_placeholder(
+                    &mut self.canvas,
+                    r,
+                    identity_color(&input.identity),
+                    input.level.level(),
+                ),
+            }
+        }
+        let force = n.is_multiple_of(self.gop) || self.force_keyframe;
+        let encoded = match self.encoder.encode(&self.canvas, pts_ms, force) {
+            Ok(Some(e)) => e,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "program encode failed");
+                return;
+            }
+        };
+        if encoded.keyframe {
+            self.force_keyframe = false;
+        }
+        let mut seis = Vec::new();
+        let changed = self.last_regions.as_ref() != Some(&regions);
+        if encoded.keyframe || changed {
+            let levels: HashMap<&str, f32> = self
+                .inputs
+                .iter()
+                .map(|i| (i.identity.as_str(), i.level.level()))
+                .collect();
+            let json = layout_sei_json(pts_ms, self.cfg.width, self.cfg.height, &regions, |id| {
+                levels.get(id).copied().unwrap_or(0.0)
+            });
+            seis.push(nal::build_user_data_sei(&nal::LAYOUT_SEI_UUID, &json));
+        }
+        for cue in &mut self.cues {
+            seis.push(cue.sei.clone());
+            cue.remaining = cue.remaining.saturating_sub(1);
+        }
+        self.cues.retain(|c| c.remaining > 0);
+        let data = if seis.is_empty() {
+            encoded.data
+        } else {
+            nal::insert_sei_before_slices(&encoded.data, &seis).unwrap_or(encoded.data)
+        };
+        self.last_regions = Some(regions);
+        self.video_frames += 1;
+        out.push(MixerOutput::Video(EncodedVideo {
+            data: Bytes::from(data),
+            pts_ms,
+            dts_ms: pts_ms,
+            keyframe: encoded.keyframe,
+        }));
+    }
+
+    fn produce_audio(&mut self, due: Duration, out: &mut Vec<MixerOutput>) {
+        let m = self.next_block;
+        self.next_block += 1;
+        self.mix_buf.fill(0.0);
+        let mut loudest: Option<(usize, f32)> = None;
+        for (idx, input) in self.inputs.iter_mut().enumerate() {
+            input.jitter.pull(&mut self.in_buf, due);
+            let level = input.level.update(&self.in_buf);
+            if level > 0.5 && loudest.is_none_or(|(_, l)| level > l) {
+                loudest = Some((idx, level));
+            }
+            for (o, s) in self.mix_buf.iter_mut().zip(&self.in_buf) {
+                *o += *s;
+            }
+        }
+        self.update_speaker(loudest.map(|(i, _)| i));
+        self.limiter.process(&mut self.mix_buf);
+        if let Some(pkt) = self.opus.encode(&self.mix_buf) {
+            out.push(MixerOutput::Opus(OpusFrame {
+                data: Bytes::from(pkt),
+                pts_ms: m * 20,
+            }));
+        }
+        for (k, au) in self.aac.encode(&self.mix_buf) {
+            out.push(MixerOutput::Audio(AacFrame {
+                data: Bytes::from(au),
+                pts_ms: k * AAC_FRAMES as u64 * 1000 / u64::from(SAMPLE_RATE),
+            }));
+        }
+    }
+
+    /// Dominant speaker with hysteresis: someone else must be loudest for one second.
+    fn update_speaker(&mut self, loudest: Option<usize>) {
+        let Some(id) = loudest
+            .and_then(|i| self.inputs.get(i))
+            .map(|i| i.identity.clone())
+        else {
+            self.speaker_candidate = None;
+            return;
+        };
+        if self.speaker.is_none() {
+            let host = self
+                .display_order()
+                .first()
+                .and_then(|&i| self.inputs.get(i))
+                .map(|i| i.identity.clone());
+            self.speaker = host;
+        }
+        if self.speaker.as_deref() == Some(id.as_str()) {
+            self.speaker_candidate = None;
+            return;
+        }
+        let count = match &self.speaker_candidate {
+            Some((c, n)) if *c == id => n + 1,
+            _ => 1,
+        };
+        if count >= 50 {
+            self.speaker = Some(id);
+            self.speaker_candidate = None;
+        } else {
+            self.speaker_candidate = Some((id, count));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn small() -> MixConfig {
+        MixConfig {
+            width: 160,
+            height: 90,
+            fps: 10,
+            video_kbps: 300,
+            ..MixConfig::default()
+        }
+    }
+
+    #[test]
+    fn cue_size_limit() {
+        let mut m = Mixer::new(small()).expect("mixer");
+        // 16 + len(json) must be <= 255.
+        let base = cue_sei_json("c", 0, &json!("")).len();
+        let fits = "x".repeat(MAX_CUE_PAYLOAD - 16 - base);
+        let ack = m.cue("c", json!(fits), 3).expect("fits");
+        assert_eq!(ack.pts_ms, 0);
+        let too_big = "x".repeat(MAX_CUE_PAYLOAD - 16 - base + 1);
+        assert_eq!(
+            m.cue("d", json!(too_big), 3),
+            Err(CueError::TooLarge {
+                size: 256,
+                max: MAX_CUE_PAYLOAD
+            })
+        );
+        assert_eq!(m.cue("", json!(1), 1), Err(CueError::InvalidId));
+    }
+
+    #[test]
+    fn cue_idempotent_and_repeated() {
+        let mut m = Mixer::new(small()).expect("mixer");
+        let _ = m.poll(Duration::ZERO); // frame 0 at t=0
+        let ack = m.cue("ad-1", json!({"k": 1}), 2).expect("cue");
+        assert_eq!(ack.pts_ms, 100);
+        let again = m.cue("ad-1", json!({"k": 2}), 5).expect("again");
+        assert_eq!(
+            (again.id.as_str(), again.pts_ms, again.duplicate),
+            ("ad-1", 100, true)
+        );
+        let outs = m.poll(Duration::from_millis(1000));
+        let mut carrying = Vec::new();
+        for o in outs {
+            if let MixerOutput::Video(v) = o {
+                for d in nal::find_user_data(&v.data, &nal::CUE_SEI_UUID) {
+                    let j: serde_json::Value = serde_json::from_slice(&d).expect("json");
+                    assert_eq!(j, json!({"v":1,"id":"ad-1","pts_ms":100,"data":{"k":1}}));
+                    carrying.push(v.pts_ms);
+                }
+            }
+        }
+        assert_eq!(carrying, vec![100, 200]);
+    }
+
+    #[test]
+    fn poll_schedule_and_timeout() {
+        let mut m = Mixer::new(small()).expect("mixer");
+        assert_eq!(m.poll_timeout(), Duration::ZERO);
+        let base = Duration::from_secs(100);
+        let outs = m.poll(base);
+        let videos = outs
+            .iter()
+            .filter(|o| matches!(o, MixerOutput::Video(_)))
+            .count();
+        assert_eq!(videos, 1);
+        assert_eq!(m.poll_timeout(), base + Duration::from_millis(20));
+        let outs = m.poll(base + Duration::from_millis(1000));
+        let mut last = 0;
+        let mut v = 0;
+        let mut opus = 0;
+        for o in &outs {
+            match o {
+                MixerOutput::Video(x) => {
+                    v += 1;
+                    last = x.pts_ms;
+                }
+                MixerOutput::Opus(_) => opus += 1,
+                _ => {}
+            }
+        }
+        assert_eq!((v, last, opus), (10, 1000, 50));
+    }
+}

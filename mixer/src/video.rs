@@ -1,0 +1,136 @@
+//! Per-input H.264 decoding with openh264, hardened for untrusted access units.
+
+use openh264::decoder::{Decoder, DecoderConfig, Flush};
+use openh264::OpenH264API;
+
+use crate::compose::I420Frame;
+use crate::nal::{self, nal_type};
+
+/// Largest access unit accepted from an input (bytes).
+pub const MAX_AU_BYTES: usize = 4 << 20;
+/// Largest decoded picture accepted (either side, pixels).
+pub const MAX_SIDE: u32 = 4096;
+
+/// What happened to one access unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeOutcome {
+    /// A new picture is available.
+    Picture,
+    /// Accepted, no picture yet (e.g. parameter sets only, or decoder delay).
+    NoPicture,
+    /// Rejected or failed to decode; the last good picture is kept.
+    Error(String),
+}
+
+/// Decoder state of one input.
+pub struct InputDecoder {
+    decoder: Option<Decoder>,
+    picture: Option<I420Frame>,
+    /// Pictures decoded so far.
+    pub pictures: u64,
+    /// Access units rejected or failed.
+    pub errors: u64,
+    scratch: Vec<u8>,
+}
+
+impl std::fmt::Debug for InputDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InputDecoder")
+            .field("picture", &self.picture)
+            .field("pictures", &self.pictures)
+            .field("errors", &self.errors)
+            .finish()
+    }
+}
+
+impl Default for InputDecoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn new_decoder() -> Option<Decoder> {
+    let cfg = DecoderConfig::new().flush_after_decode(Flush::NoFlush);
+    Decoder::with_api_config(OpenH264API::from_source(), cfg).ok()
+}
+
+impl InputDecoder {
+    /// A new decoder.
+    pub fn new() -> Self {
+        InputDecoder {
+            decoder: new_decoder(),
+            picture: None,
+            pictures: 0,
+            errors: 0,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// The last good picture.
+    pub fn picture(&self) -> Option<&I420Frame> {
+        self.picture.as_ref()
+    }
+
+    /// Decodes one Annex-B access unit. Never panics; on failure the last picture stays.
+    pub fn decode(&mut self, au: &[u8]) -> DecodeOutcome {
+        if au.len() > MAX_AU_BYTES {
+            self.errors += 1;
+            return DecodeOutcome::Error(format!("access unit of {} bytes too large", au.len()));
+        }
+        // Re-frame the NAL units we understand with clean start codes; refuse units with the
+        // forbidden bit set and access units with nothing decodable.
+        self.scratch.clear();
+        let mut has_idr = false;
+        let mut useful = false;
+        for n in nal::split_annexb(au) {
+            let Some(&hdr) = n.first() else { continue };
+            if hdr & 0x80 != 0 {
+                self.errors += 1;
+                return DecodeOutcome::Error("forbidden_zero_bit set".into());
+            }
+            let t = hdr & 0x1f;
+            match t {
+                1..=5 | nal_type::SPS | nal_type::PPS => {
+                    useful = true;
+                    has_idr |= t == nal_type::IDR;
+                    nal::push_nal(&mut self.scratch, n);
+                }
+                _ => {} // SEI, AUD, filler, extensions: not needed to decode.
+            }
+        }
+        if !useful {
+            self.errors += 1;
+            return DecodeOutcome::Error("no decodable NAL unit".into());
+        }
+        let Some(dec) = self.decoder.as_mut() else {
+            self.decoder = new_decoder();
+            self.errors += 1;
+            return DecodeOutcome::Error("decoder unavailable".into());
+        };
+        let result = match dec.decode(&self.scratch) {
+            Ok(Some(yuv)) => Ok(I420Frame::from_yuv_source(&yuv)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        };
+        match result {
+            Ok(Some(pic)) if pic.width() <= MAX_SIDE && pic.height() <= MAX_SIDE => {
+                self.picture = Some(pic);
+                self.pictures += 1;
+                DecodeOutcome::Picture
+            }
+            Ok(Some(_)) => {
+                self.errors += 1;
+                DecodeOutcome::Error("picture too large".into())
+            }
+            Ok(None) => DecodeOutcome::NoPicture,
+            Err(e) => {
+                self.errors += 1;
+                if has_idr {
+                    // A keyframe failed: start from a fresh decoder for the next one.
+                    self.decoder = new_decoder();
+                }
+                DecodeOutcome::Error(e)
+            }
+        }
+    }
+}
