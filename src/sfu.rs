@@ -419,7 +419,7 @@ impl Sfu {
         let ready = (!p.expect_video || p.video.codec().is_some())
             && (!p.expect_audio || p.audio.codec().is_some());
         if ready && !*p.ready.borrow() {
-            let _ = p.ready.send(true);
+            p.ready.send_replace(true);
             if let Some(sink) = self.program() {
                 sink.publisher_ready(room, p);
             }
