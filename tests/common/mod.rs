@@ -549,3 +549,100 @@ pub async fn eventually(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 }
 
 pub type Tracks = HashMap<(String, RtpCodecKind), Arc<Mutex<Received>>>;
+
+/// POSTs an SDP offer (WHIP/WHEP); returns (status, location, body).
+pub async fn post_sdp(url: &str, token: &str, sdp: &str) -> (u16, Option<String>, String) {
+    let r = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(token)
+        .header("content-type", "application/sdp")
+        .body(sdp.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let loc = r
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (status, loc, r.text().await.unwrap())
+}
+
+/// A WHIP publisher sending synthetic media; returns the peer, the resource URL and its stop flag.
+pub async fn whip_publish(
+    s: &TestServer,
+    room: &str,
+    identity: &str,
+    role: &str,
+    w: usize,
+    h: usize,
+) -> (ClientPeer, String, Arc<std::sync::atomic::AtomicBool>) {
+    let token = s.token(room, identity, role).await;
+    let peer = client_peer().await;
+    let sender = add_sender(&peer, identity).await;
+    let offer = peer.offer().await;
+    let (status, loc, body) = post_sdp(&s.url(&format!("/whip/{room}")), &token, &offer).await;
+    assert_eq!(status, 201, "WHIP POST: {body}");
+    peer.set_answer(&body).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    sender.spawn(w, h, 120.0, stop.clone());
+    (peer, s.url(&loc.expect("Location header")), stop)
+}
+
+/// A WHEP subscriber of one co-host; returns the peer (tracks arrive on `peer.tracks`).
+pub async fn whep_subscribe(
+    s: &TestServer,
+    room: &str,
+    target: &str,
+    token: &str,
+) -> (ClientPeer, String) {
+    let peer = client_peer().await;
+    peer.add_recv().await;
+    let offer = peer.offer().await;
+    let mut tries = 0;
+    loop {
+        let (status, loc, body) =
+            post_sdp(&s.url(&format!("/whep/{room}/{target}")), token, &offer).await;
+        if status == 404 && tries < 50 {
+            // The publisher's tracks are not up yet.
+            tries += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        assert_eq!(status, 201, "WHEP POST: {body}");
+        peer.set_answer(&body).await;
+        return (peer, s.url(&loc.expect("Location header")));
+    }
+}
+
+/// Waits for the two tracks of a subscription and starts collecting them.
+pub async fn collect_both(peer: &mut ClientPeer) -> (Arc<Mutex<Received>>, Arc<Mutex<Received>>) {
+    let mut video = None;
+    let mut audio = None;
+    for _ in 0..2 {
+        let t = tokio::time::timeout(Duration::from_secs(15), peer.tracks.recv())
+            .await
+            .expect("no remote track")
+            .unwrap();
+        let kind = t.kind().await;
+        let c = collect(t, kind);
+        if kind == RtpCodecKind::Video {
+            video = Some(c);
+        } else {
+            audio = Some(c);
+        }
+    }
+    (video.unwrap(), audio.unwrap())
+}
+
+pub async fn delete(url: &str, token: &str) -> u16 {
+    reqwest::Client::new()
+        .delete(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
