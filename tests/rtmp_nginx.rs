@@ -1,0 +1,388 @@
+//! RTMP output against a real nginx-rtmp server.
+//!
+//! Publishes a test clip (made by ffmpeg, read as FLV tags) through [`RtmpOutput`] in
+//! real time, pulls it back with ffprobe/ffmpeg and checks H.264 320x240 + AAC 48 kHz
+//! decode; then kills nginx mid-stream, checks the output goes `retrying`, restarts
+//! nginx on the same port and checks it goes `live` again and the stream decodes.
+//!
+//! Needs `nginx` with `libnginx-mod-rtmp`, `ffmpeg` and `ffprobe` (CI installs them);
+//! without them the test prints `SKIPPED` and passes.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cohost::output::{
+    FlvTag, OutputState, RtmpOutput, RtmpOutputConfig, RtmpUrl, SequenceHeaders, TagKind,
+};
+use tokio::sync::{broadcast, watch};
+
+const RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
+
+fn tool_works(cmd: &str, arg: &str) -> bool {
+    Command::new(cmd)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn missing_tools() -> Option<String> {
+    let mut missing = Vec::new();
+    if !tool_works("nginx", "-v") {
+        missing.push("nginx");
+    }
+    if !Path::new(RTMP_MODULE).exists() {
+        missing.push("libnginx-mod-rtmp");
+    }
+    if !tool_works("ffmpeg", "-version") {
+        missing.push("ffmpeg");
+    }
+    if !tool_works("ffprobe", "-version") {
+        missing.push("ffprobe");
+    }
+    (!missing.is_empty()).then(|| missing.join(", "))
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// nginx with the RTMP module, run in the foreground as a single process
+/// (`master_process off`, so killing the child kills the server; it also runs in its
+/// own process group, killed as a whole in case a worker was forked anyway).
+struct Nginx {
+    child: Option<Child>,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Nginx {
+    fn start(dir: &Path, port: u16) -> Nginx {
+        let conf = format!(
+            "daemon off; master_process off; worker_processes 1; user root;\n\
+             pid nginx.pid; error_log stderr info;\n\
+             load_module {RTMP_MODULE};\n\
+             events {{ worker_connections 256; }}\n\
+             rtmp {{ server {{ listen 127.0.0.1:{port}; chunk_size 4096;\n\
+               application live {{ live on; wait_key on; }} }} }}\n"
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).expect("write nginx.conf");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("nginx.log"))
+            .expect("nginx.log");
+        let log2 = log.try_clone().expect("clone log");
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(dir)
+            .arg("-e")
+            .arg("stderr")
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .process_group(0)
+            .spawn()
+            .expect("spawn nginx");
+        let mut n = Nginx {
+            child: Some(child),
+            dir: dir.to_owned(),
+            port,
+        };
+        n.wait_listening();
+        n
+    }
+
+    fn wait_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    panic!("nginx exited early ({st}); log:\n{}", self.log());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        panic!("nginx not listening on {}; log:\n{}", self.port, self.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("nginx.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL the master and its worker (the whole process group).
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let pgid = c.id();
+            let _ = Command::new("kill")
+                .args(["-s", "KILL", "--", &format!("-{pgid}")])
+                .status();
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+use std::os::unix::process::CommandExt as _;
+
+/// Headers and media tags of an FLV file.
+struct Clip {
+    headers: SequenceHeaders,
+    tags: Vec<FlvTag>,
+    duration_ms: u32,
+}
+
+fn read_flv(path: &Path) -> Clip {
+    let data = std::fs::read(path).expect("read flv");
+    assert_eq!(&data[..3], b"FLV", "not an FLV file");
+    let header_len = u32::from_be_bytes([data[5], data[6], data[7], data[8]]) as usize;
+    let mut pos = header_len + 4;
+    let mut headers = SequenceHeaders::default();
+    let mut tags = Vec::new();
+    while pos + 11 <= data.len() {
+        let t = data[pos];
+        let size = u32::from_be_bytes([0, data[pos + 1], data[pos + 2], data[pos + 3]]) as usize;
+        let ts = u32::from_be_bytes([data[pos + 7], data[pos + 4], data[pos + 5], data[pos + 6]]);
+        let body_start = pos + 11;
+        if body_start + size > data.len() {
+            break;
+        }
+        let body = Bytes::copy_from_slice(&data[body_start..body_start + size]);
+        pos = body_start + size + 4;
+        match TagKind::from_flv_type(t) {
+            Some(TagKind::Script) => headers.metadata = Some(body),
+            Some(TagKind::Video) if body.len() > 1 && body[1] == 0 => headers.video = Some(body),
+            Some(TagKind::Audio) if body.len() > 1 && body[0] >> 4 == 10 && body[1] == 0 => {
+                headers.audio = Some(body)
+            }
+            Some(kind) => {
+                let keyframe = kind == TagKind::Video && body[0] >> 4 == 1;
+                tags.push(FlvTag {
+                    kind,
+                    timestamp_ms: ts,
+                    body,
+                    keyframe,
+                });
+            }
+            None => {}
+        }
+    }
+    let duration_ms = tags.iter().map(|t| t.timestamp_ms).max().unwrap_or(0) + 34;
+    Clip {
+        headers,
+        tags,
+        duration_ms,
+    }
+}
+
+fn make_clip(dir: &Path) -> PathBuf {
+    let out = dir.join("x.flv");
+    let st = Command::new("ffmpeg")
+        .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-profile:v",
+            "baseline",
+            "-g",
+            "30",
+            "-bf",
+            "0",
+        ])
+        .args([
+            "-pix_fmt", "yuv420p", "-c:a", "aac", "-ar", "48000", "-ac", "2",
+        ])
+        .args(["-t", "6"])
+        .arg(&out)
+        .status()
+        .expect("run ffmpeg");
+    assert!(st.success(), "ffmpeg failed to make the test clip");
+    out
+}
+
+/// Sends the clip's tags in real time, looping with increasing timestamps, until
+/// the returned sender is dropped.
+fn spawn_pusher(clip: &Clip, tx: broadcast::Sender<FlvTag>) -> tokio::sync::oneshot::Sender<()> {
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let tags = clip.tags.clone();
+    let dur = clip.duration_ms;
+    tokio::spawn(async move {
+        let t0 = tokio::time::Instant::now();
+        for lap in 0u32.. {
+            for tag in &tags {
+                let ts = lap * dur + tag.timestamp_ms;
+                let at = t0 + Duration::from_millis(u64::from(ts));
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at) => {}
+                    _ = &mut stop_rx => return,
+                }
+                let mut t = tag.clone();
+                t.timestamp_ms = ts;
+                let _ = tx.send(t);
+            }
+        }
+    });
+    stop_tx
+}
+
+async fn wait_state(out: &RtmpOutput, want: OutputState, within: Duration) {
+    let mut rx = out.subscribe_state();
+    let r = tokio::time::timeout(within, rx.wait_for(|s| *s == want)).await;
+    assert!(
+        r.is_ok(),
+        "output did not become {want:?} within {within:?}; status {:?}",
+        out.status()
+    );
+}
+
+/// Pulls the live stream: ffprobe for the stream parameters, ffmpeg to decode frames.
+async fn pull_and_check(port: u16) {
+    let url = format!("rtmp://127.0.0.1:{port}/live/test");
+    let probe = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new("ffprobe")
+            .args(["-v", "error", "-analyzeduration", "3000000"])
+            .args([
+                "-show_entries",
+                "stream=codec_type,codec_name,width,height,sample_rate,channels",
+            ])
+            .args(["-of", "json"])
+            .arg(&url)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("ffprobe timed out")
+    .expect("run ffprobe");
+    let stdout = String::from_utf8_lossy(&probe.stdout);
+    assert!(
+        probe.status.success(),
+        "ffprobe failed: {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect("ffprobe json");
+    let streams = json["streams"].as_array().expect("streams");
+    let video = streams
+        .iter()
+        .find(|s| s["codec_type"] == "video")
+        .unwrap_or_else(|| panic!("no video stream: {stdout}"));
+    assert_eq!(video["codec_name"], "h264");
+    assert_eq!(video["width"], 320);
+    assert_eq!(video["height"], 240);
+    let audio = streams
+        .iter()
+        .find(|s| s["codec_type"] == "audio")
+        .unwrap_or_else(|| panic!("no audio stream: {stdout}"));
+    assert_eq!(audio["codec_name"], "aac");
+    assert_eq!(audio["sample_rate"], "48000");
+    assert_eq!(audio["channels"], 2);
+
+    let dec = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new("ffmpeg")
+            .args([
+                "-nostdin",
+                "-hide_banner",
+                "-v",
+                "error",
+                "-analyzeduration",
+                "3000000",
+            ])
+            .arg("-i")
+            .arg(&url)
+            .args(["-frames:v", "45", "-progress", "pipe:1", "-f", "null", "-"])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("ffmpeg pull timed out")
+    .expect("run ffmpeg");
+    let progress = String::from_utf8_lossy(&dec.stdout);
+    let stderr = String::from_utf8_lossy(&dec.stderr);
+    assert!(dec.status.success(), "ffmpeg decode failed: {stderr}");
+    let frames: u64 = progress
+        .lines()
+        .filter_map(|l| l.strip_prefix("frame="))
+        .filter_map(|v| v.trim().parse().ok())
+        .max()
+        .unwrap_or(0);
+    assert!(
+        frames >= 45,
+        "decoded only {frames} frames; stderr: {stderr}"
+    );
+    assert!(
+        !stderr.to_lowercase().contains("error while decoding"),
+        "decode errors: {stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtmp_output_publishes_to_nginx_and_survives_a_restart() {
+    if let Some(missing) = missing_tools() {
+        eprintln!("SKIPPED rtmp_nginx: missing {missing} (apt-get install nginx libnginx-mod-rtmp ffmpeg)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clip = read_flv(&make_clip(dir.path()));
+    assert!(clip.headers.video.is_some() && clip.headers.audio.is_some());
+    assert!(clip.tags.len() > 300, "clip has {} tags", clip.tags.len());
+
+    let port = free_port();
+    let mut nginx = Nginx::start(dir.path(), port);
+
+    let (tags_tx, tags_rx) = broadcast::channel(1024);
+    let (_headers_tx, headers_rx) = watch::channel(clip.headers.clone());
+    let url = RtmpUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/test")).expect("url");
+    let mut cfg = RtmpOutputConfig::new(url);
+    cfg.backoff_initial = Duration::from_millis(200);
+    cfg.backoff_max = Duration::from_secs(1);
+    cfg.max_consecutive_failures = None;
+    let pusher = spawn_pusher(&clip, tags_tx.clone());
+    let output = RtmpOutput::spawn(cfg, headers_rx, tags_rx);
+
+    wait_state(&output, OutputState::Live, Duration::from_secs(10)).await;
+    assert_eq!(output.status().reconnects, 0);
+    pull_and_check(port).await;
+    let before = output.status();
+    assert!(before.bytes_sent > 50_000, "{before:?}");
+
+    // Drop the server while pushing.
+    nginx.kill();
+    wait_state(&output, OutputState::Retrying, Duration::from_secs(10)).await;
+    // Stay down for a while: retries fail (connection refused) and keep it retrying.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(output.state(), OutputState::Retrying);
+
+    let nginx2 = Nginx::start(dir.path(), port);
+    wait_state(&output, OutputState::Live, Duration::from_secs(15)).await;
+    let after = output.status();
+    assert!(after.reconnects >= 1, "{after:?}");
+    pull_and_check(port).await;
+    assert!(output.status().bytes_sent > after.bytes_sent);
+
+    output.stop().await;
+    assert_eq!(output.state(), OutputState::Stopped);
+    drop(pusher);
+    drop(nginx2);
+}
