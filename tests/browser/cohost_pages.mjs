@@ -7,7 +7,8 @@
 //
 // Flow: start server -> host page joins (publishes) -> guest page joins with a guest token ->
 // guest clicks "Request to go on air" -> host clicks "accept" -> both sides decode the other's
-// video (inbound-rtp framesDecoded > 0) -> host clicks "remove" -> guest tile disappears on host.
+// video (inbound-rtp framesDecoded > 0) -> host clicks "remove" -> guest tile disappears on host ->
+// layout and cue buttons get a visible answer -> a viewer is invited, accepts, and is decoded.
 
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -30,7 +31,7 @@ if (!BIN) {
 const port = 18080 + Math.floor(Math.random() * 1000);
 const base = `http://127.0.0.1:${port}`;
 const serverLog = [];
-const pageLogs = { host: [], guest: [] };
+const pageLogs = { host: [], guest: [], viewer: [] };
 let server;
 let context;
 let userDir;
@@ -195,6 +196,51 @@ async function main() {
   if (!gsAfter.connected) throw new Error('a removed guest stays in the room');
   log('host removed guest: tile gone, guest off air and still connected');
 
+  // Layout and cue buttons: the server answers with layout_changed / cue_accepted, or with an
+  // `error` (e.g. `unavailable` while no program pipeline runs) that the page must show.
+  const errCount = async () => (await host.$$('#errors .error')).length;
+  let before = await errCount();
+  await host.click('[data-layout="speaker"]');
+  const layoutOutcome = await waitFor('host page shows the layout answer', async () => {
+    if ((await host.textContent('#layout')) === 'speaker') return 'layout_changed';
+    if ((await errCount()) > before) return `error shown: ${await host.textContent('#errors .error:last-child')}`;
+    return null;
+  }, 10000);
+  log('layout button ->', layoutOutcome);
+  before = await errCount();
+  await host.click('[data-cue="red_packet"]');
+  const cueOutcome = await waitFor('host page shows the cue answer', async () => {
+    const items = await host.$$eval('#cue-log li', (l) => l.map((e) => e.textContent));
+    if (items.some((t) => t.startsWith('cue '))) return 'cue_accepted';
+    if ((await errCount()) > before) return `error shown: ${await host.textContent('#errors .error:last-child')}`;
+    return null;
+  }, 10000);
+  log('cue button ->', cueOutcome);
+
+  // Invitation flow: a viewer (token minted by the page with the dev key) is invited by the host
+  // through the participant list, accepts on its page, becomes a guest and goes on air.
+  const viewer = await openPage('viewer', `${base}/guest.html?room=${ROOM}&key=${KEY}&name=Viewer&role=viewer&identity=viewer1`);
+  await viewer.click('#join');
+  await waitFor('viewer joined', async () => (await state(viewer))?.joined);
+  if ((await state(viewer)).me.role !== 'viewer') throw new Error('expected role viewer');
+  await waitFor('host lists the viewer', async () => (await host.$('[data-participant="viewer1"] button.invite')) !== null);
+  await host.click('[data-participant="viewer1"] button.invite');
+  await waitFor('viewer sees the invitation', async () => viewer.isVisible('#accept-invite'));
+  await viewer.click('#accept-invite');
+  await waitFor('viewer on air as guest', async () => {
+    const st = await state(viewer);
+    return st?.onAir && st.me.role === 'guest';
+  });
+  await waitFor('host decodes the invited viewer', async () => (await framesDecoded(host, 'viewer1')) > 0);
+  log('invited viewer is on air as a guest; host decodes it:', await framesDecoded(host, 'viewer1'), 'frames');
+
+  // Mute: the host mutes the new co-host's audio; everyone sees audio_muted.
+  await host.click('[data-participant="viewer1"] button.mute-audio');
+  await waitFor('viewer audio muted (host view)', async () =>
+    (await host.textContent('[data-participant="viewer1"] button.mute-audio')) === 'unmute audio');
+  await waitFor('viewer sees itself muted', async () => (await state(viewer))?.me?.audio_muted === true);
+  log('host muted the viewer\'s audio');
+
   const hostErrors = (await state(host)).errors;
   if (hostErrors.length) log('host page errors (informational):', JSON.stringify(hostErrors));
 }
@@ -216,7 +262,7 @@ try {
 } catch (e) {
   failed = true;
   console.error(`\nFAIL: ${e.stack || e}`);
-  for (const who of ['host', 'guest']) {
+  for (const who of ['host', 'guest', 'viewer']) {
     console.error(`\n--- ${who} page console (last 60) ---`);
     for (const l of pageLogs[who].slice(-60)) console.error(l);
   }
