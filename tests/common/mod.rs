@@ -41,6 +41,7 @@ static PORT_BASE: AtomicU16 = AtomicU16::new(0);
 /// A server running in this process.
 pub struct TestServer {
     pub addr: SocketAddr,
+    pub ports: (u16, u16),
     pub state: cohost::AppState,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -89,12 +90,17 @@ pub async fn start_server() -> TestServer {
     });
     TestServer {
         addr,
+        ports: (base, base + 99),
         state: server.state,
         shutdown: Some(tx),
     }
 }
 
 impl TestServer {
+    pub fn media_ports(&self) -> std::ops::RangeInclusive<u16> {
+        self.ports.0..=self.ports.1
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
