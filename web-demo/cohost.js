@@ -406,12 +406,17 @@ export function el(tag, attrs = {}, ...children) {
 }
 
 /** Show a message in the page's #errors box (server `error` messages and client failures). */
-export function showError(text) {
+export function showError(text, cls = 'error') {
   const box = $('#errors');
   if (!box) return;
   box.hidden = false;
-  box.append(el('div', { class: 'error' }, `${new Date().toLocaleTimeString()} ${text}`));
+  box.append(el('div', { class: cls }, `${new Date().toLocaleTimeString()} ${text}`));
   while (box.childElementCount > 8) box.firstElementChild.remove();
+}
+
+/** An informational line in the same box (not an error). */
+export function showNotice(text) {
+  showError(text, 'notice');
 }
 
 /** Wire the client's media events to a #tiles grid and a #self video. */

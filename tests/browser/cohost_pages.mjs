@@ -3,7 +3,7 @@
 // (tests/browser_pages.rs does: `unshare --net sh -c 'ip link set lo up && exec "$@"' sh node ...`).
 //
 // Env: CARGO_BIN_EXE_cohost (server binary, required), CHROMIUM (default /usr/bin/chromium),
-// TIMEOUT_S (per media wait, default 40).
+// TIMEOUT_S (per media wait, default 40), SCREENSHOTS (a directory: save a PNG of each page).
 //
 // Flow: start server -> host page joins (publishes) -> guest page joins with a guest token ->
 // guest clicks "Request to go on air" -> host clicks "accept" -> both sides decode the other's
@@ -106,8 +106,11 @@ function state(page) {
   return page.evaluate(() => window.cohostState);
 }
 
+const pages = {};
+
 async function openPage(who, url) {
   const page = await context.newPage();
+  pages[who] = page;
   page.on('console', (m) => pageLogs[who].push(`${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => pageLogs[who].push(`pageerror: ${e.message}`));
   await page.goto(url);
@@ -234,6 +237,11 @@ async function main() {
   await waitFor('host decodes the invited viewer', async () => (await framesDecoded(host, 'viewer1')) > 0);
   log('invited viewer is on air as a guest; host decodes it:', await framesDecoded(host, 'viewer1'), 'frames');
 
+  if (process.env.SCREENSHOTS) {
+    for (const [who, page] of Object.entries(pages)) await page.screenshot({ path: join(process.env.SCREENSHOTS, `${who}.png`) });
+    log('screenshots in', process.env.SCREENSHOTS);
+  }
+
   // Mute: the host mutes the new co-host's audio; everyone sees audio_muted.
   await host.click('[data-participant="viewer1"] button.mute-audio');
   await waitFor('viewer audio muted (host view)', async () =>
@@ -263,6 +271,18 @@ try {
   failed = true;
   console.error(`\nFAIL: ${e.stack || e}`);
   for (const who of ['host', 'guest', 'viewer']) {
+    if (pages[who]) {
+      const st = await pages[who].evaluate(async () => {
+        const pcs = window.cohostPcs ? window.cohostPcs() : {};
+        const pcState = (pc) => pc && `${pc.connectionState}/${pc.iceConnectionState}`;
+        return {
+          state: window.cohostState,
+          publish: pcState(pcs.publish),
+          subs: Object.fromEntries(Object.entries(pcs.subs || {}).map(([k, pc]) => [k, pcState(pc)])),
+        };
+      }).catch((e) => `unavailable: ${e.message}`);
+      console.error(`\n--- ${who} page state ---\n${JSON.stringify(st, null, 1)}`);
+    }
     console.error(`\n--- ${who} page console (last 60) ---`);
     for (const l of pageLogs[who].slice(-60)) console.error(l);
   }
