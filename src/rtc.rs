@@ -146,7 +146,6 @@ pub fn media_engine() -> Result<MediaEngine, RtcError> {
             rtcp_feedback: video_feedback(),
         },
         payload_type: pt,
-        ..Default::default()
     };
     let rtx = |pt: u8, apt: u8| RTCRtpCodecParameters {
         rtp_codec: RTCRtpCodec {
@@ -157,7 +156,6 @@ pub fn media_engine() -> Result<MediaEngine, RtcError> {
             rtcp_feedback: vec![],
         },
         payload_type: pt,
-        ..Default::default()
     };
     for c in [
         h264(102, "42e01f"),
@@ -177,7 +175,6 @@ pub fn media_engine() -> Result<MediaEngine, RtcError> {
                 rtcp_feedback: vec![],
             },
             payload_type: 111,
-            ..Default::default()
         },
         RtpCodecKind::Audio,
     )

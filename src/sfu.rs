@@ -31,6 +31,16 @@ pub const PLI_MIN_INTERVAL: Duration = Duration::from_millis(300);
 /// While a keyframe is wanted, the request is repeated at this period until one arrives.
 pub const PLI_RETRY: Duration = Duration::from_millis(500);
 
+/// Optional forwarding-delay observer (for benchmarks): called after each successful
+/// `write_rtp` to a subscriber with the packet's [`InPacket::at`]. Unset, it costs one atomic
+/// load per forwarded packet.
+static FORWARD_OBSERVER: std::sync::OnceLock<fn(Instant)> = std::sync::OnceLock::new();
+
+/// Installs the forwarding-delay observer; once per process (returns false if one was set).
+pub fn set_forward_observer(f: fn(Instant)) -> bool {
+    FORWARD_OBSERVER.set(f).is_ok()
+}
+
 /// SFU counters for `/metrics`.
 #[derive(Debug, Default)]
 pub struct SfuMetrics {
@@ -561,6 +571,7 @@ impl Sfu {
                             }
                             Err(broadcast::error::RecvError::Closed) => break,
                         };
+                        let at = pkt.at;
                         let mut packet = pkt.packet;
                         if !started {
                             // Start a video subscriber on a keyframe: earlier frames cannot decode.
@@ -585,6 +596,9 @@ impl Sfu {
                         let len = packet.payload.len() + 12;
                         if t2.write_rtp(packet).await.is_err() {
                             break;
+                        }
+                        if let Some(f) = FORWARD_OBSERVER.get() {
+                            f(at);
                         }
                         m.packets_out.fetch_add(1, Ordering::Relaxed);
                         m.bytes_out.fetch_add(len as u64, Ordering::Relaxed);
@@ -894,6 +908,19 @@ pub struct SfuBackend {
     pub program: Option<Arc<dyn ProgramControl>>,
 }
 
+impl Sfu {
+    /// Number of published tracks with a known codec.
+    pub fn track_count(&self) -> usize {
+        self.lock()
+            .values()
+            .flat_map(|r| r.publishers.values())
+            .map(|p| {
+                usize::from(p.video.codec().is_some()) + usize::from(p.audio.codec().is_some())
+            })
+            .sum()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::kinds_offered;
@@ -905,18 +932,5 @@ mod tests {
         let sdp = "v=0\r\nm=audio 9 X 111\r\na=recvonly\r\nm=video 9 X 102\r\na=sendrecv\r\n";
         assert_eq!(kinds_offered(sdp), (true, false));
         assert_eq!(kinds_offered("garbage"), (false, false));
-    }
-}
-
-impl Sfu {
-    /// Number of published tracks with a known codec.
-    pub fn track_count(&self) -> usize {
-        self.lock()
-            .values()
-            .flat_map(|r| r.publishers.values())
-            .map(|p| {
-                usize::from(p.video.codec().is_some()) + usize::from(p.audio.codec().is_some())
-            })
-            .sum()
     }
 }

@@ -3,6 +3,8 @@
 //! the other two's media, which decodes to the sent picture size; a guest leaving is announced
 //! and its tracks stop.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::HashMap;

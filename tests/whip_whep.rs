@@ -1,6 +1,8 @@
 //! WHIP publisher + WHEP subscriber of that co-host, with webrtc-rs clients against the real
 //! server: media flows and decodes; DELETE of the WHIP resource ends it for the subscriber.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

@@ -416,9 +416,8 @@ impl Signaling {
 
     /// API key only.
     pub fn require_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        match self.caller(headers).map_err(|e| {
+        match self.caller(headers).inspect_err(|_| {
             self.metrics.errors.fetch_add(1, Ordering::Relaxed);
-            e
         })? {
             Caller::Admin => Ok(()),
             Caller::Participant(c) => Err(AuthError::Forbidden(c.role).into()),
@@ -456,9 +455,8 @@ async fn ws_handler(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let token = q.token.ok_or(AuthError::Missing)?;
-    let claims = s.auth.verify(&token, now_s()).map_err(|e| {
+    let claims = s.auth.verify(&token, now_s()).inspect_err(|_| {
         s.metrics.errors.fetch_add(1, Ordering::Relaxed);
-        e
     })?;
     s.metrics.connections.fetch_add(1, Ordering::Relaxed);
     // The transport limit is above our own so an oversized message gets a clear error reply.

@@ -68,10 +68,12 @@ pub async fn start_server() -> TestServer {
     let base = 20000
         + (std::process::id() % 100) as u16 * 300
         + PORT_BASE.fetch_add(1, Ordering::Relaxed) % 3 * 100;
-    let mut config = cohost::Config::default();
-    config.api_key = API_KEY.into();
-    config.api_secret = API_SECRET.into();
-    config.dev_mode = false;
+    let mut config = cohost::Config {
+        api_key: API_KEY.into(),
+        api_secret: API_SECRET.into(),
+        dev_mode: false,
+        ..Default::default()
+    };
     config.rtc.media_ip = "127.0.0.1".parse().unwrap();
     config.rtc.port_min = base;
     config.rtc.port_max = base + 99;
