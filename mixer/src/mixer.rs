@@ -344,8 +344,10 @@ impl Mixer {
         match input.video.decode(access_unit) {
             DecodeOutcome::Picture => input.last_picture_at = Some(arrival),
             DecodeOutcome::NoPicture => {}
-            DecodeOutcome::Error(e) => {
-                tracing::debug!(identity, error = %e, "input video decode failed");
+            outcome @ (DecodeOutcome::Error(_) | DecodeOutcome::WaitingForKeyframe) => {
+                if let DecodeOutcome::Error(e) = outcome {
+                    tracing::debug!(identity, error = %e, "input video decode failed");
+                }
                 let due = input
                     .last_kf_request
                     .is_none_or(|t| arrival.saturating_sub(t) >= interval || arrival < t);

@@ -20,6 +20,9 @@ pub enum DecodeOutcome {
     NoPicture,
     /// Rejected or failed to decode; the last good picture is kept.
     Error(String),
+    /// Skipped: after an error the input waits for an IDR picture before showing anything
+    /// new, so that damaged references never reach the program.
+    WaitingForKeyframe,
 }
 
 /// Decoder state of one input.
@@ -31,6 +34,7 @@ pub struct InputDecoder {
     /// Access units rejected or failed.
     pub errors: u64,
     scratch: Vec<u8>,
+    need_idr: bool,
 }
 
 impl std::fmt::Debug for InputDecoder {
@@ -63,6 +67,7 @@ impl InputDecoder {
             pictures: 0,
             errors: 0,
             scratch: Vec::new(),
+            need_idr: true,
         }
     }
 
@@ -75,6 +80,7 @@ impl InputDecoder {
     pub fn decode(&mut self, au: &[u8]) -> DecodeOutcome {
         if au.len() > MAX_AU_BYTES {
             self.errors += 1;
+            self.need_idr = true;
             return DecodeOutcome::Error(format!("access unit of {} bytes too large", au.len()));
         }
         // Re-frame the NAL units we understand with clean start codes; refuse units with the
@@ -86,6 +92,7 @@ impl InputDecoder {
             let Some(&hdr) = n.first() else { continue };
             if hdr & 0x80 != 0 {
                 self.errors += 1;
+                self.need_idr = true;
                 return DecodeOutcome::Error("forbidden_zero_bit set".into());
             }
             let t = hdr & 0x1f;
@@ -100,7 +107,11 @@ impl InputDecoder {
         }
         if !useful {
             self.errors += 1;
+            self.need_idr = true;
             return DecodeOutcome::Error("no decodable NAL unit".into());
+        }
+        if self.need_idr && !has_idr {
+            return DecodeOutcome::WaitingForKeyframe;
         }
         let Some(dec) = self.decoder.as_mut() else {
             self.decoder = new_decoder();
@@ -114,17 +125,20 @@ impl InputDecoder {
         };
         match result {
             Ok(Some(pic)) if pic.width() <= MAX_SIDE && pic.height() <= MAX_SIDE => {
+                self.need_idr = false;
                 self.picture = Some(pic);
                 self.pictures += 1;
                 DecodeOutcome::Picture
             }
             Ok(Some(_)) => {
                 self.errors += 1;
+                self.need_idr = true;
                 DecodeOutcome::Error("picture too large".into())
             }
             Ok(None) => DecodeOutcome::NoPicture,
             Err(e) => {
                 self.errors += 1;
+                self.need_idr = true;
                 if has_idr {
                     // A keyframe failed: start from a fresh decoder for the next one.
                     self.decoder = new_decoder();

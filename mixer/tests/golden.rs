@@ -42,6 +42,7 @@ fn input(id: &str, host: bool, color: Yuv, frames: usize, tone: Option<f32>) -> 
             .map(Some)
             .collect(),
         tone,
+        opus: false,
     }
 }
 

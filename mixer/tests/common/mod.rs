@@ -1,6 +1,11 @@
 //! Shared helpers for the golden pipeline tests: synthetic inputs, a simulated clock, FLV
 //! writing and reading the result back with ffmpeg.
-#![allow(dead_code, missing_docs, clippy::unwrap_used)]
+#![allow(
+    dead_code,
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::too_many_arguments
+)]
 
 use std::path::Path;
 use std::process::Command;
@@ -64,6 +69,8 @@ pub struct TestInput {
     pub video: Vec<Option<Vec<u8>>>,
     /// Tone frequency; `None` for no audio.
     pub tone: Option<f32>,
+    /// Send the tone as Opus packets through the jitter buffer instead of PCM.
+    pub opus: bool,
 }
 
 /// Everything a run produced.
@@ -117,6 +124,15 @@ pub fn run(
     let mut outputs = Vec::new();
     let mut next_frame = vec![0usize; inputs.len()];
     let mut pcm_pos = 0usize;
+    let mut opus_enc: Vec<Option<opus::Encoder>> = inputs
+        .iter()
+        .map(|i| {
+            i.opus.then(|| {
+                opus::Encoder::new(48_000, opus::Channels::Stereo, opus::Application::Audio)
+                    .unwrap()
+            })
+        })
+        .collect();
     let end_ms = (frames - 1) * 1000 / u64::from(cfg.fps);
     let mut t = 0u64;
     let origin = Duration::from_secs(1000); // an arbitrary clock origin
@@ -133,9 +149,17 @@ pub fn run(
         }
         // Audio: keep PCM 20 ms ahead of the program clock.
         while (pcm_pos as u64) * 1000 / 48_000 <= t + 20 {
-            for input in inputs {
+            for (k, input) in inputs.iter().enumerate() {
                 if let Some(f) = input.tone {
-                    m.push_pcm(&input.identity, &sine(f, 0.3, 960, pcm_pos));
+                    let pcm = sine(f, 0.3, 960, pcm_pos);
+                    if let Some(Some(enc)) = opus_enc.get_mut(k) {
+                        let pkt = enc.encode_vec_float(&pcm, 4000).unwrap();
+                        // RTP clock starts at an arbitrary offset; arrival is "now".
+                        let ts = (pcm_pos as u32).wrapping_add(0xfff0_0000);
+                        m.push_opus(&input.identity, &pkt, ts, origin + Duration::from_millis(t));
+                    } else {
+                        m.push_pcm(&input.identity, &pcm);
+                    }
                 }
             }
             pcm_pos += 960;

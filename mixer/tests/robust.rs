@@ -1,0 +1,334 @@
+//! Robustness through the whole pipeline: corrupt input, resolution changes, inputs that
+//! stop and resume, zero and nine inputs, audio-only participants, over-long cues, portrait
+//! canvases, Opus input through the jitter buffer.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use mixer::compose::{identity_color, Yuv};
+use mixer::nal::{self, CUE_SEI_UUID};
+use mixer::{CueError, MixConfig, MixerEvent, MixerOutput};
+use serde_json::json;
+
+fn cfg(w: u32, h: u32) -> MixConfig {
+    MixConfig {
+        width: w,
+        height: h,
+        fps: 30,
+        video_kbps: 1500,
+        gop_s: 1.0,
+        background: mixer::Rgb(0, 0, 0),
+        stall_timeout_ms: 500,
+        ..MixConfig::default()
+    }
+}
+
+fn pattern(color: Yuv, frames: usize) -> Vec<Option<Vec<u8>>> {
+    encode_pattern(320, 180, color, frames, 30)
+        .into_iter()
+        .map(Some)
+        .collect()
+}
+
+fn solo(id: &str, video: Vec<Option<Vec<u8>>>, tone: Option<f32>) -> TestInput {
+    TestInput {
+        identity: id.into(),
+        is_host: true,
+        video,
+        tone,
+        opus: false,
+    }
+}
+
+fn keyframe_requests(res: &RunResult, id: &str) -> usize {
+    res.events()
+        .iter()
+        .filter(|e| matches!(e, MixerEvent::RequestKeyframe(x) if x == id))
+        .count()
+}
+
+#[test]
+fn corrupt_truncated_and_garbage_access_units() {
+    let dir = tempfile::tempdir().unwrap();
+    let red = Yuv::from_rgb(220, 30, 30);
+    let mut video = pattern(red, 65);
+    let mut x: u32 = 99;
+    let mut rnd = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                (x >> 16) as u8
+            })
+            .collect()
+    };
+    let half = video[10].as_ref().unwrap().len() / 2;
+    video[10].as_mut().unwrap().truncate(half);
+    video[11] = Some(rnd(3000));
+    video[12] = Some(Vec::new());
+    let mut fake = vec![0, 0, 0, 1, 0x65];
+    fake.extend(rnd(2000));
+    video[13] = Some(fake);
+    let mut fake_sps = vec![0, 0, 0, 1, 0x67];
+    fake_sps.extend(rnd(40));
+    fake_sps.extend([0, 0, 0, 1, 0x68]);
+    fake_sps.extend(rnd(10));
+    fake_sps.extend([0, 0, 0, 1, 0x41]);
+    fake_sps.extend(rnd(500));
+    video[14] = Some(fake_sps);
+    video[15] = Some(vec![0; 100_000]);
+    video[16] = Some(vec![0x80, 0, 0, 1, 0xe5, 1, 2, 3]); // forbidden bit
+                                                          // Default stall timeout (2 s): the damage (input frames 10..29) is held, not replaced.
+    let c = MixConfig {
+        stall_timeout_ms: 2000,
+        ..cfg(320, 180)
+    };
+    let res = run(
+        c,
+        &[solo("alice", video, Some(440.0))],
+        60,
+        dir.path(),
+        "corrupt",
+        |_, _| {},
+    );
+    assert_eq!(probe(&res.flv), (320, 180, 60));
+    let frames = decode_frames(&res.flv, 320, 180);
+    // The last good picture is held through the damage; the IDR at input frame 30 recovers.
+    for (i, f) in frames.iter().enumerate() {
+        assert_color(f, 60, 60, 200, 100, red, 25.0, &format!("frame {i}"));
+    }
+    // One request at join, then at most one per second of damage.
+    let n = keyframe_requests(&res, "alice");
+    assert!((2..=3).contains(&n), "keyframe requests {n}");
+}
+
+#[test]
+fn resolution_change_mid_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let red = Yuv::from_rgb(220, 30, 30);
+    let green = Yuv::from_rgb(30, 200, 60);
+    let mut video = pattern(red, 30);
+    video.extend(
+        encode_pattern(176, 144, green, 35, 30)
+            .into_iter()
+            .map(Some),
+    );
+    let res = run(
+        cfg(320, 180),
+        &[solo("alice", video, None)],
+        60,
+        dir.path(),
+        "reschange",
+        |_, _| {},
+    );
+    assert_eq!(probe(&res.flv), (320, 180, 60));
+    let frames = decode_frames(&res.flv, 320, 180);
+    assert_color(&frames[20], 60, 60, 200, 100, red, 12.0, "before");
+    assert_color(&frames[45], 60, 60, 200, 100, green, 12.0, "after");
+    assert_color(&frames[59], 60, 60, 200, 100, green, 12.0, "end");
+}
+
+#[test]
+fn input_stops_then_placeholder_then_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let red = Yuv::from_rgb(220, 30, 30);
+    let mut video = pattern(red, 30);
+    video.extend((0..45).map(|_| None));
+    // The publisher comes back with a fresh encoder (starts with an IDR).
+    video.extend(pattern(red, 50));
+    let res = run(
+        cfg(320, 180),
+        &[solo("alice", video, Some(440.0))],
+        115,
+        dir.path(),
+        "stall",
+        |_, _| {},
+    );
+    let frames = decode_frames(&res.flv, 320, 180);
+    assert_eq!(frames.len(), 115);
+    // Held for the stall timeout (last picture at 967 ms, timeout 500 ms).
+    assert_color(&frames[40], 60, 20, 200, 100, red, 12.0, "held");
+    // Then the placeholder (identity colour, level bar along the bottom).
+    let ph = identity_color("alice");
+    assert_color(&frames[60], 60, 20, 200, 100, ph, 12.0, "placeholder");
+    let bar = mean_yuv(&frames[60], 20, 180 - 26, 160, 10);
+    let green = Yuv::from_rgb(80, 220, 100);
+    assert!(
+        (bar.1 - f64::from(green.u)).abs() < 15.0 && (bar.2 - f64::from(green.v)).abs() < 15.0,
+        "level bar {bar:?} vs {green:?}"
+    );
+    // Back after the resume at input frame 75 (2500 ms).
+    assert_color(&frames[80], 60, 20, 200, 100, red, 12.0, "resumed");
+    let ev: Vec<&MixerEvent> = res
+        .events()
+        .into_iter()
+        .filter(|e| !matches!(e, MixerEvent::RequestKeyframe(_)))
+        .collect();
+    assert_eq!(
+        ev,
+        vec![
+            &MixerEvent::InputStalled("alice".into()),
+            &MixerEvent::InputResumed("alice".into())
+        ]
+    );
+}
+
+#[test]
+fn zero_inputs_background_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = MixConfig {
+        background: mixer::Rgb(20, 120, 200),
+        ..cfg(320, 180)
+    };
+    let res = run(c, &[], 30, dir.path(), "empty", |_, _| {});
+    assert_eq!(probe(&res.flv), (320, 180, 30));
+    let bg = Yuv::from_rgb(20, 120, 200);
+    for f in decode_frames(&res.flv, 320, 180) {
+        assert_color(&f, 0, 0, 320, 180, bg, 3.0, "background");
+    }
+    // The layout SEI still goes out on keyframes, with no regions.
+    let v = res.videos();
+    let d = nal::find_user_data(&v[0].data, &nal::LAYOUT_SEI_UUID);
+    let j: serde_json::Value = serde_json::from_slice(&d[0]).unwrap();
+    assert_eq!(j["regions"], json!([]));
+    // Silent audio is still produced (players need a continuous track).
+    let audio = decode_audio(&res.flv);
+    assert!(audio.len() > 40_000);
+    assert!(audio.iter().all(|s| s.abs() < 1e-3));
+}
+
+#[test]
+fn nine_inputs_grid() {
+    let dir = tempfile::tempdir().unwrap();
+    let colors: Vec<Yuv> = (0..9)
+        .map(|i| {
+            let r = [230, 30, 30, 230, 230, 30, 128, 250, 60][i];
+            let g = [30, 200, 30, 230, 30, 200, 128, 140, 60][i];
+            let b = [30, 30, 230, 30, 230, 230, 128, 20, 60][i];
+            Yuv::from_rgb(r, g, b)
+        })
+        .collect();
+    let inputs: Vec<TestInput> = colors
+        .iter()
+        .enumerate()
+        .map(|(i, c)| TestInput {
+            identity: format!("p{i}"),
+            is_host: i == 0,
+            video: pattern(*c, 20),
+            tone: Some(300.0 + 100.0 * i as f32),
+            opus: false,
+        })
+        .collect();
+    let res = run(cfg(480, 270), &inputs, 15, dir.path(), "nine", |_, _| {});
+    assert_eq!(probe(&res.flv), (480, 270, 15));
+    let frames = decode_frames(&res.flv, 480, 270);
+    for (i, c) in colors.iter().enumerate() {
+        let (col, row) = (i as u32 % 3, i as u32 / 3);
+        assert_color(
+            &frames[14],
+            col * 160 + 30,
+            row * 90 + 20,
+            100,
+            50,
+            *c,
+            14.0,
+            &format!("tile {i}"),
+        );
+    }
+}
+
+#[test]
+fn audio_only_participant_gets_placeholder_with_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = [solo("radio", Vec::new(), Some(440.0))];
+    let res = run(
+        cfg(320, 180),
+        &inputs,
+        30,
+        dir.path(),
+        "audioonly",
+        |_, _| {},
+    );
+    let frames = decode_frames(&res.flv, 320, 180);
+    let ph = identity_color("radio");
+    assert_color(&frames[29], 40, 20, 240, 100, ph, 12.0, "placeholder");
+    // Loud input: the bar covers most of the width.
+    let bar = mean_yuv(&frames[29], 20, 180 - 26, 160, 10);
+    let green = Yuv::from_rgb(80, 220, 100);
+    assert!(
+        (bar.1 - f64::from(green.u)).abs() < 15.0 && (bar.2 - f64::from(green.v)).abs() < 15.0,
+        "level bar {bar:?} vs {green:?}"
+    );
+}
+
+#[test]
+fn over_long_cue_is_refused_and_not_stamped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut err = None;
+    let res = run(cfg(320, 180), &[], 10, dir.path(), "longcue", |m, t| {
+        if t == 100 {
+            err = Some(m.cue("big", json!({"text": "x".repeat(300)}), 3));
+        }
+    });
+    assert!(
+        matches!(err, Some(Err(CueError::TooLarge { .. }))),
+        "{err:?}"
+    );
+    for v in res.videos() {
+        assert!(nal::find_user_data(&v.data, &CUE_SEI_UUID).is_empty());
+    }
+}
+
+#[test]
+fn portrait_canvas() {
+    let dir = tempfile::tempdir().unwrap();
+    let red = Yuv::from_rgb(220, 30, 30);
+    let blue = Yuv::from_rgb(30, 30, 220);
+    let inputs = [
+        solo("a", pattern(red, 20), None),
+        TestInput {
+            identity: "b".into(),
+            is_host: false,
+            video: pattern(blue, 20),
+            tone: None,
+            opus: false,
+        },
+    ];
+    let res = run(
+        cfg(180, 320),
+        &inputs,
+        15,
+        dir.path(),
+        "portrait",
+        |_, _| {},
+    );
+    assert_eq!(probe(&res.flv), (180, 320, 15));
+    let frames = decode_frames(&res.flv, 180, 320);
+    assert_color(&frames[14], 20, 20, 140, 120, red, 12.0, "top");
+    assert_color(&frames[14], 20, 180, 140, 120, blue, 12.0, "bottom");
+}
+
+#[test]
+fn opus_input_through_jitter_buffer_reaches_aac() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = [TestInput {
+        identity: "caller".into(),
+        is_host: true,
+        video: Vec::new(),
+        tone: Some(660.0),
+        opus: true,
+    }];
+    let res = run(cfg(320, 180), &inputs, 60, dir.path(), "opus", |_, _| {});
+    let audio = decode_audio(&res.flv);
+    let body = &audio[9600..audio.len() - 4800];
+    let p = tone_power(body, 660.0);
+    let off = tone_power(body, 1500.0);
+    assert!(p > 1000.0 * off && p > 1e-3, "660 {p} off {off}");
+    // Opus program packets: one per 20 ms.
+    let opus = res
+        .outputs
+        .iter()
+        .filter(|o| matches!(o, MixerOutput::Opus(_)))
+        .count();
+    assert!((95..=101).contains(&opus), "opus {opus}");
+}
