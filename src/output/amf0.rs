@@ -321,7 +321,7 @@ mod tests {
             decode(&[0x0A, 0xFF, 0xFF, 0xFF, 0xFF]),
             Err(Amf0Error::Truncated)
         );
-        let deep = vec![0x0A, 0, 0, 0, 1].repeat(100);
+        let deep = [0x0A, 0, 0, 0, 1].repeat(100);
         assert_eq!(decode(&deep), Err(Amf0Error::TooDeep));
     }
 }

@@ -276,9 +276,17 @@ impl HlsSegmenter {
         let needs_ps = keyframe && !annexb_nal_units(annexb).any(|n| n[0] & 0x1F == 7);
         match (&self.parameter_sets, needs_ps) {
             (Some(ps), true) => {
-                let mut au = Vec::with_capacity(ps.len() + annexb.len());
-                au.extend_from_slice(ps);
-                au.extend_from_slice(annexb);
+                // Access unit delimiter (if any) first, then SPS/PPS, then the rest.
+                let mut au = Vec::with_capacity(ps.len() + annexb.len() + 16);
+                let mut inserted = false;
+                for nal in annexb_nal_units(annexb) {
+                    if !inserted && nal[0] & 0x1F != 9 {
+                        au.extend_from_slice(ps);
+                        inserted = true;
+                    }
+                    au.extend_from_slice(&[0, 0, 0, 1]);
+                    au.extend_from_slice(nal);
+                }
                 self.mux
                     .write_video(&mut o.buf, pts_90k, pts_90k, keyframe, &au);
             }
@@ -423,13 +431,26 @@ mod tests {
         // The second segment's video PES carries the SPS NAL learnt from the first.
         let needle = [0, 0, 0, 1, 0x67, 0x42];
         assert!(seg.data.windows(needle.len()).any(|w| w == needle));
+        // After an access unit delimiter, not before it.
+        s.push_video(
+            180_000,
+            true,
+            &[0, 0, 0, 1, 0x09, 0xF0, 0, 0, 0, 1, 0x65, 0x66],
+        );
+        let seg = s.finish().unwrap();
+        let needle = [0x09, 0xF0, 0, 0, 0, 1, 0x67, 0x42];
+        assert!(seg.data.windows(needle.len()).any(|w| w == needle));
+        let double_aud = [0x09, 0xF0, 0, 0, 0, 1, 0x09];
+        assert!(!seg.data.windows(double_aud.len()).any(|w| w == double_aud));
     }
 
     #[test]
     fn sliding_window_playlist() {
-        let mut cfg = HlsConfig::default();
-        cfg.window = 3;
-        cfg.keep_extra = 1;
+        let cfg = HlsConfig {
+            window: 3,
+            keep_extra: 1,
+            ..HlsConfig::default()
+        };
         let mut s = HlsSegmenter::new(cfg);
         let store = s.store();
         feed(&mut s, 30 * 8, 30); // 7 closed segments of 1 s
