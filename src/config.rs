@@ -210,6 +210,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn example_file_parses() {
+        let f: FileConfig = toml::from_str(include_str!("../cohost.example.toml")).unwrap();
+        assert_eq!(f.udp_ports.as_deref(), Some("50000-59999"));
+    }
+
+    #[test]
     fn port_ranges() {
         assert_eq!(parse_port_range("50000-50010").unwrap(), (50000, 50010));
         assert_eq!(parse_port_range("6000").unwrap(), (6000, 6000));

@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 
 pub mod config;
 pub mod metrics;
+pub mod mix_cmd;
 pub mod output;
 pub mod rtc;
 pub mod sfu;
