@@ -1,5 +1,7 @@
 //! Live outputs of the mixed program: RTMP publishing (with reconnection) and HLS.
 //!
+//! * [`ProgramOutputs`] — the entry point for the server: feed it the mixer's
+//!   `MixerOutput`s; add/remove/list RTMP outputs; get the [`HlsStore`].
 //! * [`RtmpOutput`] — one task per RTMP destination, fed FLV tag bodies through a
 //!   `tokio::sync::broadcast` channel plus a `watch` of the [`SequenceHeaders`];
 //!   observable as an [`OutputStatus`] (`connecting` | `live` | `retrying` | `failed`,
@@ -12,10 +14,12 @@
 pub mod amf0;
 pub mod chunk;
 pub mod hls;
+pub mod program;
 pub mod rtmp;
 pub mod rtmp_output;
 
 pub use hls::{HlsConfig, HlsSegmenter, HlsStore};
+pub use program::{OutputInfo, ProgramOutputs, ProgramOutputsConfig};
 pub use rtmp::{RtmpError, RtmpPublisher, RtmpUrl, RtmpUrlError, TagKind};
 pub use rtmp_output::{
     FlvTag, OutputState, OutputStatus, RtmpOutput, RtmpOutputConfig, SequenceHeaders,
