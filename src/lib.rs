@@ -24,6 +24,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 pub mod config;
+pub mod depack;
 pub mod metrics;
 pub mod mix_cmd;
 pub mod output;

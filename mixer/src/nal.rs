@@ -306,6 +306,39 @@ pub fn insert_sei_before_slices(access_unit: &[u8], seis: &[Vec<u8>]) -> Option<
     inserted.then_some(out)
 }
 
+/// Groups the NAL units of an Annex-B elementary stream (e.g. a `.h264` file) into access
+/// units: a new one starts at an AUD, SPS, PPS or SEI following a slice, or at a slice whose
+/// `first_mb_in_slice` is 0 following a slice. Each access unit is re-emitted with 4-byte
+/// start codes.
+pub fn access_units(stream: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut cur: Vec<u8> = Vec::new();
+    let mut cur_has_slice = false;
+    for n in split_annexb(stream) {
+        let t = nal_unit_type(n).unwrap_or(0);
+        let starts_new = if is_vcl(n) {
+            // first_mb_in_slice is ue(v); a value of 0 is the single bit '1'.
+            cur_has_slice && n.get(1).is_some_and(|b| b & 0x80 != 0)
+        } else {
+            cur_has_slice
+                && matches!(
+                    t,
+                    nal_type::AUD | nal_type::SPS | nal_type::PPS | nal_type::SEI
+                )
+        };
+        if starts_new && !cur.is_empty() {
+            out.push(std::mem::take(&mut cur));
+            cur_has_slice = false;
+        }
+        push_nal(&mut cur, n);
+        cur_has_slice |= is_vcl(n);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -447,6 +480,25 @@ mod tests {
         push_nal(&mut au, &[0x65, 0x88, 0x84]);
         assert_eq!(find_user_data(&au, &uuid), vec![data]);
         assert!(find_user_data(&au, &CUE_SEI_UUID).is_empty());
+    }
+
+    #[test]
+    fn access_unit_grouping() {
+        let mut s = Vec::new();
+        push_nal(&mut s, &[0x67, 1]);
+        push_nal(&mut s, &[0x68, 2]);
+        push_nal(&mut s, &[0x65, 0x88]); // first_mb 0
+        push_nal(&mut s, &[0x65, 0x12]); // second slice of the same picture
+        push_nal(&mut s, &[0x41, 0x9a]); // new picture
+        push_nal(&mut s, &[0x06, 5, 1, 0, 0x80]);
+        push_nal(&mut s, &[0x41, 0x9b]);
+        let aus = access_units(&s);
+        let types: Vec<Vec<u8>> = aus
+            .iter()
+            .map(|au| split_annexb(au).filter_map(nal_unit_type).collect())
+            .collect();
+        assert_eq!(types, vec![vec![7, 8, 5, 5], vec![1], vec![6, 1]]);
+        assert!(access_units(&[1, 2, 3]).is_empty());
     }
 
     #[test]
