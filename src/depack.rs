@@ -1,0 +1,228 @@
+//! RTP → media frames for the mixer: H.264 access units (RFC 6184 via the `rtc` depacketizer)
+//! and Opus packets, with loss handling: after a gap, video is dropped until the next keyframe
+//! and the caller is told to request one.
+
+use rtc::rtp;
+use rtc::rtp::codec::h264::H264Packet;
+use rtc::rtp::packetizer::Depacketizer;
+
+/// What one RTP packet produced.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Assembled {
+    /// Nothing complete yet.
+    Pending,
+    /// A complete access unit (Annex B) with its RTP timestamp.
+    AccessUnit {
+        /// Annex-B bytes.
+        data: Vec<u8>,
+        /// 90 kHz RTP timestamp.
+        rtp_ts: u32,
+    },
+    /// Loss: frames are dropped until a keyframe; request one.
+    NeedKeyframe,
+}
+
+/// Reassembles H.264 access units from RTP.
+#[derive(Debug, Default)]
+pub struct H264Assembler {
+    depack: H264Packet,
+    buf: Vec<u8>,
+    ts: Option<u32>,
+    last_seq: Option<u16>,
+    waiting_keyframe: bool,
+    broken: bool,
+}
+
+/// Does this Annex-B access unit contain an IDR slice?
+pub fn annexb_has_idr(au: &[u8]) -> bool {
+    let mut i = 0;
+    while i + 3 < au.len() {
+        if au[i] == 0 && au[i + 1] == 0 && au[i + 2] == 1 {
+            if au[i + 3] & 0x1f == 5 {
+                return true;
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
+/// `rtc`'s depacketizer indexes past the end of a STAP-A whose last length field is cut
+/// (rtc-rtp 0.21.1, `codec/h264/mod.rs`): such payloads are refused before it sees them.
+pub fn stap_a_well_formed(payload: &[u8]) -> bool {
+    if payload.first().map(|b| b & 0x1f) != Some(24) {
+        return true;
+    }
+    let mut i = 1usize;
+    while i < payload.len() {
+        let (Some(&hi), Some(&lo)) = (payload.get(i), payload.get(i + 1)) else {
+            return false;
+        };
+        i += 2 + usize::from(u16::from_be_bytes([hi, lo]));
+    }
+    i == payload.len()
+}
+
+/// Largest access unit accepted (a 1080p keyframe at high quality is well under this).
+pub const MAX_AU_BYTES: usize = 4 << 20;
+
+impl H264Assembler {
+    /// New assembler; the first access unit must be a keyframe.
+    pub fn new() -> Self {
+        H264Assembler {
+            waiting_keyframe: true,
+            ..Default::default()
+        }
+    }
+
+    fn flush(&mut self) -> Assembled {
+        let data = std::mem::take(&mut self.buf);
+        let ts = self.ts.take();
+        let broken = std::mem::replace(&mut self.broken, false);
+        let Some(rtp_ts) = ts else {
+            return Assembled::Pending;
+        };
+        if broken {
+            self.waiting_keyframe = true;
+            return Assembled::NeedKeyframe;
+        }
+        if data.is_empty() {
+            return Assembled::Pending;
+        }
+        if self.waiting_keyframe {
+            if !annexb_has_idr(&data) {
+                return Assembled::Pending;
+            }
+            self.waiting_keyframe = false;
+        }
+        Assembled::AccessUnit { data, rtp_ts }
+    }
+
+    /// Feeds one packet (any order problems show as gaps).
+    pub fn push(&mut self, pkt: &rtp::Packet) -> Assembled {
+        let seq = pkt.header.sequence_number;
+        let mut out = Assembled::Pending;
+        if self.ts.is_some_and(|t| t != pkt.header.timestamp) {
+            // A new frame began without the previous one's marker: it is incomplete.
+            self.broken = true;
+            out = self.flush();
+        }
+        if let Some(last) = self.last_seq {
+            if seq != last.wrapping_add(1) {
+                self.broken = true;
+                self.depack = H264Packet::default();
+            }
+        }
+        self.last_seq = Some(seq);
+        self.ts = Some(pkt.header.timestamp);
+        let parsed = if stap_a_well_formed(&pkt.payload) {
+            self.depack.depacketize(&pkt.payload).ok()
+        } else {
+            None
+        };
+        match parsed {
+            Some(b) if self.buf.len() + b.len() <= MAX_AU_BYTES => self.buf.extend_from_slice(&b),
+            _ => self.broken = true,
+        }
+        if pkt.header.marker {
+            let done = self.flush();
+            if done != Assembled::Pending {
+                return done;
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn pkt(seq: u16, ts: u32, marker: bool, payload: &[u8]) -> rtp::Packet {
+        let mut p = rtp::Packet::default();
+        p.header.sequence_number = seq;
+        p.header.timestamp = ts;
+        p.header.marker = marker;
+        p.payload = Bytes::copy_from_slice(payload);
+        p
+    }
+
+    #[test]
+    fn waits_for_keyframe_then_assembles_fu_a() {
+        let mut a = H264Assembler::new();
+        // A P slice first: dropped.
+        assert_eq!(
+            a.push(&pkt(1, 100, true, &[0x41, 9, 9])),
+            Assembled::Pending
+        );
+        // IDR split in two FU-A fragments.
+        assert_eq!(
+            a.push(&pkt(2, 200, false, &[0x7c, 0x85, 1, 2])),
+            Assembled::Pending
+        );
+        match a.push(&pkt(3, 200, true, &[0x7c, 0x45, 3])) {
+            Assembled::AccessUnit { data, rtp_ts } => {
+                assert_eq!(rtp_ts, 200);
+                assert_eq!(data, vec![0, 0, 0, 1, 0x65, 1, 2, 3]);
+            }
+            o => panic!("{o:?}"),
+        }
+        // Then P frames pass.
+        assert!(matches!(
+            a.push(&pkt(4, 300, true, &[0x41, 9, 9])),
+            Assembled::AccessUnit { .. }
+        ));
+    }
+
+    #[test]
+    fn loss_asks_for_keyframe_and_drops_until_one() {
+        let mut a = H264Assembler::new();
+        assert!(matches!(
+            a.push(&pkt(1, 100, true, &[0x65, 1, 1])),
+            Assembled::AccessUnit { .. }
+        ));
+        assert_eq!(
+            a.push(&pkt(2, 200, false, &[0x7c, 0x81, 1])),
+            Assembled::Pending
+        );
+        // seq 3 lost
+        assert_eq!(
+            a.push(&pkt(4, 200, true, &[0x7c, 0x41, 3])),
+            Assembled::NeedKeyframe
+        );
+        assert_eq!(
+            a.push(&pkt(5, 300, true, &[0x41, 1, 1])),
+            Assembled::Pending
+        );
+        assert!(matches!(
+            a.push(&pkt(6, 400, true, &[0x65, 1, 1])),
+            Assembled::AccessUnit { .. }
+        ));
+    }
+
+    #[test]
+    fn truncated_stap_a_is_refused_not_a_panic() {
+        assert!(!stap_a_well_formed(&[0x78, 0, 1, 0x65, 9]));
+        assert!(stap_a_well_formed(&[0x78, 0, 1, 0x65, 0, 1, 0x41]));
+        let mut a = H264Assembler::new();
+        assert_eq!(
+            a.push(&pkt(1, 1, true, &[0x78, 0, 1, 0x65, 9])),
+            Assembled::NeedKeyframe
+        );
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut a = H264Assembler::new();
+        for i in 0..2000u32 {
+            let len = (i * 7 % 40) as usize;
+            let payload: Vec<u8> = (0..len)
+                .map(|j| (i as u8).wrapping_mul(13).wrapping_add(j as u8))
+                .collect();
+            let _ = a.push(&pkt(i as u16 * 3, i / 3, i % 5 == 0, &payload));
+        }
+    }
+}
