@@ -14,7 +14,7 @@ use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
-use signaling::backend::{CueAck, MediaBackend, MediaError, MediaEvent};
+use signaling::backend::{CueAck, MediaBackend, MediaError, MediaEvent, PublishOptions};
 use signaling::protocol::MediaKind;
 use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tracing::{debug, info, info_span, Instrument};
@@ -103,6 +103,8 @@ pub struct Publisher {
     expect_video: bool,
     expect_audio: bool,
     via_whip: AtomicBool,
+    /// The room's host (featured by speaker/pip layouts).
+    pub is_host: bool,
     video_remote: Mutex<Option<(Arc<dyn TrackRemote>, u32)>>,
 }
 
@@ -279,7 +281,7 @@ impl Sfu {
         room: &str,
         identity: &str,
         offer: String,
-        whip: bool,
+        opts: PublishOptions,
     ) -> Result<String, MediaError> {
         let (expect_video, expect_audio) = kinds_offered(&offer);
         if !expect_video && !expect_audio {
@@ -299,7 +301,8 @@ impl Sfu {
             ready: watch::channel(false).0,
             expect_video,
             expect_audio,
-            via_whip: AtomicBool::new(whip),
+            via_whip: AtomicBool::new(opts.whip),
+            is_host: opts.host,
             video_remote: Mutex::new(None),
         });
         let answer = match peer.answer(offer).await {
@@ -682,9 +685,9 @@ impl MediaBackend for SfuBackend {
         room: &str,
         identity: &str,
         offer: String,
-        whip: bool,
+        opts: PublishOptions,
     ) -> Result<String, MediaError> {
-        self.sfu.start_publish(room, identity, offer, whip).await
+        self.sfu.start_publish(room, identity, offer, opts).await
     }
     async fn unpublish(&self, room: &str, identity: &str) {
         self.sfu.remove_publisher(room, identity, None);

@@ -70,6 +70,15 @@ pub struct CueAck {
     pub duplicate: bool,
 }
 
+/// How a publication came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PublishOptions {
+    /// Published with WHIP (no signaling channel).
+    pub whip: bool,
+    /// The publisher is the room's host (the mixer's speaker/pip layouts feature it).
+    pub host: bool,
+}
+
 /// What the media plane reports to signaling.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MediaEvent {
@@ -94,14 +103,14 @@ pub enum MediaEvent {
 /// Media operations signaling needs. Every method is called with already-authorized input.
 #[async_trait]
 pub trait MediaBackend: Send + Sync + 'static {
-    /// Answers a publishing offer (WebSocket `publish`, or WHIP when `whip`: its end is then
-    /// reported with [`MediaEvent::WhipEnded`]).
+    /// Answers a publishing offer (WebSocket `publish`, or WHIP: its end is then reported
+    /// with [`MediaEvent::WhipEnded`]).
     async fn publish(
         &self,
         room: &str,
         identity: &str,
         offer: String,
-        whip: bool,
+        opts: PublishOptions,
     ) -> Result<String, MediaError>;
     /// Stops a publication and all subscriptions to it.
     async fn unpublish(&self, room: &str, identity: &str);

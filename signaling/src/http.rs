@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::auth::{valid_name, Auth, AuthError, Claims, Role};
-use crate::backend::{MediaBackend, MediaError, MediaEvent};
+use crate::backend::{MediaBackend, MediaError, MediaEvent, PublishOptions};
 use crate::protocol::{parse_client_message, ClientMessage, ServerMessage, MAX_MESSAGE_BYTES};
 use crate::room::{Effect, MediaCommand, Room, Via};
 
@@ -222,7 +222,14 @@ impl Signaling {
         let b = &self.backend;
         match cmd {
             MediaCommand::Publish { identity, sdp } => {
-                match b.publish(room, &identity, sdp, false).await {
+                let host = self
+                    .lock()
+                    .rooms
+                    .get(room)
+                    .and_then(|r| r.room.participant(&identity).map(|p| p.role == Role::Host))
+                    .unwrap_or(false);
+                let opts = PublishOptions { whip: false, host };
+                match b.publish(room, &identity, sdp, opts).await {
                     Ok(sdp) => self.send_to(
                         room,
                         &identity,
@@ -623,7 +630,15 @@ async fn whip_post(
     let span = info_span!("participant", room = %room, identity = %me);
     match s
         .backend
-        .publish(&room, &me, offer, true)
+        .publish(
+            &room,
+            &me,
+            offer,
+            PublishOptions {
+                whip: true,
+                host: claims.role == Role::Host,
+            },
+        )
         .instrument(span)
         .await
     {
