@@ -29,6 +29,9 @@ use tracing::{debug, warn};
 
 /// 90 kHz ticks per second (MPEG-TS clock).
 pub const TICKS_PER_SECOND: u64 = 90_000;
+/// A forward jump of the video clock larger than this (10 s) starts a new segment
+/// marked as a discontinuity.
+const MAX_GAP_TICKS: u64 = 10 * TICKS_PER_SECOND;
 
 /// Settings of the segmenter.
 #[derive(Debug, Clone)]
@@ -63,6 +66,8 @@ pub struct HlsSegment {
     pub duration_ticks: u64,
     /// The MPEG-TS bytes.
     pub data: Bytes,
+    /// Timestamps do not continue from the previous segment (`#EXT-X-DISCONTINUITY`).
+    pub discontinuity: bool,
 }
 
 impl HlsSegment {
@@ -90,19 +95,58 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
     n.parse().ok()
 }
 
+/// One playlist line group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlaylistEntry {
+    /// Media sequence number.
+    pub sequence: u64,
+    /// Duration in 90 kHz ticks.
+    pub duration_ticks: u64,
+    /// Preceded by `#EXT-X-DISCONTINUITY`.
+    pub discontinuity: bool,
+}
+
 /// Renders a version-3 media playlist for `(sequence, duration_ticks)` entries, in
 /// order. `ended` appends `#EXT-X-ENDLIST`. Returns `None` for no segments.
 pub fn render_playlist(entries: &[(u64, u64)], ended: bool) -> Option<String> {
+    let e: Vec<PlaylistEntry> = entries
+        .iter()
+        .map(|&(sequence, duration_ticks)| PlaylistEntry {
+            sequence,
+            duration_ticks,
+            discontinuity: false,
+        })
+        .collect();
+    render_playlist_entries(&e, 0, ended)
+}
+
+/// Renders a version-3 media playlist; `discontinuity_sequence` is the number of
+/// discontinuities before the first entry (written when non-zero).
+pub fn render_playlist_entries(
+    entries: &[PlaylistEntry],
+    discontinuity_sequence: u64,
+    ended: bool,
+) -> Option<String> {
     let first = entries.first()?;
-    let max_ticks = entries.iter().map(|e| e.1).max().unwrap_or(0);
+    let max_ticks = entries.iter().map(|e| e.duration_ticks).max().unwrap_or(0);
     let target = max_ticks.div_ceil(TICKS_PER_SECOND).max(1);
     let mut s = String::with_capacity(128 + entries.len() * 32);
     s.push_str("#EXTM3U\n#EXT-X-VERSION:3\n");
     let _ = writeln!(s, "#EXT-X-TARGETDURATION:{target}");
-    let _ = writeln!(s, "#EXT-X-MEDIA-SEQUENCE:{}", first.0);
-    for (seq, ticks) in entries {
-        let _ = writeln!(s, "#EXTINF:{:.3},", *ticks as f64 / TICKS_PER_SECOND as f64);
-        let _ = writeln!(s, "{}", segment_file_name(*seq));
+    let _ = writeln!(s, "#EXT-X-MEDIA-SEQUENCE:{}", first.sequence);
+    if discontinuity_sequence > 0 {
+        let _ = writeln!(s, "#EXT-X-DISCONTINUITY-SEQUENCE:{discontinuity_sequence}");
+    }
+    for e in entries {
+        if e.discontinuity {
+            s.push_str("#EXT-X-DISCONTINUITY\n");
+        }
+        let _ = writeln!(
+            s,
+            "#EXTINF:{:.3},",
+            e.duration_ticks as f64 / TICKS_PER_SECOND as f64
+        );
+        let _ = writeln!(s, "{}", segment_file_name(e.sequence));
     }
     if ended {
         s.push_str("#EXT-X-ENDLIST\n");
@@ -116,6 +160,8 @@ struct StoreInner {
     window: usize,
     keep: usize,
     ended: bool,
+    /// Discontinuities of segments already dropped from the store.
+    dropped_discontinuities: u64,
 }
 
 /// Shared, cheaply clonable store of the live window, read by the HTTP layer.
@@ -133,6 +179,7 @@ impl HlsStore {
                 window: window.max(1),
                 keep: window.max(1) + keep_extra,
                 ended: false,
+                dropped_discontinuities: 0,
             })),
         }
     }
@@ -142,7 +189,9 @@ impl HlsStore {
         if let Ok(mut g) = self.inner.write() {
             g.segments.push_back(seg);
             while g.segments.len() > g.keep {
-                g.segments.pop_front();
+                if g.segments.pop_front().is_some_and(|s| s.discontinuity) {
+                    g.dropped_discontinuities += 1;
+                }
             }
             g.ended = false;
         }
@@ -159,13 +208,23 @@ impl HlsStore {
     pub fn playlist(&self) -> Option<String> {
         let g = self.inner.read().ok()?;
         let skip = g.segments.len().saturating_sub(g.window);
-        let entries: Vec<(u64, u64)> = g
+        let disc_seq = g.dropped_discontinuities
+            + g.segments
+                .iter()
+                .take(skip)
+                .filter(|s| s.discontinuity)
+                .count() as u64;
+        let entries: Vec<PlaylistEntry> = g
             .segments
             .iter()
             .skip(skip)
-            .map(|s| (s.sequence, s.duration_ticks))
+            .map(|s| PlaylistEntry {
+                sequence: s.sequence,
+                duration_ticks: s.duration_ticks,
+                discontinuity: s.discontinuity,
+            })
             .collect();
-        render_playlist(&entries, g.ended)
+        render_playlist_entries(&entries, disc_seq, g.ended)
     }
 
     /// The bytes of `seg{n}.ts`, while it is kept.
@@ -191,6 +250,7 @@ struct OpenSegment {
     sequence: u64,
     start_pts: u64,
     last_video_pts: u64,
+    discontinuity: bool,
     buf: Vec<u8>,
 }
 
@@ -244,20 +304,28 @@ impl HlsSegmenter {
         let mut closed = None;
         if keyframe {
             self.learn_parameter_sets(annexb);
-            let cut = match &self.open {
-                None => true,
+            // A jump backwards, or forwards by more than MAX_GAP, is a discontinuity.
+            let (cut, jump) = match &self.open {
+                None => (true, false),
                 Some(o) => {
-                    pts_90k.saturating_sub(o.start_pts)
-                        >= duration_ticks(self.config.target_duration)
-                        || pts_90k < o.start_pts
+                    let jump =
+                        pts_90k < o.last_video_pts || pts_90k - o.last_video_pts > MAX_GAP_TICKS;
+                    let long_enough = pts_90k.saturating_sub(o.start_pts)
+                        >= duration_ticks(self.config.target_duration);
+                    (jump || long_enough, jump)
                 }
             };
             if cut {
-                closed = self.close(pts_90k);
+                let end = match &self.open {
+                    Some(o) if jump => o.last_video_pts + self.frame_ticks,
+                    _ => pts_90k,
+                };
+                closed = self.close(end);
                 self.open = Some(OpenSegment {
                     sequence: self.next_sequence,
                     start_pts: pts_90k,
                     last_video_pts: pts_90k,
+                    discontinuity: jump,
                     buf: Vec::with_capacity(512 * 1024),
                 });
                 self.next_sequence += 1;
@@ -329,6 +397,7 @@ impl HlsSegmenter {
             sequence: o.sequence,
             duration_ticks: end_pts.saturating_sub(o.start_pts).max(1),
             data: Bytes::from(o.buf),
+            discontinuity: o.discontinuity,
         };
         debug!(
             sequence = seg.sequence,
@@ -465,6 +534,42 @@ mod tests {
         let pl = store.playlist().unwrap();
         assert!(pl.ends_with("seg7.ts\n#EXT-X-ENDLIST\n"));
         assert!(pl.contains("#EXT-X-MEDIA-SEQUENCE:5\n"));
+    }
+
+    #[test]
+    fn timestamp_jumps_are_discontinuities() {
+        let cfg = HlsConfig {
+            window: 2,
+            keep_extra: 0,
+            ..HlsConfig::default()
+        };
+        let mut s = HlsSegmenter::new(cfg);
+        let store = s.store();
+        s.push_video(900_000, true, IDR);
+        s.push_video(903_000, false, P);
+        // The program restarted at 0: cut here even though the segment is short.
+        let closed = s.push_video(0, true, IDR).unwrap();
+        assert_eq!(closed.duration_ticks, 6000);
+        assert!(!closed.discontinuity);
+        s.push_video(90_000, true, IDR);
+        let pl = store.playlist().unwrap();
+        assert_eq!(
+            pl,
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:0\n\
+             #EXTINF:0.067,\nseg0.ts\n#EXT-X-DISCONTINUITY\n#EXTINF:1.000,\nseg1.ts\n"
+        );
+        // A forward jump over 10 s too; once seg1 leaves the window the discontinuity
+        // sequence counts it.
+        s.push_video(90_000 + 20 * 90_000, true, IDR);
+        s.push_video(90_000 + 21 * 90_000, true, IDR);
+        let pl = store.playlist().unwrap();
+        assert!(
+            pl.contains(
+                "#EXT-X-MEDIA-SEQUENCE:2\n#EXT-X-DISCONTINUITY-SEQUENCE:1\n\
+                 #EXTINF:0.033,\nseg2.ts\n#EXT-X-DISCONTINUITY\n#EXTINF:1.000,\nseg3.ts\n"
+            ),
+            "{pl}"
+        );
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub mod hls;
 pub mod program;
 pub mod rtmp;
 pub mod rtmp_output;
+#[cfg(test)]
+mod test_server;
 
 pub use hls::{HlsConfig, HlsSegmenter, HlsStore};
 pub use program::{OutputInfo, ProgramOutputs, ProgramOutputsConfig};

@@ -798,4 +798,146 @@ mod tests {
         assert!(body_starts_with_set_data_frame(&wrapped));
         assert!(!body_starts_with_set_data_frame(&[0xFF]));
     }
+
+    async fn collect_until_closed(
+        ev: &mut tokio::sync::mpsc::UnboundedReceiver<super::super::test_server::MockEvent>,
+    ) -> Vec<RtmpMessage> {
+        use super::super::test_server::MockEvent;
+        let mut msgs = Vec::new();
+        loop {
+            let e = tokio::time::timeout(Duration::from_secs(5), ev.recv())
+                .await
+                .expect("mock events")
+                .expect("mock alive");
+            match e {
+                MockEvent::Message(_, m) => msgs.push(m),
+                MockEvent::Closed(_) => return msgs,
+                MockEvent::Connected(_) => {}
+            }
+        }
+    }
+
+    fn command_name(m: &RtmpMessage) -> Option<String> {
+        if m.type_id != chunk::MSG_COMMAND_AMF0 {
+            return None;
+        }
+        amf0::decode_all(&m.payload)
+            .ok()?
+            .first()?
+            .as_str()
+            .map(str::to_owned)
+    }
+
+    #[tokio::test]
+    async fn publishes_to_mock_server() {
+        let (port, mut ev) = super::super::test_server::start(Default::default()).await;
+        let url = RtmpUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/key")).unwrap();
+        let mut p = RtmpPublisher::connect(&url, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(p.stream_id(), 1);
+        let meta = amf0::encode_all(&[
+            Amf0Value::str("onMetaData"),
+            Amf0Value::EcmaArray(vec![("width".into(), Amf0Value::Number(320.0))]),
+        ]);
+        p.send_tag(TagKind::Script, 0, &meta).await.unwrap();
+        let big = vec![0x17u8; 10_000];
+        p.send_tag(TagKind::Video, 40, &big).await.unwrap();
+        p.send_tag(TagKind::Audio, 0x0100_0000, &[0xAF, 1, 2])
+            .await
+            .unwrap();
+        assert!(p.bytes_sent() > 3073 + 10_000);
+        p.close().await;
+        let msgs = collect_until_closed(&mut ev).await;
+
+        assert_eq!(msgs[0].type_id, chunk::MSG_SET_CHUNK_SIZE);
+        assert_eq!(msgs[0].payload, 4096u32.to_be_bytes());
+        let names: Vec<String> = msgs.iter().filter_map(command_name).collect();
+        assert_eq!(
+            names,
+            [
+                "connect",
+                "releaseStream",
+                "FCPublish",
+                "createStream",
+                "publish",
+                "FCUnpublish",
+                "deleteStream"
+            ]
+        );
+        let connect = amf0::decode_all(&msgs[1].payload).unwrap();
+        assert_eq!(
+            connect[2].get("app").and_then(Amf0Value::as_str),
+            Some("live")
+        );
+        let tc = format!("rtmp://127.0.0.1:{port}/live");
+        assert_eq!(
+            connect[2].get("tcUrl").and_then(Amf0Value::as_str),
+            Some(tc.as_str())
+        );
+        let publish = msgs
+            .iter()
+            .find(|m| command_name(m).as_deref() == Some("publish"))
+            .unwrap();
+        assert_eq!(publish.stream_id, 1);
+        let args = amf0::decode_all(&publish.payload).unwrap();
+        assert_eq!(args[3], Amf0Value::str("key"));
+        assert_eq!(args[4], Amf0Value::str("live"));
+        // Ping answered; Set Peer Bandwidth answered with Window Ack Size.
+        assert!(
+            msgs.iter()
+                .any(|m| m.type_id == chunk::MSG_USER_CONTROL
+                    && m.payload == [0, 7, 0, 0, 0x30, 0x39])
+        );
+        assert!(msgs.iter().any(|m| m.type_id == chunk::MSG_WINDOW_ACK_SIZE));
+        // Media.
+        let data = msgs
+            .iter()
+            .find(|m| m.type_id == chunk::MSG_DATA_AMF0)
+            .unwrap();
+        let vals = amf0::decode_all(&data.payload).unwrap();
+        assert_eq!(vals[0], Amf0Value::str("@setDataFrame"));
+        assert_eq!(vals[1], Amf0Value::str("onMetaData"));
+        let v = msgs.iter().find(|m| m.type_id == chunk::MSG_VIDEO).unwrap();
+        assert_eq!((v.timestamp, v.stream_id, v.payload.len()), (40, 1, 10_000));
+        let a = msgs.iter().find(|m| m.type_id == chunk::MSG_AUDIO).unwrap();
+        assert_eq!(a.timestamp, 0x0100_0000);
+        assert_eq!(a.payload, [0xAF, 1, 2]);
+    }
+
+    #[tokio::test]
+    async fn rejected_publish_is_a_typed_error() {
+        let (port, _ev) =
+            super::super::test_server::start(super::super::test_server::MockBehaviour {
+                reject_publish: true,
+                ..Default::default()
+            })
+            .await;
+        let url = RtmpUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/key")).unwrap();
+        match RtmpPublisher::connect(&url, Duration::from_secs(5)).await {
+            Err(RtmpError::Rejected { step, reason }) => {
+                assert_eq!(step, "publish");
+                assert!(reason.contains("BadName"), "{reason}");
+            }
+            other => panic!("expected rejection, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn garbage_server_is_an_error_not_a_panic() {
+        use tokio::io::AsyncWriteExt as _;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut junk = vec![3u8];
+            junk.extend((0..5000u32).map(|i| (i * 7919 % 251) as u8));
+            let _ = s.write_all(&junk).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        });
+        let url = RtmpUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/key")).unwrap();
+        assert!(RtmpPublisher::connect(&url, Duration::from_secs(2))
+            .await
+            .is_err());
+    }
 }

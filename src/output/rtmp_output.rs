@@ -432,4 +432,98 @@ mod tests {
         out.stop().await;
         assert_eq!(out.state(), OutputState::Stopped);
     }
+
+    #[tokio::test]
+    async fn resends_headers_and_starts_at_keyframe_after_reconnect() {
+        use super::super::chunk::{MSG_AUDIO, MSG_DATA_AMF0, MSG_VIDEO};
+        use super::super::test_server::{start, MockBehaviour, MockEvent};
+        let (port, mut ev) = start(MockBehaviour {
+            close_after_media: Some(12),
+            ..Default::default()
+        })
+        .await;
+        let url = RtmpUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/x")).unwrap();
+        let mut cfg = RtmpOutputConfig::new(url);
+        cfg.backoff_initial = Duration::from_millis(20);
+        let headers = SequenceHeaders {
+            metadata: Some(Bytes::from(super::super::amf0::encode_all(&[
+                super::super::amf0::Amf0Value::str("onMetaData"),
+                super::super::amf0::Amf0Value::EcmaArray(vec![]),
+            ]))),
+            video: Some(Bytes::from_static(&[0x17, 0, 0, 0, 0, 1, 0x42, 0, 0x1E])),
+            audio: Some(Bytes::from_static(&[0xAF, 0, 0x11, 0x90])),
+        };
+        let (_htx, hrx) = watch::channel(headers);
+        let (ttx, trx) = broadcast::channel(64);
+        let out = RtmpOutput::spawn(cfg, hrx, trx);
+        // Producer: P-frames, audio and a keyframe every 10 tags, every 2 ms.
+        let producer = tokio::spawn(async move {
+            for i in 1u32.. {
+                let (kind, body, key): (TagKind, &'static [u8], bool) = match i % 10 {
+                    0 => (TagKind::Video, &[0x17, 1, 0, 0, 0, 0xAA], true),
+                    n if n % 2 == 1 => (TagKind::Audio, &[0xAF, 1, 0x21], false),
+                    _ => (TagKind::Video, &[0x27, 1, 0, 0, 0, 0xBB], false),
+                };
+                let tag = FlvTag {
+                    kind,
+                    timestamp_ms: i * 2,
+                    body: Bytes::from_static(body),
+                    keyframe: key,
+                };
+                if ttx.send(tag).is_err() {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    continue;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        });
+        // Two whole connections.
+        let mut per_conn: Vec<Vec<(u8, Vec<u8>)>> = vec![Vec::new(), Vec::new()];
+        let mut closed = 0;
+        while closed < 2 {
+            let e = tokio::time::timeout(Duration::from_secs(10), ev.recv())
+                .await
+                .expect("mock events")
+                .expect("mock alive");
+            match e {
+                MockEvent::Message(c, m) if c < 2 => {
+                    if matches!(m.type_id, MSG_AUDIO | MSG_VIDEO | MSG_DATA_AMF0) {
+                        per_conn[c].push((m.type_id, m.payload));
+                    }
+                }
+                MockEvent::Closed(c) if c < 2 => closed += 1,
+                _ => {}
+            }
+        }
+        let st = out.status();
+        assert!(st.reconnects >= 1, "{st:?}");
+        assert!(st.bytes_sent > 2 * 3073, "{st:?}");
+        out.stop().await;
+        producer.abort();
+        for (c, msgs) in per_conn.iter().enumerate() {
+            assert!(msgs.len() >= 12, "conn {c}: {msgs:?}");
+            assert_eq!(msgs[0].0, MSG_DATA_AMF0, "conn {c}");
+            assert_eq!(
+                (msgs[1].0, &msgs[1].1[..2]),
+                (MSG_VIDEO, &[0x17, 0][..]),
+                "conn {c}"
+            );
+            assert_eq!(
+                (msgs[2].0, &msgs[2].1[..2]),
+                (MSG_AUDIO, &[0xAF, 0][..]),
+                "conn {c}"
+            );
+            assert_eq!(
+                (msgs[3].0, &msgs[3].1[..2]),
+                (MSG_VIDEO, &[0x17, 1][..]),
+                "conn {c}"
+            );
+            // Headers only once per connection.
+            let seq_headers = msgs
+                .iter()
+                .filter(|m| m.0 != MSG_DATA_AMF0 && m.1.get(1) == Some(&0))
+                .count();
+            assert_eq!(seq_headers, 2, "conn {c}");
+        }
+    }
 }
