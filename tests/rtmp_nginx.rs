@@ -386,3 +386,199 @@ async fn rtmp_output_publishes_to_nginx_and_survives_a_restart() {
     drop(pusher);
     drop(nginx2);
 }
+
+/// Splits an Annex-B stream into access units at access unit delimiters.
+fn split_access_units(data: &[u8]) -> Vec<Vec<u8>> {
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while i + 4 <= data.len() {
+        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
+            let begin = if i > 0 && data[i - 1] == 0 { i - 1 } else { i };
+            if data[i + 3] & 0x1F == 9 {
+                starts.push(begin);
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    let mut aus = Vec::new();
+    for (k, &s) in starts.iter().enumerate() {
+        let e = starts.get(k + 1).copied().unwrap_or(data.len());
+        aus.push(data[s..e].to_vec());
+    }
+    aus
+}
+
+/// Raw AAC frames of an ADTS stream.
+fn split_adts(data: &[u8]) -> Vec<Vec<u8>> {
+    let mut frames = Vec::new();
+    let mut pos = 0;
+    while pos + 7 <= data.len() && data[pos] == 0xFF {
+        let header = if data[pos + 1] & 1 == 1 { 7 } else { 9 };
+        let len = ((data[pos + 3] as usize & 3) << 11)
+            | ((data[pos + 4] as usize) << 3)
+            | (data[pos + 5] as usize >> 5);
+        if len <= header || pos + len > data.len() {
+            break;
+        }
+        frames.push(data[pos + header..pos + len].to_vec());
+        pos += len;
+    }
+    frames
+}
+
+/// The server's path: mixer-shaped outputs (Annex-B pictures with SPS/PPS on keyframes,
+/// raw AAC frames) through `ProgramOutputs` to nginx and HLS at the same time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn program_outputs_feed_nginx_and_hls() {
+    use cohost::output::{ProgramOutputs, ProgramOutputsConfig};
+    use mixer::{AacFrame, EncodedVideo, MixerOutput};
+
+    if let Some(missing) = missing_tools() {
+        eprintln!("SKIPPED rtmp_nginx: missing {missing} (apt-get install nginx libnginx-mod-rtmp ffmpeg)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let (h264, aac) = (d.join("v.h264"), d.join("a.aac"));
+    for args in [
+        vec![
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=30",
+            "-t",
+            "5",
+            "-c:v",
+            "libx264",
+            "-profile:v",
+            "baseline",
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            "30",
+            "-bf",
+            "0",
+            "-x264-params",
+            "aud=1",
+            "-bsf:v",
+            "h264_mp4toannexb",
+            "-f",
+            "h264",
+            h264.to_str().expect("path"),
+        ],
+        vec![
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-t",
+            "5",
+            "-c:a",
+            "aac",
+            "-ar",
+            "48000",
+            "-ac",
+            "2",
+            "-f",
+            "adts",
+            aac.to_str().expect("path"),
+        ],
+    ] {
+        let st = Command::new("ffmpeg")
+            .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-y"])
+            .args(&args)
+            .status()
+            .expect("ffmpeg");
+        assert!(st.success());
+    }
+    let aus = split_access_units(&std::fs::read(&h264).expect("h264"));
+    let frames = split_adts(&std::fs::read(&aac).expect("aac"));
+    assert_eq!(aus.len(), 150);
+    assert!(frames.len() > 200);
+
+    let port = free_port();
+    let _nginx = Nginx::start(d, port);
+    let meta = mixer::mux::flv::Metadata {
+        width: 320,
+        height: 240,
+        fps: 30.0,
+        video_kbps: 500,
+        audio_kbps: 128,
+    };
+    let mut cfg = ProgramOutputsConfig::new(meta, vec![0x11, 0x90]);
+    cfg.backoff_initial = Duration::from_millis(100);
+    let program = ProgramOutputs::new(cfg);
+    let out = program
+        .add_rtmp(&format!("rtmp://127.0.0.1:{port}/live/test"))
+        .expect("url");
+
+    // Feed in real time, looping the 5 s clip, until told to stop.
+    let feeder = {
+        let program = program.clone();
+        tokio::spawn(async move {
+            let t0 = tokio::time::Instant::now();
+            let mut items: Vec<(u64, MixerOutput)> = Vec::new();
+            for lap in 0u64..4 {
+                let base = lap * 5000;
+                for (i, au) in aus.iter().enumerate() {
+                    let pts = base + i as u64 * 1000 / 30;
+                    items.push((
+                        pts,
+                        MixerOutput::Video(EncodedVideo {
+                            data: bytes::Bytes::from(au.clone()),
+                            pts_ms: pts,
+                            dts_ms: pts,
+                            keyframe: mixer::mux::ts::annexb_has_nal_type(au, 5),
+                        }),
+                    ));
+                }
+                for (k, f) in frames.iter().enumerate() {
+                    let pts = base + k as u64 * 64 / 3;
+                    if pts >= base + 5000 {
+                        break;
+                    }
+                    items.push((
+                        pts,
+                        MixerOutput::Audio(AacFrame {
+                            data: bytes::Bytes::from(f.clone()),
+                            pts_ms: pts,
+                        }),
+                    ));
+                }
+            }
+            items.sort_by_key(|(pts, item)| (*pts, matches!(item, MixerOutput::Video(_))));
+            for (pts, item) in items {
+                tokio::time::sleep_until(t0 + Duration::from_millis(pts)).await;
+                program.push(&item);
+            }
+        })
+    };
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = program.output(&out.id).expect("output").status.state;
+        if st == OutputState::Live {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not live: {:?}",
+            program.outputs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pull_and_check(port).await;
+    let info = program.output(&out.id).expect("output");
+    assert!(info.status.bytes_sent > 50_000, "{info:?}");
+    assert_eq!(info.status.reconnects, 0);
+
+    // HLS has been segmenting the same program meanwhile.
+    let playlist = program.hls().playlist().expect("HLS playlist");
+    assert!(playlist.contains("#EXT-X-TARGETDURATION:1\n"), "{playlist}");
+    assert!(playlist.contains("#EXTINF:1.000,"), "{playlist}");
+    feeder.abort();
+    program.shutdown().await;
+    assert!(program.outputs().is_empty());
+}
