@@ -27,6 +27,11 @@ use bytes::Bytes;
 use mixer::mux::ts::{annexb_nal_units, AacConfig, TsMuxer};
 use tracing::{debug, warn};
 
+/// `Content-Type` of `index.m3u8`.
+pub const PLAYLIST_CONTENT_TYPE: &str = "application/vnd.apple.mpegurl";
+/// `Content-Type` of `seg{N}.ts`.
+pub const SEGMENT_CONTENT_TYPE: &str = "video/mp2t";
+
 /// 90 kHz ticks per second (MPEG-TS clock).
 pub const TICKS_PER_SECOND: u64 = 90_000;
 /// A forward jump of the video clock larger than this (10 s) starts a new segment
@@ -263,6 +268,8 @@ pub struct HlsSegmenter {
     next_sequence: u64,
     frame_ticks: u64,
     parameter_sets: Option<Vec<u8>>,
+    /// End of the last closed segment (to flag a discontinuity after `finish`).
+    last_end_pts: Option<u64>,
     store: HlsStore,
 }
 
@@ -277,6 +284,7 @@ impl HlsSegmenter {
             next_sequence: 0,
             frame_ticks: 3000,
             parameter_sets: None,
+            last_end_pts: None,
             store,
         }
     }
@@ -306,7 +314,12 @@ impl HlsSegmenter {
             self.learn_parameter_sets(annexb);
             // A jump backwards, or forwards by more than MAX_GAP, is a discontinuity.
             let (cut, jump) = match &self.open {
-                None => (true, false),
+                None => (
+                    true,
+                    self.last_end_pts.is_some_and(|e| {
+                        pts_90k + TICKS_PER_SECOND < e || pts_90k > e + MAX_GAP_TICKS
+                    }),
+                ),
                 Some(o) => {
                     let jump =
                         pts_90k < o.last_video_pts || pts_90k - o.last_video_pts > MAX_GAP_TICKS;
@@ -393,6 +406,7 @@ impl HlsSegmenter {
 
     fn close(&mut self, end_pts: u64) -> Option<HlsSegment> {
         let o = self.open.take()?;
+        self.last_end_pts = Some(end_pts);
         let seg = HlsSegment {
             sequence: o.sequence,
             duration_ticks: end_pts.saturating_sub(o.start_pts).max(1),
@@ -570,6 +584,24 @@ mod tests {
             ),
             "{pl}"
         );
+    }
+
+    #[test]
+    fn restart_after_finish_is_a_discontinuity() {
+        let mut s = HlsSegmenter::new(HlsConfig::default());
+        s.push_video(450_000, true, IDR);
+        s.push_video(540_000, true, IDR);
+        s.finish();
+        // The program starts again from 0.
+        s.push_video(0, true, IDR);
+        let seg = s.push_video(90_000, true, IDR).unwrap();
+        assert!(seg.discontinuity);
+        let pl = s.store().playlist().unwrap();
+        assert!(
+            pl.contains("#EXT-X-DISCONTINUITY\n#EXTINF:1.000,\nseg2.ts\n"),
+            "{pl}"
+        );
+        assert!(!pl.contains("ENDLIST"));
     }
 
     #[test]

@@ -297,6 +297,43 @@ async fn run(
     shared.set_state(OutputState::Stopped);
 }
 
+/// A backward jump of the program clock larger than this is a restart, not jitter.
+const BACK_JUMP_MS: i64 = 1_000;
+/// A forward jump larger than this is a discontinuity too.
+const FORWARD_JUMP_MS: i64 = 10_000;
+
+/// Keeps one connection's RTMP timeline continuous when the program clock jumps (a
+/// mixer restart starts again at 0): such a jump is rebased to just after the last
+/// timestamp sent.
+#[derive(Debug, Default)]
+struct Timeline {
+    offset: i64,
+    last: Option<i64>,
+}
+
+impl Timeline {
+    /// The RTMP timestamp for a program timestamp, and whether a jump was absorbed.
+    fn map(&mut self, program_ts: u32) -> (u32, bool) {
+        let raw = i64::from(program_ts);
+        let mut out = raw + self.offset;
+        let mut jumped = false;
+        if let Some(last) = self.last {
+            if out < last - BACK_JUMP_MS || out > last + FORWARD_JUMP_MS {
+                self.offset = last + 33 - raw;
+                out = last + 33;
+                jumped = true;
+            }
+        }
+        (out.clamp(0, i64::from(u32::MAX)) as u32, jumped)
+    }
+
+    /// Records a timestamp actually sent.
+    fn sent(&mut self, ts: u32) {
+        let t = i64::from(ts);
+        self.last = Some(self.last.map_or(t, |l| l.max(t)));
+    }
+}
+
 async fn send_headers(
     conn: &mut RtmpPublisher,
     h: &SequenceHeaders,
@@ -326,6 +363,7 @@ async fn session(
     let mut need_headers = true;
     let mut wait_keyframe = true;
     let mut skipped: u64 = 0;
+    let mut timeline = Timeline::default();
     let result: Result<SessionEnd, RtmpError> = async {
         loop {
             tokio::select! {
@@ -337,6 +375,16 @@ async fn session(
                             need_headers = true;
                         }
                         let is_key = tag.kind == TagKind::Video && tag.keyframe;
+                        let (ts, jumped) = timeline.map(tag.timestamp_ms);
+                        if jumped {
+                            warn!(
+                                program_ts = tag.timestamp_ms,
+                                rtmp_ts = ts,
+                                "program clock jumped: RTMP timeline kept continuous, restarting at a keyframe"
+                            );
+                            wait_keyframe = true;
+                            need_headers = true;
+                        }
                         if wait_keyframe || need_headers {
                             if !is_key {
                                 if tag.kind != TagKind::Script {
@@ -346,12 +394,13 @@ async fn session(
                             }
                             if need_headers {
                                 let h = headers.borrow_and_update().clone();
-                                send_headers(&mut conn, &h, tag.timestamp_ms).await?;
+                                send_headers(&mut conn, &h, ts).await?;
                                 need_headers = false;
                             }
                             wait_keyframe = false;
                         }
-                        conn.send_tag(tag.kind, tag.timestamp_ms, &tag.body).await?;
+                        conn.send_tag(tag.kind, ts, &tag.body).await?;
+                        timeline.sent(ts);
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         warn!(missed = n, "RTMP output lagging: skipping to the next keyframe");
@@ -431,6 +480,30 @@ mod tests {
         .unwrap();
         out.stop().await;
         assert_eq!(out.state(), OutputState::Stopped);
+    }
+
+    #[test]
+    fn timeline_absorbs_clock_jumps() {
+        let mut t = Timeline::default();
+        for ts in [5000, 5033, 5021, 5066] {
+            let (out, jumped) = t.map(ts);
+            assert_eq!(
+                (out, jumped),
+                (ts, false),
+                "small interleaving jitter passes"
+            );
+            t.sent(out);
+        }
+        // Program restarted at 0: rebased after the last sent timestamp.
+        assert_eq!(t.map(0), (5099, true));
+        t.sent(5099);
+        assert_eq!(t.map(33), (5132, false));
+        t.sent(5132);
+        // A big forward jump is rebased too.
+        assert_eq!(t.map(60_000), (5165, true));
+        // Before anything was sent nothing is a jump.
+        let mut t = Timeline::default();
+        assert_eq!(t.map(123_456), (123_456, false));
     }
 
     #[tokio::test]
