@@ -37,6 +37,9 @@ pub const TICKS_PER_SECOND: u64 = 90_000;
 /// A forward jump of the video clock larger than this (10 s) starts a new segment
 /// marked as a discontinuity.
 const MAX_GAP_TICKS: u64 = 10 * TICKS_PER_SECOND;
+/// Added to every timestamp written to the segments, so the PCR can run this far
+/// (0.7 s) behind the DTS from the very first frame.
+pub const TS_OFFSET_TICKS: u64 = 63_000;
 
 /// Settings of the segmenter.
 #[derive(Debug, Clone)]
@@ -122,18 +125,25 @@ pub fn render_playlist(entries: &[(u64, u64)], ended: bool) -> Option<String> {
             discontinuity: false,
         })
         .collect();
-    render_playlist_entries(&e, 0, ended)
+    render_playlist_entries(&e, 0, 0, ended)
 }
 
 /// Renders a version-3 media playlist; `discontinuity_sequence` is the number of
-/// discontinuities before the first entry (written when non-zero).
+/// discontinuities before the first entry (written when non-zero). The target duration
+/// covers the longest entry and at least `min_target_ticks`.
 pub fn render_playlist_entries(
     entries: &[PlaylistEntry],
     discontinuity_sequence: u64,
+    min_target_ticks: u64,
     ended: bool,
 ) -> Option<String> {
     let first = entries.first()?;
-    let max_ticks = entries.iter().map(|e| e.duration_ticks).max().unwrap_or(0);
+    let max_ticks = entries
+        .iter()
+        .map(|e| e.duration_ticks)
+        .max()
+        .unwrap_or(0)
+        .max(min_target_ticks);
     let target = max_ticks.div_ceil(TICKS_PER_SECOND).max(1);
     let mut s = String::with_capacity(128 + entries.len() * 32);
     s.push_str("#EXTM3U\n#EXT-X-VERSION:3\n");
@@ -167,6 +177,8 @@ struct StoreInner {
     ended: bool,
     /// Discontinuities of segments already dropped from the store.
     dropped_discontinuities: u64,
+    /// Longest segment ever stored: the target duration never goes down.
+    max_ticks: u64,
 }
 
 /// Shared, cheaply clonable store of the live window, read by the HTTP layer.
@@ -185,6 +197,7 @@ impl HlsStore {
                 keep: window.max(1) + keep_extra,
                 ended: false,
                 dropped_discontinuities: 0,
+                max_ticks: 0,
             })),
         }
     }
@@ -192,6 +205,7 @@ impl HlsStore {
     /// Adds a finished segment, dropping the oldest beyond the kept count.
     pub fn push(&self, seg: HlsSegment) {
         if let Ok(mut g) = self.inner.write() {
+            g.max_ticks = g.max_ticks.max(seg.duration_ticks);
             g.segments.push_back(seg);
             while g.segments.len() > g.keep {
                 if g.segments.pop_front().is_some_and(|s| s.discontinuity) {
@@ -229,7 +243,7 @@ impl HlsStore {
                 discontinuity: s.discontinuity,
             })
             .collect();
-        render_playlist_entries(&entries, disc_seq, g.ended)
+        render_playlist_entries(&entries, disc_seq, g.max_ticks, g.ended)
     }
 
     /// The bytes of `seg{n}.ts`, while it is kept.
@@ -279,7 +293,11 @@ impl HlsSegmenter {
         let store = HlsStore::new(config.window, config.keep_extra);
         HlsSegmenter {
             config,
-            mux: TsMuxer::new(),
+            mux: {
+                let mut m = TsMuxer::new();
+                m.set_pcr_delay(TS_OFFSET_TICKS);
+                m
+            },
             open: None,
             next_sequence: 0,
             frame_ticks: 3000,
@@ -368,12 +386,13 @@ impl HlsSegmenter {
                     au.extend_from_slice(&[0, 0, 0, 1]);
                     au.extend_from_slice(nal);
                 }
-                self.mux
-                    .write_video(&mut o.buf, pts_90k, pts_90k, keyframe, &au);
+                let t = pts_90k + TS_OFFSET_TICKS;
+                self.mux.write_video(&mut o.buf, t, t, keyframe, &au);
             }
-            _ => self
-                .mux
-                .write_video(&mut o.buf, pts_90k, pts_90k, keyframe, annexb),
+            _ => {
+                let t = pts_90k + TS_OFFSET_TICKS;
+                self.mux.write_video(&mut o.buf, t, t, keyframe, annexb)
+            }
         }
         closed
     }
@@ -384,10 +403,12 @@ impl HlsSegmenter {
         let Some(o) = self.open.as_mut() else {
             return;
         };
-        if let Err(e) = self
-            .mux
-            .write_audio(&mut o.buf, pts_90k, &self.config.aac, raw_aac)
-        {
+        if let Err(e) = self.mux.write_audio(
+            &mut o.buf,
+            pts_90k + TS_OFFSET_TICKS,
+            &self.config.aac,
+            raw_aac,
+        ) {
             warn!(error = %e, "HLS: AAC frame dropped");
         }
     }

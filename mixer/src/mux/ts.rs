@@ -244,6 +244,7 @@ pub struct TsMuxer {
     cc_pmt: u8,
     cc_video: u8,
     cc_audio: u8,
+    pcr_delay: u64,
 }
 
 impl Default for TsMuxer {
@@ -267,7 +268,15 @@ impl TsMuxer {
             cc_pmt: 0,
             cc_video: 0,
             cc_audio: 0,
+            pcr_delay: 0,
         }
+    }
+
+    /// Makes the PCR run `ticks` behind the DTS of the PES that carries it (decoder
+    /// buffering time, as ffmpeg's 0.7 s mux delay); default 0. Callers should offset
+    /// their timestamps by at least this much so the PCR never saturates at 0.
+    pub fn set_pcr_delay(&mut self, ticks: u64) {
+        self.pcr_delay = ticks;
     }
 
     fn pcr_pid(&self) -> u16 {
@@ -327,7 +336,7 @@ impl TsMuxer {
         payload.extend_from_slice(annexb);
         let pes = pes_packet(0xE0, pts_90k, Some(dts_90k), &payload);
         let pcr = if self.pcr_pid() == VIDEO_PID {
-            Some(dts_90k)
+            Some(dts_90k.saturating_sub(self.pcr_delay))
         } else {
             None
         };
@@ -353,7 +362,7 @@ impl TsMuxer {
     pub fn write_audio_adts(&mut self, out: &mut Vec<u8>, pts_90k: u64, adts: &[u8]) {
         let pes = pes_packet(0xC0, pts_90k, None, adts);
         let pcr = if self.pcr_pid() == AUDIO_PID {
-            Some(pts_90k)
+            Some(pts_90k.saturating_sub(self.pcr_delay))
         } else {
             None
         };
@@ -652,6 +661,15 @@ mod tests {
                 assert_eq!(pid(pk), AUDIO_PID);
             }
         }
+    }
+
+    #[test]
+    fn pcr_delay() {
+        let mut m = TsMuxer::new();
+        m.set_pcr_delay(63_000);
+        let mut out = Vec::new();
+        m.write_video(&mut out, 153_000, 153_000, true, &[0, 0, 1, 0x65, 1]);
+        assert_eq!(&out[6..12], &encode_pcr(90_000));
     }
 
     #[test]
