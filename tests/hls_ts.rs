@@ -92,6 +92,39 @@ fn probe_json(path: &Path, entries: &str) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("ffprobe json")
 }
 
+/// Packet-level checks over all segments: sync bytes, PAT then PMT first in each
+/// segment, continuity counters per PID across segments, random access on each
+/// segment's first video packet.
+fn check_ts_structure(store: &cohost::output::HlsStore) {
+    use std::collections::HashMap;
+    let mut cc: HashMap<u16, u8> = HashMap::new();
+    for n in store.sequences() {
+        let seg = store.segment(n).expect("segment");
+        let packets: Vec<&[u8]> = seg.chunks(188).collect();
+        let pid = |p: &[u8]| ((p[1] as u16 & 0x1F) << 8) | p[2] as u16;
+        assert_eq!(pid(packets[0]), 0, "seg{n}: PAT first");
+        assert_eq!(pid(packets[1]), 0x1000, "seg{n}: PMT second");
+        let mut first_video = true;
+        for p in &packets {
+            assert_eq!(p.len(), 188);
+            assert_eq!(p[0], 0x47);
+            let id = pid(p);
+            let c = p[3] & 0x0F;
+            if let Some(prev) = cc.insert(id, c) {
+                assert_eq!(c, (prev + 1) & 0x0F, "seg{n}: CC jump on PID {id:#x}");
+            }
+            if id == 0x100 && first_video {
+                first_video = false;
+                assert!(p[1] & 0x40 != 0, "seg{n}: PUSI");
+                assert!(
+                    p[3] & 0x20 != 0 && p[5] & 0x40 != 0,
+                    "seg{n}: random access"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn hls_playlist_plays_in_ffmpeg() {
     if !have("ffmpeg") || !have("ffprobe") {
@@ -185,6 +218,22 @@ fn hls_playlist_plays_in_ffmpeg() {
         assert_eq!(bytes.len() % 188, 0);
         std::fs::write(d.join(format!("seg{n}.ts")), &bytes).expect("write segment");
     }
+
+    check_ts_structure(&store);
+
+    // Every segment decodes on its own (starts with PAT/PMT and an IDR with SPS/PPS).
+    let out = Command::new("ffmpeg")
+        .args(["-nostdin", "-hide_banner", "-v", "error", "-i"])
+        .arg(d.join("seg2.ts"))
+        .args(["-progress", "pipe:1", "-f", "null", "-"])
+        .output()
+        .expect("run ffmpeg");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "seg2.ts: {stderr}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("frame=30\n"));
 
     let index = d.join("index.m3u8");
     let info = probe_json(
