@@ -582,3 +582,88 @@ async fn program_outputs_feed_nginx_and_hls() {
     program.shutdown().await;
     assert!(program.outputs().is_empty());
 }
+
+/// A second server implementation: ffmpeg's own RTMP listener records what we publish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtmp_output_publishes_to_ffmpeg_listener() {
+    if let Some(missing) = missing_tools() {
+        eprintln!("SKIPPED rtmp_nginx: missing {missing} (apt-get install nginx libnginx-mod-rtmp ffmpeg)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clip = read_flv(&make_clip(dir.path()));
+    let port = free_port();
+    let recorded = dir.path().join("recorded.flv");
+    let mut listener = tokio::process::Command::new("ffmpeg")
+        .args([
+            "-nostdin",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-listen",
+            "1",
+        ])
+        .arg("-i")
+        .arg(format!("rtmp://127.0.0.1:{port}/live/test"))
+        .args(["-c", "copy", "-t", "3"])
+        .arg(&recorded)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ffmpeg -listen");
+    // ffmpeg -listen serves exactly one client, so no probing: the output simply
+    // retries (connection refused) until ffmpeg listens.
+    let (tags_tx, tags_rx) = broadcast::channel(1024);
+    let (_headers_tx, headers_rx) = watch::channel(clip.headers.clone());
+    let url = RtmpUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/test")).expect("url");
+    let mut cfg = RtmpOutputConfig::new(url);
+    cfg.backoff_initial = Duration::from_millis(100);
+    cfg.backoff_max = Duration::from_millis(200);
+    let pusher = spawn_pusher(&clip, tags_tx.clone());
+    let output = RtmpOutput::spawn(cfg, headers_rx, tags_rx);
+    wait_state(&output, OutputState::Live, Duration::from_secs(15)).await;
+    let status = tokio::time::timeout(Duration::from_secs(30), listener.wait())
+        .await
+        .expect("ffmpeg listener did not finish")
+        .expect("ffmpeg listener");
+    assert!(status.success(), "ffmpeg listener failed");
+    output.stop().await;
+    drop(pusher);
+
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-show_entries"])
+        .args([
+            "stream=codec_name,width,height,sample_rate,nb_read_frames",
+            "-of",
+            "json",
+        ])
+        .arg(&recorded)
+        .output()
+        .expect("ffprobe");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let streams = json["streams"].as_array().expect("streams");
+    let v = streams
+        .iter()
+        .find(|s| s["codec_name"] == "h264")
+        .expect("h264 recorded");
+    assert_eq!(
+        (v["width"].as_u64(), v["height"].as_u64()),
+        (Some(320), Some(240))
+    );
+    let frames: u64 = v["nb_read_frames"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    assert!(frames >= 60, "recorded {frames} frames");
+    let a = streams
+        .iter()
+        .find(|s| s["codec_name"] == "aac")
+        .expect("aac recorded");
+    assert_eq!(a["sample_rate"], "48000");
+}
