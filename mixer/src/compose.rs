@@ -260,6 +260,68 @@ pub fn fit_geometry(sw: u32, sh: u32, region: &Region, fit: Fit) -> (CropRect, D
     }
 }
 
+/// Scales a crop of an 8-bit plane with bilinear interpolation (fixed point, 8-bit weights)
+/// into `dst` (`dw` x `dh`, tightly packed). `crop` is `(x, y, w, h)` in source pixels.
+/// Pure scalar code the compiler vectorises; good for upscaling and mild (< 2x) downscaling.
+pub fn scale_plane_bilinear(
+    src: &[u8],
+    sw: u32,
+    sh: u32,
+    crop: CropRect,
+    dst: &mut [u8],
+    dw: u32,
+    dh: u32,
+) {
+    if sw == 0 || sh == 0 || dw == 0 || dh == 0 {
+        return;
+    }
+    let (cx, cy, cw, ch) = crop;
+    let sx = cw / f64::from(dw);
+    let sy = ch / f64::from(dh);
+    let max_x = f64::from(sw - 1);
+    let max_y = f64::from(sh - 1);
+    // Column tables: left index and right weight (0..=256).
+    let cols: Vec<(usize, usize, u32)> = (0..dw)
+        .map(|x| {
+            let fx = ((f64::from(x) + 0.5) * sx + cx - 0.5).clamp(0.0, max_x);
+            let x0 = fx.floor();
+            let w = ((fx - x0) * 256.0).round() as u32;
+            let x0 = x0 as usize;
+            (x0, (x0 + 1).min(sw as usize - 1), w)
+        })
+        .collect();
+    let stride = sw as usize;
+    let mut row_buf = vec![0u16; dw as usize];
+    for (y, out_row) in dst
+        .chunks_exact_mut(dw as usize)
+        .take(dh as usize)
+        .enumerate()
+    {
+        let fy = ((y as f64 + 0.5) * sy + cy - 0.5).clamp(0.0, max_y);
+        let y0 = fy.floor();
+        let wy = ((fy - y0) * 256.0).round() as u32;
+        let y0 = y0 as usize;
+        let y1 = (y0 + 1).min(sh as usize - 1);
+        let (Some(r0), Some(r1)) = (
+            src.get(y0 * stride..(y0 + 1) * stride),
+            src.get(y1 * stride..(y1 + 1) * stride),
+        ) else {
+            continue;
+        };
+        // Vertical pass into 16-bit, then horizontal.
+        for ((acc, &(x0, x1, wx)), _) in row_buf.iter_mut().zip(&cols).zip(0..) {
+            let a = u32::from(r0.get(x0).copied().unwrap_or(0)) * (256 - wy)
+                + u32::from(r1.get(x0).copied().unwrap_or(0)) * wy;
+            let b = u32::from(r0.get(x1).copied().unwrap_or(0)) * (256 - wy)
+                + u32::from(r1.get(x1).copied().unwrap_or(0)) * wy;
+            *acc = ((a * (256 - wx) + b * wx + (1 << 15)) >> 16) as u16;
+        }
+        for (o, v) in out_row.iter_mut().zip(&row_buf) {
+            *o = *v as u8;
+        }
+    }
+}
+
 /// Draws pictures into a canvas; holds the scaler and its scratch buffers.
 pub struct Compositor {
     resizer: Resizer,
@@ -335,8 +397,16 @@ impl Compositor {
                 let Ok(mut dst_img) = TypedImage::<U8>::from_buffer(ddw, ddh, scratch) else {
                     continue;
                 };
+                // Upscaling: the fixed 2-tap interpolation is about twice as fast as the
+                // convolution and looks the same; downscaling: the convolution (its kernel
+                // widens with the factor) avoids aliasing.
+                let alg = if f64::from(ddw) >= ccw && f64::from(ddh) >= cch {
+                    ResizeAlg::Interpolation(FilterType::Bilinear)
+                } else {
+                    ResizeAlg::Convolution(FilterType::Bilinear)
+                };
                 let opts = ResizeOptions::new()
-                    .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
+                    .resize_alg(alg)
                     .crop(ccx, ccy, ccw, cch);
                 if self
                     .resizer
@@ -555,6 +625,19 @@ mod tests {
         );
         assert!(canvas.mean(0, 0, 0, 8, 20) < 40.0);
         assert!(canvas.mean(0, 12, 0, 8, 20) > 200.0);
+    }
+
+    #[test]
+    fn own_bilinear_matches_flat_and_ramp() {
+        let src: Vec<u8> = (0..64u32)
+            .flat_map(|_| (0..64u32).map(|x| (x * 4) as u8))
+            .collect();
+        let mut dst = vec![0u8; 128 * 32];
+        scale_plane_bilinear(&src, 64, 64, (0.0, 0.0, 64.0, 64.0), &mut dst, 128, 32);
+        // Horizontal ramp stays a monotonic ramp.
+        let row = &dst[..128];
+        assert!(row.windows(2).all(|w| w[1] >= w[0]));
+        assert!(row[0] <= 2 && row[127] >= 250);
     }
 
     #[test]

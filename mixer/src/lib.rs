@@ -24,6 +24,30 @@
 //! - Output: [`MixerOutput`] in time order: [`EncodedVideo`] (Annex-B), [`AacFrame`] (raw
 //!   AAC), [`OpusFrame`], and [`MixerEvent`]s (keyframe requests, stalls).
 //!
+//! # Choices worth knowing
+//!
+//! - Cue size: the whole SEI payload (16-byte UUID + JSON user data) must fit in 255 bytes
+//!   ([`mixer::MAX_CUE_PAYLOAD`]); the JSON itself is thus at most 239 bytes. A cue's `pts_ms`
+//!   is the program time of the first frame that carries it; repeats carry the same JSON.
+//! - Cue idempotence: the last 4096 ids are remembered; a repeated id returns the first
+//!   [`CueAck`] with `duplicate: true` (HTTP 200 instead of 202) and queues nothing.
+//! - Layout SEI `audio` is the participant's smoothed level (RMS dBFS mapped from -50..0 dB
+//!   to 0..1, ~300 ms release), rounded to 2 decimals. A "layout change" is any change of
+//!   region geometry, identity or z (joins and leaves included), not of audio levels.
+//! - Templates show at most 9 tiles ([`layout::MAX_TILES`]), hosts first then join order.
+//!   `speaker` enlarges the dominant speaker (someone else must be loudest for 1 s),
+//!   initially the host; `pip` shows the host full canvas.
+//! - Video sync is "latest picture wins": input RTP timestamps are not used to delay video
+//!   (lowest latency); audio is played out by RTP timestamp through the jitter buffer
+//!   (`jitter_ms`, default 60 ms), so lips may lead the voice by about that much.
+//! - After any decode error an input shows its last good picture until the next IDR decodes
+//!   (never a smeared picture), and keyframe requests are throttled to one per
+//!   `keyframe_request_interval_ms` per input.
+//! - AAC timestamps count encoder output frames (`k * 1024 / 48` ms); fdk-aac's priming
+//!   delay (a few ms of silence at the start) is not compensated.
+//! - OpenH264 runs with frame skipping off so the program keeps its exact frame rate; on very
+//!   hard content it can overshoot the bitrate (it warns about this at start-up).
+//!
 //! [`mux::flv`] turns these into FLV tags (files or RTMP message bodies) with the sequence
 //! headers from [`Mixer::avc_decoder_config`] and [`Mixer::audio_specific_config`].
 //!
