@@ -52,6 +52,9 @@ pub enum RtmpUrlError {
     /// Whitespace or control characters.
     #[error("RTMP URL contains whitespace or control characters")]
     InvalidCharacter,
+    /// `user:password@host` (not supported: put credentials in the stream key).
+    #[error("credentials in the RTMP URL host are not supported")]
+    Credentials,
 }
 
 /// A parsed `rtmp://host[:port]/app[/more]/stream` URL.
@@ -82,8 +85,7 @@ impl RtmpUrl {
         }
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
         if authority.contains('@') {
-            // user:pass@ is not supported by this client; treat as a malformed host.
-            return Err(RtmpUrlError::MissingHost);
+            return Err(RtmpUrlError::Credentials);
         }
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
             let Some((h, after)) = v6.split_once(']') else {
@@ -782,6 +784,7 @@ mod tests {
             ("rtmp://h//x", MissingApp),
             ("rtmp://h/live/a b", InvalidCharacter),
             ("rtmp://[::1/live/x", MissingHost),
+            ("rtmp://u:p@h/live/x", Credentials),
         ];
         for (url, want) in cases {
             assert_eq!(RtmpUrl::parse(url).as_ref(), Err(want), "{url}");
