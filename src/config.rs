@@ -115,6 +115,8 @@ pub struct Config {
     pub rtc: RtcConfig,
     /// Signaling.
     pub signaling: signaling::http::Config,
+    /// Live programs (mix defaults, grace period, cue limits).
+    pub program: crate::program::ProgramConfig,
 }
 
 impl Default for Config {
@@ -127,6 +129,7 @@ impl Default for Config {
             log: "info,webrtc=warn,rtc=warn".into(),
             rtc: RtcConfig::default(),
             signaling: signaling::http::Config::default(),
+            program: crate::program::ProgramConfig::default(),
         }
     }
 }

@@ -25,9 +25,11 @@ use tokio::net::TcpListener;
 
 pub mod config;
 pub mod depack;
+mod live;
 pub mod metrics;
 pub mod mix_cmd;
 pub mod output;
+pub mod program;
 pub mod rtc;
 pub mod sfu;
 mod web;
@@ -52,6 +54,8 @@ pub struct AppState {
     pub sfu: Arc<sfu::Sfu>,
     /// More metrics text appended to `/metrics` (the program pipeline's).
     pub extra_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    /// The rooms' live programs.
+    pub programs: Arc<program::Programs>,
 }
 
 /// A running server's parts, for tests and embedding.
@@ -65,20 +69,24 @@ pub struct Server {
 /// Builds the server (SFU, signaling, routes) from `config`.
 pub fn build(config: &Config) -> Server {
     let (events_tx, events_rx) = signaling::http::media_events();
-    let sfu = Arc::new(sfu::Sfu::new(
-        rtc::RtcEngine::new(config.rtc.clone()),
-        events_tx,
-    ));
+    let engine = Arc::new(rtc::RtcEngine::new(config.rtc.clone()));
+    let sfu = Arc::new(sfu::Sfu::new(engine.clone(), events_tx));
+    let programs = program::Programs::new(config.program.clone(), &sfu, engine);
+    sfu.set_program_sink(programs.clone());
     let backend = Arc::new(sfu::SfuBackend {
         sfu: sfu.clone(),
-        program: None,
+        program: Some(programs.clone()),
     });
     let auth = signaling::auth::Auth::new(&config.api_key, &config.api_secret);
     let sig = signaling::http::Signaling::new(auth, backend, config.signaling.clone(), events_rx);
     let state = AppState {
         signaling: sig.clone(),
         sfu,
-        extra_metrics: None,
+        extra_metrics: Some({
+            let p = programs.clone();
+            Arc::new(move || p.render_metrics())
+        }),
+        programs,
     };
     let router = router(state.clone());
     Server { state, router }
@@ -89,6 +97,7 @@ pub fn router(state: AppState) -> Router {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics_handler))
+        .merge(live::router())
         .with_state(state.clone());
     signaling::http::router(state.signaling.clone())
         .merge(app)

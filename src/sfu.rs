@@ -160,7 +160,7 @@ pub trait ProgramSink: Send + Sync + 'static {
 
 /// The SFU, implementing signaling's [`MediaBackend`].
 pub struct Sfu {
-    engine: RtcEngine,
+    engine: Arc<RtcEngine>,
     events: mpsc::UnboundedSender<MediaEvent>,
     rooms: Mutex<HashMap<String, RoomMedia>>,
     /// Counters.
@@ -195,7 +195,7 @@ fn kinds_offered(sdp: &str) -> (bool, bool) {
 
 impl Sfu {
     /// New SFU.
-    pub fn new(engine: RtcEngine, events: mpsc::UnboundedSender<MediaEvent>) -> Self {
+    pub fn new(engine: Arc<RtcEngine>, events: mpsc::UnboundedSender<MediaEvent>) -> Self {
         Sfu {
             engine,
             events,

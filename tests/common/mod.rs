@@ -33,6 +33,8 @@ use webrtc::peer_connection::{
     RTCPeerConnectionState, Registry,
 };
 
+pub mod nginx;
+
 pub const API_KEY: &str = "test-api-key";
 pub const API_SECRET: &str = "test-secret-0123456789";
 

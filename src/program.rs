@@ -1,0 +1,825 @@
+//! The live program of each room: the SFU's publishers feed a mixer (on its own thread); its
+//! output goes to RTMP outputs and HLS ([`crate::output::ProgramOutputs`]) and to WHEP program
+//! viewers. The program starts when the first co-host publishes and stops a grace period after
+//! the last one leaves; layout, cues and outputs are controlled through the API.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mixer::driver::MixerDriver;
+use mixer::mux::flv::Metadata;
+use mixer::{CueError, Layout, MixConfig, MixerEvent, MixerOutput};
+use rtc::media::Sample;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use serde_json::{json, Value};
+use signaling::backend::{CueAck, MediaError};
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, info_span, warn, Instrument};
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::peer_connection::PeerConnection;
+
+use crate::depack::{Assembled, H264Assembler};
+use crate::output::{ProgramOutputs, ProgramOutputsConfig};
+use crate::rtc::RtcEngine;
+use crate::sfu::{ProgramControl, ProgramSink, Publisher, Sfu};
+
+/// Program settings.
+#[derive(Debug, Clone)]
+pub struct ProgramConfig {
+    /// Mix settings used when a room was not created with its own.
+    pub default_mix: MixConfig,
+    /// How long a program outlives its last co-host.
+    pub grace: Duration,
+    /// Cues accepted per room per [`ProgramConfig::cue_window`].
+    pub cue_limit: usize,
+    /// Window of the cue rate limit.
+    pub cue_window: Duration,
+}
+
+impl Default for ProgramConfig {
+    fn default() -> Self {
+        ProgramConfig {
+            default_mix: MixConfig::default(),
+            grace: Duration::from_secs(5),
+            cue_limit: 20,
+            cue_window: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Program counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ProgramMetrics {
+    /// Input access units handed to mixers.
+    pub frames_in: AtomicU64,
+    /// Input access units the mixer queue refused (full).
+    pub frames_dropped: AtomicU64,
+    /// Program pictures encoded.
+    pub frames_out: AtomicU64,
+    /// Program video bytes.
+    pub video_bytes: AtomicU64,
+    /// AAC frames produced.
+    pub audio_frames: AtomicU64,
+    /// Keyframe requests the mixers made to publishers.
+    pub keyframe_requests: AtomicU64,
+    /// Cues stamped.
+    pub cues: AtomicU64,
+    /// Programs started.
+    pub programs_started: AtomicU64,
+}
+
+#[derive(Clone, Debug)]
+enum ProgramMedia {
+    Video { data: Bytes, keyframe: bool },
+    Opus { data: Bytes },
+}
+
+struct Running {
+    driver: Arc<MixerDriver>,
+    feeders: HashMap<String, Vec<JoinHandle<()>>>,
+    pump: JoinHandle<()>,
+    stop_timer: Option<JoinHandle<()>>,
+}
+
+struct RoomProgram {
+    mix: MixConfig,
+    outputs: ProgramOutputs,
+    running: Option<Running>,
+    media_tx: broadcast::Sender<ProgramMedia>,
+    viewers: HashMap<String, (Arc<dyn PeerConnection>, Vec<JoinHandle<()>>)>,
+    cue_times: VecDeque<Instant>,
+    layout: Layout,
+}
+
+impl RoomProgram {
+    fn new(mix: MixConfig) -> Self {
+        let meta = Metadata {
+            width: mix.width,
+            height: mix.height,
+            fps: f64::from(mix.fps),
+            video_kbps: mix.video_kbps,
+            audio_kbps: mix.audio_kbps,
+        };
+        // AAC-LC, 48 kHz, stereo: what the mixer encodes (checked against it at start).
+        let outputs = ProgramOutputs::new(ProgramOutputsConfig::new(meta, vec![0x11, 0x90]));
+        RoomProgram {
+            layout: mix.layout.clone(),
+            mix,
+            outputs,
+            running: None,
+            media_tx: broadcast::channel(512).0,
+            viewers: HashMap::new(),
+            cue_times: VecDeque::new(),
+        }
+    }
+}
+
+/// All rooms' programs.
+pub struct Programs {
+    config: ProgramConfig,
+    sfu: Weak<Sfu>,
+    engine: Arc<RtcEngine>,
+    rooms: Mutex<HashMap<String, RoomProgram>>,
+    /// Counters.
+    pub metrics: Arc<ProgramMetrics>,
+    me: Weak<Programs>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Programs {
+    /// New, attached to `sfu`.
+    pub fn new(config: ProgramConfig, sfu: &Arc<Sfu>, engine: Arc<RtcEngine>) -> Arc<Self> {
+        Arc::new_cyclic(|me| Programs {
+            config,
+            sfu: Arc::downgrade(sfu),
+            engine,
+            rooms: Mutex::new(HashMap::new()),
+            metrics: Arc::new(ProgramMetrics::default()),
+            me: me.clone(),
+        })
+    }
+
+    /// The HLS store of a room's program.
+    pub fn hls(&self, room: &str) -> Option<crate::output::HlsStore> {
+        lock(&self.rooms).get(room).map(|r| r.outputs.hls())
+    }
+
+    /// The outputs of a room, created on demand (so outputs can be added before the show).
+    pub fn outputs(&self, room: &str, create: bool) -> Option<ProgramOutputs> {
+        let mut g = lock(&self.rooms);
+        if create && !g.contains_key(room) {
+            g.insert(
+                room.to_owned(),
+                RoomProgram::new(self.config.default_mix.clone()),
+            );
+        }
+        g.get(room).map(|r| r.outputs.clone())
+    }
+
+    /// Number of running programs.
+    pub fn running(&self) -> usize {
+        lock(&self.rooms)
+            .values()
+            .filter(|r| r.running.is_some())
+            .count()
+    }
+
+    /// Prometheus lines for the programs and their outputs.
+    pub fn render_metrics(&self) -> String {
+        use std::fmt::Write;
+        let mut o = String::new();
+        let m = &self.metrics;
+        let mut line = |name: &str, kind: &str, help: &str, v: u64| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        };
+        line(
+            "cohost_programs_running",
+            "gauge",
+            "Rooms whose program is running.",
+            self.running() as u64,
+        );
+        line(
+            "cohost_program_frames_in_total",
+            "counter",
+            "Co-host access units fed to mixers.",
+            m.frames_in.load(Ordering::Relaxed),
+        );
+        line(
+            "cohost_program_frames_dropped_total",
+            "counter",
+            "Co-host access units dropped (mixer queue full).",
+            m.frames_dropped.load(Ordering::Relaxed),
+        );
+        line(
+            "cohost_program_frames_out_total",
+            "counter",
+            "Program pictures encoded.",
+            m.frames_out.load(Ordering::Relaxed),
+        );
+        line(
+            "cohost_program_video_bytes_total",
+            "counter",
+            "Program H.264 bytes.",
+            m.video_bytes.load(Ordering::Relaxed),
+        );
+        line(
+            "cohost_program_audio_frames_total",
+            "counter",
+            "Program AAC frames.",
+            m.audio_frames.load(Ordering::Relaxed),
+        );
+        line(
+            "cohost_program_keyframe_requests_total",
+            "counter",
+            "Keyframe requests from mixers to publishers.",
+            m.keyframe_requests.load(Ordering::Relaxed),
+        );
+        line(
+            "cohost_program_cues_total",
+            "counter",
+            "Cues stamped into programs.",
+            m.cues.load(Ordering::Relaxed),
+        );
+        let g = lock(&self.rooms);
+        let viewers: usize = g.values().map(|r| r.viewers.len()).sum();
+        let _ = writeln!(o, "# HELP cohost_whep_program_viewers WHEP viewers of programs.\n# TYPE cohost_whep_program_viewers gauge\ncohost_whep_program_viewers {viewers}");
+        let _ = writeln!(o, "# HELP cohost_rtmp_output_bytes_total Bytes sent per RTMP output.\n# TYPE cohost_rtmp_output_bytes_total counter");
+        let mut states = String::new();
+        let mut reconnects = String::new();
+        let mut segs = String::new();
+        for (room, r) in g.iter() {
+            for out in r.outputs.outputs() {
+                let v = serde_json::to_value(&out).unwrap_or_default();
+                let bytes = v["bytes_sent"].as_u64().unwrap_or(0);
+                let rc = v["reconnects"].as_u64().unwrap_or(0);
+                let state = v["state"].as_str().unwrap_or("unknown").to_owned();
+                let _ = writeln!(
+                    o,
+                    "cohost_rtmp_output_bytes_total{{room=\"{room}\",output=\"{}\"}} {bytes}",
+                    out.id
+                );
+                let _ = writeln!(
+                    reconnects,
+                    "cohost_rtmp_output_reconnects_total{{room=\"{room}\",output=\"{}\"}} {rc}",
+                    out.id
+                );
+                for s in ["connecting", "live", "retrying", "failed"] {
+                    let _ = writeln!(states, "cohost_rtmp_output_state{{room=\"{room}\",output=\"{}\",state=\"{s}\"}} {}", out.id, u8::from(s == state));
+                }
+            }
+            if let Some(last) = r.outputs.hls().sequences().last() {
+                let _ = writeln!(
+                    segs,
+                    "cohost_hls_segments_total{{room=\"{room}\"}} {}",
+                    last + 1
+                );
+            }
+        }
+        let _ = writeln!(o, "# HELP cohost_rtmp_output_reconnects_total Reconnects per RTMP output.\n# TYPE cohost_rtmp_output_reconnects_total counter\n{reconnects}# HELP cohost_rtmp_output_state RTMP output state (1 = current).\n# TYPE cohost_rtmp_output_state gauge\n{states}# HELP cohost_hls_segments_total HLS segments produced per room.\n# TYPE cohost_hls_segments_total counter\n{segs}");
+        o
+    }
+
+    fn start(&self, room: &str, r: &mut RoomProgram) -> Result<(), MediaError> {
+        let (tx, mut rx) = mpsc::channel::<MixerOutput>(1024);
+        let driver = MixerDriver::spawn(r.mix.clone(), move |o| {
+            // The mixer thread never waits on the async side.
+            let _ = tx.try_send(o);
+        })
+        .map_err(|e| MediaError::Internal(format!("mixer: {e}")))?;
+        let _ = driver.set_layout(r.layout.clone());
+        let outputs = r.outputs.clone();
+        let media_tx = r.media_tx.clone();
+        let metrics = self.metrics.clone();
+        let sfu = self.sfu.clone();
+        let room_name = room.to_owned();
+        let pump = tokio::spawn(
+            async move {
+                while let Some(o) = rx.recv().await {
+                    outputs.push(&o);
+                    match o {
+                        MixerOutput::Video(v) => {
+                            metrics.frames_out.fetch_add(1, Ordering::Relaxed);
+                            metrics
+                                .video_bytes
+                                .fetch_add(v.data.len() as u64, Ordering::Relaxed);
+                            let _ = media_tx.send(ProgramMedia::Video {
+                                data: Bytes::from(v.data),
+                                keyframe: v.keyframe,
+                            });
+                        }
+                        MixerOutput::Audio(_) => {
+                            metrics.audio_frames.fetch_add(1, Ordering::Relaxed);
+                        }
+                        MixerOutput::Opus(op) => {
+                            let _ = media_tx.send(ProgramMedia::Opus {
+                                data: Bytes::from(op.data),
+                            });
+                        }
+                        MixerOutput::Event(MixerEvent::RequestKeyframe(id)) => {
+                            metrics.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                            if let Some(p) =
+                                sfu.upgrade().and_then(|s| s.publisher(&room_name, &id))
+                            {
+                                p.request_keyframe();
+                            }
+                        }
+                        MixerOutput::Event(e) => debug!(event = ?e, "mixer"),
+                        _ => {}
+                    }
+                }
+            }
+            .instrument(info_span!("program", room = %room)),
+        );
+        self.metrics
+            .programs_started
+            .fetch_add(1, Ordering::Relaxed);
+        info!(
+            room,
+            width = r.mix.width,
+            height = r.mix.height,
+            fps = r.mix.fps,
+            "program started"
+        );
+        r.running = Some(Running {
+            driver: Arc::new(driver),
+            feeders: HashMap::new(),
+            pump,
+            stop_timer: None,
+        });
+        Ok(())
+    }
+
+    fn feed(
+        &self,
+        room: &str,
+        p: &Arc<Publisher>,
+        driver: Arc<MixerDriver>,
+    ) -> Vec<JoinHandle<()>> {
+        let span = info_span!("program_input", room = %room, identity = %p.identity);
+        let mut tasks = Vec::new();
+        let mut vrx = p.video.tx.subscribe();
+        let (pv, dv, m) = (p.clone(), driver.clone(), self.metrics.clone());
+        tasks.push(tokio::spawn(
+            async move {
+                let mut asm = H264Assembler::new();
+                pv.request_keyframe();
+                loop {
+                    let pkt = match vrx.recv().await {
+                        Ok(p) => p,
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            asm = H264Assembler::new();
+                            pv.request_keyframe();
+                            continue;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    };
+                    match asm.push(&pkt.packet) {
+                        Assembled::AccessUnit { data, rtp_ts } => {
+                            m.frames_in.fetch_add(1, Ordering::Relaxed);
+                            if dv
+                                .push_video(&pv.identity, Bytes::from(data), rtp_ts)
+                                .is_err()
+                            {
+                                m.frames_dropped.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        Assembled::NeedKeyframe => pv.request_keyframe(),
+                        Assembled::Pending => {}
+                    }
+                }
+            }
+            .instrument(span.clone()),
+        ));
+        let mut arx = p.audio.tx.subscribe();
+        let (pa, da) = (p.clone(), driver);
+        tasks.push(tokio::spawn(
+            async move {
+                loop {
+                    match arx.recv().await {
+                        Ok(pkt) => {
+                            let _ = da.push_opus(
+                                &pa.identity,
+                                pkt.packet.payload.clone(),
+                                pkt.packet.header.timestamp,
+                            );
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    }
+                }
+            }
+            .instrument(span),
+        ));
+        tasks
+    }
+
+    fn stop_later(&self, room: &str) -> JoinHandle<()> {
+        let me = self.me.clone();
+        let room = room.to_owned();
+        let grace = self.config.grace;
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            if let Some(me) = me.upgrade() {
+                me.stop(&room).await;
+            }
+        })
+    }
+
+    async fn stop(&self, room: &str) {
+        let r = {
+            let mut g = lock(&self.rooms);
+            let idle = g
+                .get(room)
+                .is_some_and(|r| r.running.as_ref().is_some_and(|x| x.feeders.is_empty()));
+            if !idle {
+                return;
+            }
+            g.remove(room)
+        };
+        if let Some(mut r) = r {
+            if let Some(run) = r.running.take() {
+                run.pump.abort();
+                if let Ok(d) = Arc::try_unwrap(run.driver) {
+                    tokio::task::spawn_blocking(move || d.stop());
+                }
+            }
+            for (_, (pc, tasks)) in r.viewers.drain() {
+                tasks.iter().for_each(|t| t.abort());
+                let _ = pc.close().await;
+            }
+            r.outputs.shutdown().await;
+            info!(room, "program stopped");
+        }
+    }
+
+    async fn add_viewer(
+        &self,
+        room: &str,
+        viewer: &str,
+        offer: String,
+    ) -> Result<String, MediaError> {
+        let (media_rx, driver) = {
+            let g = lock(&self.rooms);
+            let r = g.get(room).filter(|r| r.running.is_some()).ok_or_else(|| {
+                MediaError::Unavailable(format!(
+                    "room `{room}` has no program (no co-host is publishing)"
+                ))
+            })?;
+            (
+                r.media_tx.subscribe(),
+                r.running.as_ref().map(|x| x.driver.clone()),
+            )
+        };
+        let peer = self.engine.new_peer().await?;
+        let vssrc: u32 = rand::random();
+        let assrc: u32 = rand::random();
+        let mk = |kind, ssrc, codec: RTCRtpCodec, k: &str| {
+            TrackLocalStaticSample::new(
+                Instant::now(),
+                MediaStreamTrack::new(
+                    format!("program-{room}"),
+                    format!("program-{k}"),
+                    format!("program-{k}"),
+                    kind,
+                    vec![RTCRtpEncodingParameters {
+                        rtp_coding_parameters: RTCRtpCodingParameters {
+                            ssrc: Some(ssrc),
+                            ..Default::default()
+                        },
+                        active: true,
+                        codec,
+                        ..Default::default()
+                    }],
+                ),
+            )
+            .map(Arc::new)
+            .map_err(|e| MediaError::Internal(e.to_string()))
+        };
+        let video = mk(
+            RtpCodecKind::Video,
+            vssrc,
+            RTCRtpCodec {
+                mime_type: "video/H264".into(),
+                clock_rate: 90000,
+                channels: 0,
+                sdp_fmtp_line:
+                    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f".into(),
+                rtcp_feedback: vec![],
+            },
+            "video",
+        )?;
+        let audio = mk(
+            RtpCodecKind::Audio,
+            assrc,
+            RTCRtpCodec {
+                mime_type: "audio/opus".into(),
+                clock_rate: 48000,
+                channels: 2,
+                sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
+                rtcp_feedback: vec![],
+            },
+            "audio",
+        )?;
+        let vs = peer
+            .pc
+            .add_track(video.clone() as Arc<dyn TrackLocal>)
+            .await
+            .map_err(|e| MediaError::Internal(e.to_string()))?;
+        let as_ = peer
+            .pc
+            .add_track(audio.clone() as Arc<dyn TrackLocal>)
+            .await
+            .map_err(|e| MediaError::Internal(e.to_string()))?;
+        let answer = match peer.answer(offer).await {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = peer.pc.close().await;
+                return Err(e.into());
+            }
+        };
+        let pt_of = |params: Option<rtc::rtp_transceiver::rtp_sender::RTCRtpSendParameters>,
+                     mime: &str| {
+            params.and_then(|p| {
+                p.rtp_parameters
+                    .codecs
+                    .iter()
+                    .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
+                    .map(|c| c.payload_type)
+            })
+        };
+        let vpt = pt_of(vs.get_parameters().await.ok(), "video/H264");
+        let apt = pt_of(as_.get_parameters().await.ok(), "audio/opus");
+        if let Some(d) = &driver {
+            let _ = d.request_keyframe();
+        }
+        let frame = Duration::from_secs_f64(1.0 / 30.0);
+        let mut rx = media_rx;
+        let task = tokio::spawn(
+            async move {
+                let mut started = false;
+                loop {
+                    let m = match rx.recv().await {
+                        Ok(m) => m,
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            started = false;
+                            continue;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    };
+                    match m {
+                        ProgramMedia::Video { data, keyframe } => {
+                            let Some(pt) = vpt else { continue };
+                            started |= keyframe;
+                            if !started {
+                                continue;
+                            }
+                            let s = Sample {
+                                data,
+                                duration: frame,
+                                ..Sample::new(Instant::now())
+                            };
+                            if video.write_sample(vssrc, pt, &s, &[]).await.is_err() {
+                                break;
+                            }
+                        }
+                        ProgramMedia::Opus { data } => {
+                            let Some(pt) = apt else { continue };
+                            let s = Sample {
+                                data,
+                                duration: Duration::from_millis(20),
+                                ..Sample::new(Instant::now())
+                            };
+                            if audio.write_sample(assrc, pt, &s, &[]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            .instrument(info_span!("whep_program", room = %room, viewer = %viewer)),
+        );
+        let pc = peer.pc.clone();
+        let mut events = peer.events;
+        let me = self.me.clone();
+        let (room2, viewer2) = (room.to_owned(), viewer.to_owned());
+        let watcher = tokio::spawn(async move {
+            while let Some(ev) = events.recv().await {
+                if let crate::rtc::PeerEvent::State(s) = ev {
+                    use webrtc::peer_connection::RTCPeerConnectionState as S;
+                    if matches!(s, S::Failed | S::Closed) {
+                        break;
+                    }
+                }
+            }
+            if let Some(me) = me.upgrade() {
+                me.remove_viewer(&room2, &viewer2).await;
+            }
+        });
+        lock(&self.rooms).get_mut(room).map(|r| {
+            r.viewers
+                .insert(viewer.to_owned(), (pc, vec![task, watcher]))
+        });
+        info!(room, viewer, "program viewer");
+        Ok(answer)
+    }
+
+    async fn remove_viewer(&self, room: &str, viewer: &str) {
+        let v = lock(&self.rooms)
+            .get_mut(room)
+            .and_then(|r| r.viewers.remove(viewer));
+        if let Some((pc, tasks)) = v {
+            tasks.iter().for_each(|t| t.abort());
+            let _ = pc.close().await;
+        }
+    }
+}
+
+impl ProgramSink for Programs {
+    fn publisher_ready(&self, room: &str, publisher: &Arc<Publisher>) {
+        let mut g = lock(&self.rooms);
+        let r = g
+            .entry(room.to_owned())
+            .or_insert_with(|| RoomProgram::new(self.config.default_mix.clone()));
+        if r.running.is_none() {
+            if let Err(e) = self.start(room, r) {
+                warn!(room, error = %e, "cannot start the program");
+                return;
+            }
+        }
+        let Some(run) = r.running.as_mut() else {
+            return;
+        };
+        if let Some(t) = run.stop_timer.take() {
+            t.abort();
+        }
+        let _ = run.driver.add_input(&publisher.identity, publisher.is_host);
+        let tasks = self.feed(room, publisher, run.driver.clone());
+        if let Some(old) = run.feeders.insert(publisher.identity.clone(), tasks) {
+            old.iter().for_each(|t| t.abort());
+        }
+    }
+
+    fn publisher_gone(&self, room: &str, identity: &str) {
+        let mut g = lock(&self.rooms);
+        let Some(run) = g.get_mut(room).and_then(|r| r.running.as_mut()) else {
+            return;
+        };
+        if let Some(tasks) = run.feeders.remove(identity) {
+            tasks.iter().for_each(|t| t.abort());
+        }
+        let _ = run.driver.remove_input(identity);
+        if run.feeders.is_empty() && run.stop_timer.is_none() {
+            run.stop_timer = Some(self.stop_later(room));
+        }
+    }
+}
+
+fn cue_error(e: CueError) -> MediaError {
+    match e {
+        CueError::TooLarge { .. } => MediaError::TooLarge(e.to_string()),
+        CueError::Stopped => MediaError::Unavailable(e.to_string()),
+        _ => MediaError::BadRequest(e.to_string()),
+    }
+}
+
+#[async_trait::async_trait]
+impl ProgramControl for Programs {
+    fn create_room(&self, room: &str, mix: Option<Value>) -> Result<(), MediaError> {
+        let mix = match mix {
+            Some(v) => serde_json::from_value::<MixConfig>(v)
+                .map_err(|e| MediaError::BadRequest(format!("mix: {e}")))?,
+            None => self.config.default_mix.clone(),
+        };
+        mix.validate()
+            .map_err(|e| MediaError::BadRequest(format!("mix: {e}")))?;
+        let mut g = lock(&self.rooms);
+        match g.get_mut(room) {
+            Some(r) if r.running.is_some() => {
+                return Err(MediaError::BadRequest(
+                    "the room's program is running; its mix cannot change now".into(),
+                ))
+            }
+            Some(r) => {
+                r.layout = mix.layout.clone();
+                r.mix = mix;
+            }
+            None => {
+                g.insert(room.to_owned(), RoomProgram::new(mix));
+            }
+        }
+        Ok(())
+    }
+
+    fn close_room(&self, room: &str) {
+        if let Some(run) = lock(&self.rooms)
+            .get_mut(room)
+            .and_then(|r| r.running.as_mut())
+        {
+            for (_, t) in run.feeders.drain() {
+                t.iter().for_each(|t| t.abort());
+            }
+        }
+        if let Some(me) = self.me.upgrade() {
+            let room = room.to_owned();
+            tokio::spawn(async move { me.stop(&room).await });
+        }
+    }
+
+    fn room_info(&self, room: &str) -> Value {
+        let g = lock(&self.rooms);
+        let Some(r) = g.get(room) else {
+            return Value::Null;
+        };
+        let state = r.running.as_ref().and_then(|x| {
+            let d = x.driver.clone();
+            // The state call is a short round trip to the mixer thread.
+            tokio::task::block_in_place(|| d.state().ok())
+        });
+        json!({
+            "running": r.running.is_some(),
+            "mix": r.mix,
+            "layout": r.layout,
+            "regions": state.as_ref().map(|s| &s.regions),
+            "frames": state.as_ref().map(|s| s.video_frames),
+            "outputs": r.outputs.outputs(),
+            "hls": format!("/live/{room}/index.m3u8"),
+            "whep_viewers": r.viewers.len(),
+        })
+    }
+
+    fn set_layout(&self, room: &str, layout: Value) -> Result<Value, MediaError> {
+        let l: Layout = serde_json::from_value(layout)
+            .map_err(|e| MediaError::BadRequest(format!("layout: {e}")))?;
+        let mut g = lock(&self.rooms);
+        let r = g
+            .entry(room.to_owned())
+            .or_insert_with(|| RoomProgram::new(self.config.default_mix.clone()));
+        r.layout = l.clone();
+        if let Some(run) = &r.running {
+            run.driver
+                .set_layout(l.clone())
+                .map_err(|e| MediaError::Unavailable(e.to_string()))?;
+        }
+        serde_json::to_value(&l).map_err(|e| MediaError::Internal(e.to_string()))
+    }
+
+    fn cue(
+        &self,
+        room: &str,
+        id: &str,
+        data: Value,
+        repeat: u32,
+        _at_capture_ms: Option<f64>,
+    ) -> Result<CueAck, MediaError> {
+        let driver = {
+            let mut g = lock(&self.rooms);
+            let r = g
+                .get_mut(room)
+                .filter(|r| r.running.is_some())
+                .ok_or_else(|| {
+                    MediaError::Unavailable(format!(
+                        "room `{room}` has no program (no co-host is publishing)"
+                    ))
+                })?;
+            let now = Instant::now();
+            while r
+                .cue_times
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > self.config.cue_window)
+            {
+                r.cue_times.pop_front();
+            }
+            if r.cue_times.len() >= self.config.cue_limit {
+                return Err(MediaError::RateLimited(format!(
+                    "at most {} cues per {} s per room",
+                    self.config.cue_limit,
+                    self.config.cue_window.as_secs()
+                )));
+            }
+            r.cue_times.push_back(now);
+            r.running.as_ref().map(|x| x.driver.clone())
+        };
+        let Some(driver) = driver else {
+            return Err(MediaError::Unavailable("no program".into()));
+        };
+        let ack =
+            tokio::task::block_in_place(|| driver.cue(id, data, repeat)).map_err(cue_error)?;
+        if ack.duplicate {
+            // An id seen before is not a second cue: give its slot back.
+            if let Some(r) = lock(&self.rooms).get_mut(room) {
+                r.cue_times.pop_back();
+            }
+        } else {
+            self.metrics.cues.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(CueAck {
+            id: ack.id,
+            pts_ms: ack.pts_ms,
+            duplicate: ack.duplicate,
+        })
+    }
+
+    async fn subscribe(
+        &self,
+        room: &str,
+        viewer: &str,
+        offer: String,
+    ) -> Result<String, MediaError> {
+        self.add_viewer(room, viewer, offer).await
+    }
+
+    async fn unsubscribe(&self, room: &str, viewer: &str) {
+        self.remove_viewer(room, viewer).await;
+    }
+}
