@@ -482,6 +482,41 @@ mod tests {
         assert_eq!(out.state(), OutputState::Stopped);
     }
 
+    #[tokio::test]
+    async fn silent_server_times_out_and_retries() {
+        // Accepts TCP but never answers the handshake.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let holder = tokio::spawn(async move {
+            let mut socks = Vec::new();
+            while let Ok((s, _)) = l.accept().await {
+                socks.push(s);
+            }
+        });
+        let url = RtmpUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/x")).unwrap();
+        let mut cfg = RtmpOutputConfig::new(url);
+        cfg.io_timeout = Duration::from_millis(100);
+        cfg.backoff_initial = Duration::from_millis(10);
+        let (_htx, hrx) = watch::channel(SequenceHeaders::default());
+        let (_ttx, trx) = broadcast::channel(16);
+        let out = RtmpOutput::spawn(cfg, hrx, trx);
+        let mut st = out.subscribe_state();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            st.wait_for(|s| *s == OutputState::Retrying),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(out
+            .status()
+            .last_error
+            .unwrap()
+            .contains("timeout during connect"));
+        out.stop().await;
+        holder.abort();
+    }
+
     #[test]
     fn timeline_absorbs_clock_jumps() {
         let mut t = Timeline::default();
