@@ -8,8 +8,17 @@ use tracing_subscriber::EnvFilter;
 #[derive(Debug, Parser)]
 #[command(name = "cohost", version, about)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     #[command(flatten)]
     serve: ServeArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Composite H.264 files (and WAV audio) into an FLV program offline, with the server's
+    /// mixer: `cohost mix --input a.h264 --input b.h264 --layout grid -o program.flv`.
+    Mix(cohost::mix_cmd::MixArgs),
 }
 
 async fn shutdown_signal() {
@@ -33,6 +42,21 @@ async fn shutdown_signal() {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Mix(args)) = &cli.command {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                EnvFilter::try_from_env("COHOST_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
+            )
+            .with_writer(std::io::stderr)
+            .init();
+        return match cohost::mix_cmd::run(args) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cohost mix: {e}");
+                std::process::ExitCode::from(2)
+            }
+        };
+    }
     let config = match Config::from_args(&cli.serve) {
         Ok(c) => c,
         Err(e) => {
