@@ -27,6 +27,16 @@ const FILES: &[(&str, &str, &str)] = &[
         include_str!("../web-demo/cohost.js"),
     ),
     (
+        "audience.html",
+        "text/html; charset=utf-8",
+        include_str!("../web-demo/audience.html"),
+    ),
+    (
+        "audience.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../web-demo/audience.js"),
+    ),
+    (
         "style.css",
         "text/css; charset=utf-8",
         include_str!("../web-demo/style.css"),
@@ -40,10 +50,50 @@ fn file(name: &str) -> Response {
     }
 }
 
-/// `/` and the demo files.
+/// Where `npm ci --prefix web-demo` puts hls.js: relative to the crate (a `cargo run` from
+/// anywhere), then to the current directory (a binary copied elsewhere, run from a checkout).
+const HLS_JS: &str = "web-demo/node_modules/hls.js/dist/hls.min.js";
+
+/// `/vendor/hls.min.js`: the audience page's player library, installed by npm (never committed)
+/// and read from disk per request; 404 with the command to run when it is absent.
+async fn hls_js() -> Response {
+    let candidates = [
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(HLS_JS),
+        std::path::PathBuf::from(HLS_JS),
+    ];
+    for path in &candidates {
+        if let Ok(body) = tokio::fs::read(path).await {
+            return (
+                [
+                    (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+                    (header::CACHE_CONTROL, "no-cache"),
+                ],
+                body,
+            )
+                .into_response();
+        }
+    }
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!(
+            "hls.js is not installed: run `npm ci --prefix web-demo` in the cohost checkout \
+             (looked for {})\n",
+            candidates
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    )
+        .into_response()
+}
+
+/// `/`, the demo files and `/vendor/hls.min.js`.
 pub fn router() -> Router {
     Router::new()
         .route("/", get(|| async { file("index.html") }))
+        .route("/vendor/hls.min.js", get(hls_js))
         .route(
             "/{file}",
             get(|axum::extract::Path(f): axum::extract::Path<String>| async move { file(&f) }),
