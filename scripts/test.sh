@@ -35,5 +35,9 @@ fi
 if [ ! -d tests/browser/node_modules ]; then
   (cd tests/browser && npm ci --no-audit --no-fund --silent)
 fi
+# hls.js for the audience page (pinned by web-demo/package-lock.json; served at /vendor/hls.min.js).
+if [ ! -d web-demo/node_modules ]; then
+  (cd web-demo && npm ci --no-audit --no-fund --silent)
+fi
 # Tests that start servers and peers are few per binary; two threads fit this 2-core box.
 cargo test --workspace --no-fail-fast "$@" -- --test-threads=2
