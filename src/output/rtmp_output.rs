@@ -517,6 +517,84 @@ mod tests {
         holder.abort();
     }
 
+    #[tokio::test]
+    async fn lagging_output_skips_to_the_next_keyframe() {
+        use super::super::chunk::{MSG_AUDIO, MSG_VIDEO};
+        use super::super::test_server::{start, MockBehaviour, MockEvent};
+        let (port, mut ev) = start(MockBehaviour {
+            pause_after_media: Some((20, Duration::from_millis(700))),
+            ..Default::default()
+        })
+        .await;
+        let url = RtmpUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/x")).unwrap();
+        let cfg = RtmpOutputConfig::new(url);
+        let (_htx, hrx) = watch::channel(SequenceHeaders::default());
+        let (ttx, trx) = broadcast::channel(32);
+        let out = RtmpOutput::spawn(cfg, hrx, trx);
+        out.subscribe_state()
+            .wait_for(|s| *s == OutputState::Live)
+            .await
+            .unwrap();
+        // Big tags, fast: the paused server's socket buffers fill, writes block, and
+        // the 32-tag channel overflows. Body: [flags, index (4 bytes), padding].
+        let producer = tokio::spawn(async move {
+            for i in 0u32..3000 {
+                let key = i % 30 == 0;
+                let audio = i % 3 == 1;
+                let mut body = vec![0u8; if audio { 300 } else { 64 * 1024 }];
+                body[0] = if audio {
+                    0xAF
+                } else if key {
+                    0x17
+                } else {
+                    0x27
+                };
+                body[1..5].copy_from_slice(&i.to_be_bytes());
+                let _ = ttx.send(FlvTag {
+                    kind: if audio {
+                        TagKind::Audio
+                    } else {
+                        TagKind::Video
+                    },
+                    timestamp_ms: i,
+                    body: Bytes::from(body),
+                    keyframe: key,
+                });
+                tokio::time::sleep(Duration::from_micros(500)).await;
+            }
+        });
+        let mut got: Vec<(u32, bool)> = Vec::new(); // (index, is keyframe video)
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while got.len() < 400 && tokio::time::Instant::now() < deadline {
+            match tokio::time::timeout(Duration::from_secs(5), ev.recv()).await {
+                Ok(Some(MockEvent::Message(_, m)))
+                    if matches!(m.type_id, MSG_AUDIO | MSG_VIDEO) && m.payload.len() >= 5 =>
+                {
+                    let i = u32::from_be_bytes(m.payload[1..5].try_into().unwrap());
+                    got.push((i, m.payload[0] == 0x17));
+                }
+                Ok(Some(_)) => {}
+                _ => break,
+            }
+        }
+        out.stop().await;
+        producer.abort();
+        assert!(got[0].1, "starts at a keyframe");
+        let mut gaps = 0;
+        for w in got.windows(2) {
+            assert!(w[1].0 > w[0].0, "in order: {:?}", w);
+            if w[1].0 > w[0].0 + 1 {
+                gaps += 1;
+                assert!(
+                    w[1].1,
+                    "after a gap ({} → {}) the output resumes at a keyframe",
+                    w[0].0, w[1].0
+                );
+            }
+        }
+        assert!(gaps >= 1, "the output never lagged; got {} tags", got.len());
+    }
+
     #[test]
     fn timeline_absorbs_clock_jumps() {
         let mut t = Timeline::default();

@@ -17,6 +17,8 @@ pub struct MockBehaviour {
     pub reject_publish: bool,
     /// Close the connection after this many audio/video messages.
     pub close_after_media: Option<usize>,
+    /// Stop reading for a while after this many audio/video messages (back-pressure).
+    pub pause_after_media: Option<(usize, std::time::Duration)>,
 }
 
 /// What the mock saw, per connection.
@@ -217,6 +219,11 @@ async fn session(
                     if b.close_after_media.is_some_and(|m| media >= m) {
                         sock.write_all(&out).await?;
                         return Ok(());
+                    }
+                    if let Some((m, d)) = b.pause_after_media {
+                        if media == m {
+                            tokio::time::sleep(d).await;
+                        }
                     }
                 }
                 _ => {
