@@ -21,6 +21,8 @@ use crate::video::{DecodeOutcome, InputDecoder};
 pub const MAX_CUE_PAYLOAD: usize = 255;
 /// Cue ids remembered for idempotence.
 const CUE_MEMORY: usize = 4096;
+/// How far `poll` may lag behind its schedule before program time pauses.
+const MAX_LAG: Duration = Duration::from_secs(1);
 /// Audio block duration.
 const BLOCK: Duration = Duration::from_millis(20);
 
@@ -507,8 +509,23 @@ impl Mixer {
     /// Produces every program picture and audio frame due up to `now`, in time order, after
     /// any pending events. The first call fixes program time zero at `now`.
     pub fn poll(&mut self, now: Duration) -> Vec<MixerOutput> {
-        let epoch = *self.epoch.get_or_insert(now);
+        let mut epoch = *self.epoch.get_or_insert(now);
         self.clock = self.clock.max(now);
+        // If the caller fell far behind (a suspended process, a starved thread), do not
+        // encode a burst of stale frames: program time pauses instead (timestamps stay
+        // continuous, the program just runs later than before).
+        let next_due = self
+            .video_due(self.next_video)
+            .min(self.audio_due(self.next_block));
+        if now > epoch + next_due + MAX_LAG {
+            let shift = now - (epoch + next_due);
+            tracing::warn!(
+                behind_ms = shift.as_millis() as u64,
+                "mixer fell behind; skipping ahead"
+            );
+            epoch += shift;
+            self.epoch = Some(epoch);
+        }
         let mut out: Vec<MixerOutput> = Vec::new();
         loop {
             let tv = epoch + self.video_due(self.next_video);
@@ -766,6 +783,78 @@ mod tests {
             }
         }
         assert_eq!(carrying, vec![100, 200]);
+    }
+
+    #[test]
+    fn long_stall_pauses_instead_of_bursting() {
+        let video_pts = |outs: &[MixerOutput]| -> Vec<u64> {
+            outs.iter()
+                .filter_map(|o| {
+                    if let MixerOutput::Video(v) = o {
+                        Some(v.pts_ms)
+                    } else {
+                        None
+                    }
+                })
+                .collect()
+        };
+        let mut m = Mixer::new(small()).expect("mixer");
+        let _ = m.poll(Duration::ZERO);
+        // 30 s late: no burst of 300 stale frames; only what is due right now (one audio block).
+        let outs = m.poll(Duration::from_secs(30));
+        assert!(video_pts(&outs).is_empty());
+        assert_eq!(
+            outs.iter()
+                .filter(|o| matches!(o, MixerOutput::Opus(_)))
+                .count(),
+            1
+        );
+        // Then the schedule continues at the normal rate with continuous timestamps.
+        let outs = m.poll(Duration::from_secs(30) + Duration::from_millis(500));
+        assert_eq!(video_pts(&outs), vec![100, 200, 300, 400, 500]);
+    }
+
+    #[test]
+    fn speaker_layout_follows_the_dominant_speaker() {
+        let mut m = Mixer::new(MixConfig {
+            layout: Layout::template(Template::Speaker),
+            ..small()
+        })
+        .expect("mixer");
+        m.add_input("host", true);
+        m.add_input("guest", false);
+        let tone: Vec<f32> = (0..960)
+            .flat_map(|i| {
+                let s = 0.3 * (i as f32 * 0.06).sin();
+                [s, s]
+            })
+            .collect();
+        let big = |m: &Mixer| {
+            m.state()
+                .regions
+                .iter()
+                .max_by_key(|r| r.w * r.h)
+                .map(|r| r.identity.clone())
+                .unwrap_or_default()
+        };
+        let mut t = 0u64;
+        let mut step = |m: &mut Mixer, until: u64| {
+            while t <= until {
+                m.push_pcm("guest", &tone);
+                let _ = m.poll(Duration::from_millis(t));
+                t += 20;
+            }
+        };
+        step(&mut m, 500);
+        assert_eq!(big(&m), "host", "the host stays large for the first second");
+        step(&mut m, 1600);
+        assert_eq!(
+            big(&m),
+            "guest",
+            "the guest took over after talking for over 1 s"
+        );
+        let levels: Vec<f32> = m.state().inputs.iter().map(|i| i.audio_level).collect();
+        assert!(levels[0] < 0.05 && levels[1] > 0.5, "{levels:?}");
     }
 
     #[test]
