@@ -89,12 +89,15 @@ struct Running {
     stop_timer: Option<JoinHandle<()>>,
 }
 
+/// A WHEP program viewer: its connection and tasks.
+type Viewer = (Arc<dyn PeerConnection>, Vec<JoinHandle<()>>);
+
 struct RoomProgram {
     mix: MixConfig,
     outputs: ProgramOutputs,
     running: Option<Running>,
     media_tx: broadcast::Sender<ProgramMedia>,
-    viewers: HashMap<String, (Arc<dyn PeerConnection>, Vec<JoinHandle<()>>)>,
+    viewers: HashMap<String, Viewer>,
     cue_times: VecDeque<Instant>,
     layout: Layout,
 }
@@ -294,7 +297,7 @@ impl Programs {
                                 .video_bytes
                                 .fetch_add(v.data.len() as u64, Ordering::Relaxed);
                             let _ = media_tx.send(ProgramMedia::Video {
-                                data: Bytes::from(v.data),
+                                data: v.data,
                                 keyframe: v.keyframe,
                             });
                         }
@@ -302,9 +305,7 @@ impl Programs {
                             metrics.audio_frames.fetch_add(1, Ordering::Relaxed);
                         }
                         MixerOutput::Opus(op) => {
-                            let _ = media_tx.send(ProgramMedia::Opus {
-                                data: Bytes::from(op.data),
-                            });
+                            let _ = media_tx.send(ProgramMedia::Opus { data: op.data });
                         }
                         MixerOutput::Event(MixerEvent::RequestKeyframe(id)) => {
                             metrics.keyframe_requests.fetch_add(1, Ordering::Relaxed);
