@@ -336,6 +336,7 @@ pub struct AacEncoder {
     pcm16: Vec<i16>,
     out: Vec<u8>,
     frames_out: u64,
+    delay: u64,
 }
 
 impl std::fmt::Debug for AacEncoder {
@@ -371,6 +372,12 @@ impl AacEncoder {
         } else {
             asc
         };
+        // Encoder delay (priming) in samples per channel; 2048 for AAC-LC in fdk-aac.
+        let delay = if info.nDelay > 0 && info.nDelay < 8192 {
+            u64::from(info.nDelay)
+        } else {
+            2048
+        };
         Ok(AacEncoder {
             enc,
             asc,
@@ -378,6 +385,7 @@ impl AacEncoder {
             pcm16: Vec::new(),
             out: vec![0; 8192],
             frames_out: 0,
+            delay,
         })
     }
 
@@ -386,8 +394,15 @@ impl AacEncoder {
         &self.asc
     }
 
-    /// Feeds interleaved stereo samples; returns the raw AAC access units completed, each with
-    /// its index (the n-th access unit starts at sample `n * 1024`).
+    /// The encoder's priming delay in samples per channel.
+    pub fn delay_samples(&self) -> u64 {
+        self.delay
+    }
+
+    /// Feeds interleaved stereo samples; returns the raw AAC access units completed, each
+    /// with the program sample position of its first sample. The encoder's priming delay is
+    /// compensated: access units that would start before sample 0 (pure priming) are
+    /// dropped, so the decoded audio lines up with its timestamps.
     pub fn encode(&mut self, samples: &[f32]) -> Vec<(u64, Vec<u8>)> {
         self.pending.extend_from_slice(samples);
         let mut out = Vec::new();
@@ -397,9 +412,10 @@ impl AacEncoder {
             to_i16(&block, &mut self.pcm16);
             match self.enc.encode(&self.pcm16, &mut self.out) {
                 Ok(info) if info.output_size > 0 => {
-                    if let Some(au) = self.out.get(..info.output_size) {
-                        out.push((self.frames_out, au.to_vec()));
-                        self.frames_out += 1;
+                    let start = (self.frames_out * AAC_FRAMES as u64).checked_sub(self.delay);
+                    self.frames_out += 1;
+                    if let (Some(start), Some(au)) = (start, self.out.get(..info.output_size)) {
+                        out.push((start, au.to_vec()));
                     }
                 }
                 Ok(_) => {}
@@ -576,6 +592,7 @@ mod tests {
             n += enc.encode(&sine(440.0, 0.5, 960, i * 960)).len();
         }
         // 48000 frames / 1024 = 46 access units, minus the encoder's priming.
-        assert!((40..=47).contains(&n), "{n}");
+        assert_eq!(enc.delay_samples(), 2048);
+        assert!((40..=45).contains(&n), "{n}");
     }
 }

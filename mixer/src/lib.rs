@@ -43,8 +43,9 @@
 //! - After any decode error an input shows its last good picture until the next IDR decodes
 //!   (never a smeared picture), and keyframe requests are throttled to one per
 //!   `keyframe_request_interval_ms` per input.
-//! - AAC timestamps count encoder output frames (`k * 1024 / 48` ms); fdk-aac's priming
-//!   delay (a few ms of silence at the start) is not compensated.
+//! - AAC: fdk-aac's priming delay (2048 samples) is compensated by dropping the first two
+//!   access units, so access unit `k` carries program samples from `1024 k` and its
+//!   timestamp is `1024 k / 48` ms; decoded audio lines up with the video clock.
 //! - OpenH264 runs with frame skipping off so the program keeps its exact frame rate; on very
 //!   hard content it can overshoot the bitrate (it warns about this at start-up).
 //!

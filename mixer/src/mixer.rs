@@ -7,8 +7,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::audio::{
-    AacEncoder, JitterBuffer, LevelMeter, Limiter, OpusEncoder, AAC_FRAMES, BLOCK_FRAMES, CHANNELS,
-    SAMPLE_RATE,
+    AacEncoder, JitterBuffer, LevelMeter, Limiter, OpusEncoder, BLOCK_FRAMES, CHANNELS, SAMPLE_RATE,
 };
 use crate::compose::{identity_color, Compositor, I420Frame, Yuv};
 use crate::config::{CueError, MixConfig, MixerError};
@@ -684,10 +683,10 @@ impl Mixer {
                 pts_ms: m * 20,
             }));
         }
-        for (k, au) in self.aac.encode(&self.mix_buf) {
+        for (start, au) in self.aac.encode(&self.mix_buf) {
             out.push(MixerOutput::Audio(AacFrame {
                 data: Bytes::from(au),
-                pts_ms: k * AAC_FRAMES as u64 * 1000 / u64::from(SAMPLE_RATE),
+                pts_ms: start * 1000 / u64::from(SAMPLE_RATE),
             }));
         }
     }

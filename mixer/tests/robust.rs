@@ -332,3 +332,54 @@ fn opus_input_through_jitter_buffer_reaches_aac() {
         .count();
     assert!((95..=101).contains(&opus), "opus {opus}");
 }
+
+#[test]
+fn audio_lines_up_with_the_program_clock() {
+    use mixer::mux::flv::{FlvMuxer, Metadata};
+    use mixer::Mixer;
+    use std::time::Duration;
+    // A tone that starts at program time 1000 ms must be heard at 1000 ms in the decoded
+    // program (encoder priming compensated), and the picture that changes at the same
+    // moment must be the one stamped 1000 ms.
+    let dir = tempfile::tempdir().unwrap();
+    let c = cfg(160, 90);
+    let mut m = Mixer::new(c.clone()).unwrap();
+    m.add_input("a", true);
+    let asc = m.audio_specific_config();
+    let mut mux = FlvMuxer::new();
+    let mut bytes = mux.header(&Metadata {
+        width: 160,
+        height: 90,
+        fps: 30.0,
+        video_kbps: 1500,
+        audio_kbps: 128,
+    });
+    let mut pos = 0usize;
+    for t in (0..=2000u64).step_by(10) {
+        while pos as u64 * 1000 / 48_000 <= t + 20 {
+            let block = if pos >= 48_000 {
+                sine(500.0, 0.5, 960, pos)
+            } else {
+                vec![0.0; 1920]
+            };
+            m.push_pcm("a", &block);
+            pos += 960;
+        }
+        for o in m.poll(Duration::from_millis(t)) {
+            match o {
+                MixerOutput::Video(v) => bytes.extend(mux.video(&v.data, v.pts_ms, v.keyframe)),
+                MixerOutput::Audio(a) => bytes.extend(mux.audio(&a.data, a.pts_ms, &asc)),
+                _ => {}
+            }
+        }
+    }
+    let path = dir.path().join("sync.flv");
+    std::fs::write(&path, bytes).unwrap();
+    let audio = decode_audio(&path);
+    let onset = audio.iter().position(|s| s.abs() > 0.1).unwrap();
+    let onset_ms = onset as f64 / 48.0;
+    assert!(
+        (995.0..=1010.0).contains(&onset_ms),
+        "tone heard at {onset_ms} ms"
+    );
+}
