@@ -30,6 +30,8 @@ use crate::mixer::{CueAck, MixState, Mixer, MixerOutput};
 /// Capacity of the driver's input queue.
 pub const QUEUE_CAPACITY: usize = 1024;
 
+type CueReply = Box<dyn FnOnce(Result<CueAck, CueError>) + Send>;
+
 enum Command {
     AddInput(String, bool),
     RemoveInput(String),
@@ -37,12 +39,7 @@ enum Command {
     Opus(String, Bytes, u32),
     Pcm(String, Vec<f32>),
     SetLayout(Layout),
-    Cue(
-        String,
-        serde_json::Value,
-        u32,
-        SyncSender<Result<CueAck, CueError>>,
-    ),
+    Cue(String, serde_json::Value, u32, CueReply),
     RequestKeyframe,
     Headers(SyncSender<Headers>),
     State(SyncSender<MixState>),
@@ -58,40 +55,19 @@ pub struct Headers {
     pub audio_specific_config: Vec<u8>,
 }
 
-/// Handle to a mixer thread. Dropping it stops the thread.
-#[derive(Debug)]
-pub struct MixerDriver {
+/// A cheap, cloneable sender of inputs and commands to a running mixer thread.
+#[derive(Debug, Clone)]
+pub struct MixerHandle {
     tx: SyncSender<Command>,
-    join: Option<JoinHandle<()>>,
 }
 
-impl MixerDriver {
-    /// Creates the mixer and starts its thread; `sink` receives every output.
-    pub fn spawn<F>(config: MixConfig, sink: F) -> Result<Self, MixerError>
-    where
-        F: FnMut(MixerOutput) + Send + 'static,
-    {
-        let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
-        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
-        let join = std::thread::Builder::new()
-            .name("cohost-mixer".into())
-            .spawn(move || match Mixer::new(config) {
-                Ok(m) => {
-                    let _ = ready_tx.send(Ok(()));
-                    run(m, rx, sink);
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                }
-            })
-            .map_err(|_| MixerError::Stopped)?;
-        ready_rx.recv().map_err(|_| MixerError::Stopped)??;
-        Ok(MixerDriver {
-            tx,
-            join: Some(join),
-        })
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Command")
     }
+}
 
+impl MixerHandle {
     fn send(&self, c: Command) -> Result<(), MixerError> {
         self.tx.send(c).map_err(|_| MixerError::Stopped)
     }
@@ -103,7 +79,7 @@ impl MixerDriver {
         })
     }
 
-    /// Adds an input.
+    /// Adds an input (queues a keyframe request for it).
     pub fn add_input(&self, identity: &str, is_host: bool) -> Result<(), MixerError> {
         self.send(Command::AddInput(identity.to_owned(), is_host))
     }
@@ -143,40 +119,106 @@ impl MixerDriver {
         self.send(Command::SetLayout(layout))
     }
 
-    /// Asks for an IDR picture next.
+    /// Asks for an IDR picture next (a new RTMP/HLS/WHEP consumer).
     pub fn request_keyframe(&self) -> Result<(), MixerError> {
         self.send(Command::RequestKeyframe)
     }
 
-    /// Queues a cue and waits for its answer.
+    /// Queues a cue; `reply` runs on the mixer thread with the answer (use it to complete
+    /// an async oneshot). Fails only if the mixer is gone (then `reply` is not called).
+    pub fn cue_then<F>(
+        &self,
+        id: &str,
+        data: serde_json::Value,
+        repeat: u32,
+        reply: F,
+    ) -> Result<(), MixerError>
+    where
+        F: FnOnce(Result<CueAck, CueError>) + Send + 'static,
+    {
+        self.send(Command::Cue(id.to_owned(), data, repeat, Box::new(reply)))
+    }
+
+    /// Queues a cue and waits for its answer (at most about one frame).
     pub fn cue(&self, id: &str, data: serde_json::Value, repeat: u32) -> Result<CueAck, CueError> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.send(Command::Cue(id.to_owned(), data, repeat, tx))
-            .map_err(|_| CueError::Stopped)?;
+        self.cue_then(id, data, repeat, move |r| {
+            let _ = tx.send(r);
+        })
+        .map_err(|_| CueError::Stopped)?;
         rx.recv().map_err(|_| CueError::Stopped)?
     }
 
-    /// The codec headers for muxers.
+    /// The codec headers for muxers (waits for the mixer thread).
     pub fn headers(&self) -> Result<Headers, MixerError> {
         let (tx, rx) = mpsc::sync_channel(1);
         self.send(Command::Headers(tx))?;
         rx.recv().map_err(|_| MixerError::Stopped)
     }
 
-    /// A status snapshot.
+    /// A status snapshot (waits for the mixer thread).
     pub fn state(&self) -> Result<MixState, MixerError> {
         let (tx, rx) = mpsc::sync_channel(1);
         self.send(Command::State(tx))?;
         rx.recv().map_err(|_| MixerError::Stopped)
     }
+}
 
-    /// Stops the thread and waits for it.
+/// Owner of a mixer thread: a [`MixerHandle`] (through `Deref`) that also stops and joins
+/// the thread when stopped or dropped.
+#[derive(Debug)]
+pub struct MixerDriver {
+    handle: MixerHandle,
+    join: Option<JoinHandle<()>>,
+}
+
+impl std::ops::Deref for MixerDriver {
+    type Target = MixerHandle;
+    fn deref(&self) -> &MixerHandle {
+        &self.handle
+    }
+}
+
+impl MixerDriver {
+    /// Creates the mixer and starts its thread; `sink` receives every output, on the mixer
+    /// thread, in time order.
+    pub fn spawn<F>(config: MixConfig, sink: F) -> Result<Self, MixerError>
+    where
+        F: FnMut(MixerOutput) + Send + 'static,
+    {
+        let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
+        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+        let join = std::thread::Builder::new()
+            .name("cohost-mixer".into())
+            .spawn(move || match Mixer::new(config) {
+                Ok(m) => {
+                    let _ = ready_tx.send(Ok(()));
+                    run(m, rx, sink);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            })
+            .map_err(|_| MixerError::Stopped)?;
+        ready_rx.recv().map_err(|_| MixerError::Stopped)??;
+        Ok(MixerDriver {
+            handle: MixerHandle { tx },
+            join: Some(join),
+        })
+    }
+
+    /// A cloneable handle for other threads/tasks.
+    pub fn handle(&self) -> MixerHandle {
+        self.handle.clone()
+    }
+
+    /// Stops the thread and waits for it. Clones of the handle then get `Stopped`.
     pub fn stop(mut self) {
         self.shutdown();
     }
 
     fn shutdown(&mut self) {
-        let _ = self.tx.send(Command::Stop);
+        let _ = self.handle.tx.send(Command::Stop);
         if let Some(j) = self.join.take() {
             let _ = j.join();
         }
@@ -213,9 +255,7 @@ fn run<F: FnMut(MixerOutput)>(mut mixer: Mixer, rx: Receiver<Command>, mut sink:
                     Command::Opus(id, p, ts) => mixer.push_opus(&id, &p, ts, at),
                     Command::Pcm(id, s) => mixer.push_pcm(&id, &s),
                     Command::SetLayout(l) => mixer.set_layout(l),
-                    Command::Cue(id, data, repeat, reply) => {
-                        let _ = reply.send(mixer.cue(&id, data, repeat));
-                    }
+                    Command::Cue(id, data, repeat, reply) => reply(mixer.cue(&id, data, repeat)),
                     Command::RequestKeyframe => mixer.request_keyframe(),
                     Command::Headers(reply) => {
                         let _ = reply.send(Headers {
@@ -263,6 +303,13 @@ mod tests {
         .expect("spawn");
         d.add_input("a", true).expect("add");
         let ack = d.cue("c1", serde_json::json!(1), 1).expect("cue");
+        let h2 = d.handle();
+        let (tx, rx) = mpsc::sync_channel(1);
+        h2.cue_then("c2", serde_json::json!(2), 1, move |r| {
+            let _ = tx.send(r);
+        })
+        .expect("cue_then");
+        assert!(rx.recv().expect("reply").is_ok());
         assert_eq!(
             d.cue("c1", serde_json::json!(2), 1).expect("dup").pts_ms,
             ack.pts_ms
@@ -273,6 +320,10 @@ mod tests {
         assert_eq!(h.audio_specific_config, vec![0x11, 0x90]);
         assert_eq!(d.state().expect("state").inputs.len(), 1);
         d.stop();
+        assert!(matches!(
+            h2.add_input("late", false),
+            Err(MixerError::Stopped)
+        ));
         let (v, a) = *seen.lock().expect("lock");
         // ~10 pictures and ~23 AAC frames in 0.5 s; allow scheduling slack.
         assert!((7..=13).contains(&v), "video {v}");
