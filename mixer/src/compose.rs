@@ -185,10 +185,11 @@ impl I420Frame {
     /// diagnostics).
     pub fn mean(&self, p: usize, x: u32, y: u32, w: u32, h: u32) -> f64 {
         let (buf, pw, ph) = self.plane(p);
+        let (xe, ye) = (x.saturating_add(w), y.saturating_add(h));
         let (x0, y0, x1, y1) = if p == 0 {
-            (x, y, x + w, y + h)
+            (x, y, xe, ye)
         } else {
-            (x / 2, y / 2, (x + w) / 2, (y + h) / 2)
+            (x / 2, y / 2, xe / 2, ye / 2)
         };
         let (x1, y1) = (x1.min(pw), y1.min(ph));
         let mut sum = 0u64;
@@ -251,8 +252,8 @@ pub fn fit_geometry(sw: u32, sh: u32, region: &Region, fit: Fit) -> (CropRect, D
         }
         Fit::Letterbox => {
             let scale = (rw / sw_f).min(rh / sh_f);
-            let dw = (((sw_f * scale) as u32) & !1).clamp(2, region.w);
-            let dh = (((sh_f * scale) as u32) & !1).clamp(2, region.h);
+            let dw = (((sw_f * scale) as u32) & !1).max(2).min(region.w);
+            let dh = (((sh_f * scale) as u32) & !1).max(2).min(region.h);
             let dx = region.x + (((region.w - dw) / 2) & !1);
             let dy = region.y + (((region.h - dh) / 2) & !1);
             ((0.0, 0.0, sw_f, sh_f), (dx, dy, dw, dh))

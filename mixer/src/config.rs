@@ -106,6 +106,12 @@ impl MixConfig {
         if !(32..=320).contains(&self.audio_kbps) {
             return bad(format!("audio_kbps {} not in 32..=320", self.audio_kbps));
         }
+        if self.jitter_ms > 2000
+            || self.stall_timeout_ms > 3_600_000
+            || self.keyframe_request_interval_ms > 60_000
+        {
+            return bad("jitter_ms <= 2000, stall_timeout_ms <= 3600000, keyframe_request_interval_ms <= 60000".into());
+        }
         if !(self.gop_s > 0.0 && self.gop_s <= 60.0) {
             return bad(format!("gop_s {} not in (0, 60]", self.gop_s));
         }

@@ -18,6 +18,8 @@ use crate::video::{DecodeOutcome, InputDecoder};
 
 /// Largest cue SEI payload (16-byte UUID + JSON user data), per CONTRACT.
 pub const MAX_CUE_PAYLOAD: usize = 255;
+/// Most frames one cue is repeated in.
+pub const MAX_CUE_REPEAT: u32 = 300;
 /// Cue ids remembered for idempotence.
 const CUE_MEMORY: usize = 4096;
 /// How far `poll` may lag behind its schedule before program time pauses.
@@ -398,7 +400,7 @@ impl Mixer {
     }
 
     /// Stamps a cue into the next encoded frame and `repeat - 1` following frames
-    /// (`repeat` 0 counts as 1). The same id again returns the first answer (with
+    /// (`repeat` is clamped to `1..=`[`MAX_CUE_REPEAT`]). The same id again returns the first answer (with
     /// `duplicate` set) and queues nothing. Fails if the SEI payload would exceed 255 bytes.
     pub fn cue(
         &mut self,
@@ -426,7 +428,7 @@ impl Mixer {
         }
         self.cues.push(PendingCue {
             sei: nal::build_user_data_sei(&nal::CUE_SEI_UUID, &json),
-            remaining: repeat.max(1),
+            remaining: repeat.clamp(1, MAX_CUE_REPEAT),
         });
         let ack = CueAck {
             id: id.to_owned(),
