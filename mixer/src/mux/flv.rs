@@ -150,6 +150,15 @@ pub fn on_metadata_body(m: &Metadata) -> Vec<u8> {
     out
 }
 
+/// RTMP data message (type 18) body for publishing metadata: AMF0 `"@setDataFrame"` followed
+/// by the [`on_metadata_body`] (what encoders such as OBS and ffmpeg send after `publish`).
+pub fn set_data_frame_body(m: &Metadata) -> Vec<u8> {
+    let mut out = vec![0x02];
+    amf_string_raw(&mut out, "@setDataFrame");
+    out.extend_from_slice(&on_metadata_body(m));
+    out
+}
+
 /// Builds an FLV file from program outputs: header and metadata first, then sequence
 /// headers before the first keyframe (and again when the SPS/PPS change), dropping pictures
 /// before the first keyframe and audio before the first picture.
@@ -305,6 +314,21 @@ mod tests {
         let pos = b.windows(5).position(|w| w == b"width").expect("width");
         assert_eq!(b[pos + 5], 0);
         assert_eq!(&b[pos + 6..pos + 14], &1280.0f64.to_be_bytes());
+    }
+
+    #[test]
+    fn set_data_frame_prefix() {
+        let m = Metadata {
+            width: 2,
+            height: 2,
+            fps: 1.0,
+            video_kbps: 1,
+            audio_kbps: 1,
+        };
+        let b = set_data_frame_body(&m);
+        assert_eq!(&b[..3], &[2, 0, 13]);
+        assert_eq!(&b[3..16], b"@setDataFrame");
+        assert_eq!(&b[16..], &on_metadata_body(&m)[..]);
     }
 
     #[test]
