@@ -69,6 +69,20 @@ fn golden_two_inputs_grid_layout_change_cue_audio() {
 
     // Size and frame count.
     assert_eq!(probe(&res.flv), (640, 360, 90));
+    // onMetaData parsed by ffmpeg's FLV demuxer (unknown keys become format tags).
+    let tags = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format_tags=encoder",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&res.flv)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&tags.stdout).trim(), "cohost");
     let videos = res.videos();
     assert_eq!(videos.len(), 90);
     let keyframes: Vec<usize> = videos

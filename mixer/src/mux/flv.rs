@@ -133,7 +133,7 @@ pub fn on_metadata_body(m: &Metadata) -> Vec<u8> {
     out.push(0x02);
     amf_string_raw(&mut out, "onMetaData");
     out.push(0x08);
-    out.extend_from_slice(&11u32.to_be_bytes());
+    out.extend_from_slice(&12u32.to_be_bytes());
     amf_number(&mut out, "duration", 0.0);
     amf_number(&mut out, "width", f64::from(m.width));
     amf_number(&mut out, "height", f64::from(m.height));
@@ -146,6 +146,9 @@ pub fn on_metadata_body(m: &Metadata) -> Vec<u8> {
     amf_string_raw(&mut out, "stereo");
     out.extend_from_slice(&[0x01, 0x01]);
     amf_number(&mut out, "audiocodecid", 10.0);
+    amf_string_raw(&mut out, "encoder");
+    out.push(0x02);
+    amf_string_raw(&mut out, "cohost");
     out.extend_from_slice(&[0, 0, 9]);
     out
 }
@@ -308,7 +311,7 @@ mod tests {
             &b[..13],
             &[2, 0, 10, b'o', b'n', b'M', b'e', b't', b'a', b'D', b'a', b't', b'a']
         );
-        assert_eq!(&b[13..18], &[8, 0, 0, 0, 11]);
+        assert_eq!(&b[13..18], &[8, 0, 0, 0, 12]);
         assert!(b.ends_with(&[0, 0, 9]));
         // "width" key followed by number 1280.0
         let pos = b.windows(5).position(|w| w == b"width").expect("width");
