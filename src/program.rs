@@ -717,26 +717,31 @@ impl ProgramControl for Programs {
         }
     }
 
-    fn room_info(&self, room: &str) -> Value {
-        let g = lock(&self.rooms);
-        let Some(r) = g.get(room) else {
-            return Value::Null;
+    async fn room_info(&self, room: &str) -> Value {
+        let (mut info, driver) = {
+            let g = lock(&self.rooms);
+            let Some(r) = g.get(room) else {
+                return Value::Null;
+            };
+            let info = json!({
+                "running": r.running.is_some(),
+                "mix": r.mix,
+                "layout": r.layout,
+                "outputs": r.outputs.outputs(),
+                "hls": format!("/live/{room}/index.m3u8"),
+                "whep_viewers": r.viewers.len(),
+            });
+            (info, r.running.as_ref().map(|x| x.driver.handle()))
         };
-        let state = r.running.as_ref().and_then(|x| {
-            let d = x.driver.clone();
-            // The state call is a short round trip to the mixer thread.
-            tokio::task::block_in_place(|| d.state().ok())
-        });
-        json!({
-            "running": r.running.is_some(),
-            "mix": r.mix,
-            "layout": r.layout,
-            "regions": state.as_ref().map(|s| &s.regions),
-            "frames": state.as_ref().map(|s| s.video_frames),
-            "outputs": r.outputs.outputs(),
-            "hls": format!("/live/{room}/index.m3u8"),
-            "whep_viewers": r.viewers.len(),
-        })
+        if let Some(h) = driver {
+            // A short round trip to the mixer thread, off the async workers.
+            if let Ok(Ok(st)) = tokio::task::spawn_blocking(move || h.state()).await {
+                info["regions"] = json!(st.regions);
+                info["frames"] = json!(st.video_frames);
+                info["inputs"] = json!(st.inputs);
+            }
+        }
+        info
     }
 
     fn set_layout(&self, room: &str, layout: Value) -> Result<Value, MediaError> {
@@ -755,7 +760,7 @@ impl ProgramControl for Programs {
         serde_json::to_value(&l).map_err(|e| MediaError::Internal(e.to_string()))
     }
 
-    fn cue(
+    async fn cue(
         &self,
         room: &str,
         id: &str,
@@ -794,8 +799,17 @@ impl ProgramControl for Programs {
         let Some(driver) = driver else {
             return Err(MediaError::Unavailable("no program".into()));
         };
-        let ack =
-            tokio::task::block_in_place(|| driver.cue(id, data, repeat)).map_err(cue_error)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        driver
+            .handle()
+            .cue_then(id, data, repeat, move |r| {
+                let _ = tx.send(r);
+            })
+            .map_err(|e| MediaError::Unavailable(e.to_string()))?;
+        let ack = rx
+            .await
+            .map_err(|_| MediaError::Unavailable("the program stopped".into()))?
+            .map_err(cue_error)?;
         if ack.duplicate {
             // An id seen before is not a second cue: give its slot back.
             if let Some(r) = lock(&self.rooms).get_mut(room) {

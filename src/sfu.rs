@@ -822,7 +822,10 @@ impl MediaBackend for SfuBackend {
                 })
                 .unwrap_or_default()
         };
-        let program = self.program.as_ref().map(|p| p.room_info(room));
+        let program = match &self.program {
+            Some(p) => Some(p.room_info(room).await),
+            None => None,
+        };
         serde_json::json!({"tracks": tracks, "program": program})
     }
     async fn set_layout(
@@ -844,7 +847,7 @@ impl MediaBackend for SfuBackend {
         at_capture_ms: Option<f64>,
     ) -> Result<CueAck, MediaError> {
         match &self.program {
-            Some(p) => p.cue(room, id, data, repeat, at_capture_ms),
+            Some(p) => p.cue(room, id, data, repeat, at_capture_ms).await,
             None => Err(MediaError::Unavailable("no program pipeline".into())),
         }
     }
@@ -876,7 +879,7 @@ pub trait ProgramControl: Send + Sync + 'static {
     /// Drops a room's program.
     fn close_room(&self, room: &str);
     /// Program state for the API.
-    fn room_info(&self, room: &str) -> serde_json::Value;
+    async fn room_info(&self, room: &str) -> serde_json::Value;
     /// Applies a layout.
     fn set_layout(
         &self,
@@ -884,7 +887,7 @@ pub trait ProgramControl: Send + Sync + 'static {
         layout: serde_json::Value,
     ) -> Result<serde_json::Value, MediaError>;
     /// Stamps a cue.
-    fn cue(
+    async fn cue(
         &self,
         room: &str,
         id: &str,
