@@ -383,3 +383,36 @@ fn audio_lines_up_with_the_program_clock() {
         "tone heard at {onset_ms} ms"
     );
 }
+
+#[test]
+fn input_that_starts_late_shows_placeholder_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let red = Yuv::from_rgb(220, 30, 30);
+    let mut video: Vec<Option<Vec<u8>>> = (0..30).map(|_| None).collect();
+    video.extend(pattern(red, 40));
+    let res = run(
+        cfg(320, 180),
+        &[solo("late", video, None)],
+        60,
+        dir.path(),
+        "late",
+        |_, _| {},
+    );
+    let frames = decode_frames(&res.flv, 320, 180);
+    assert_color(
+        &frames[10],
+        60,
+        20,
+        200,
+        100,
+        identity_color("late"),
+        12.0,
+        "before",
+    );
+    assert_color(&frames[40], 60, 20, 200, 100, red, 12.0, "after");
+    // No stall events for an input that never had video yet.
+    assert!(res
+        .events()
+        .iter()
+        .all(|e| matches!(e, MixerEvent::RequestKeyframe(_))));
+}
