@@ -806,16 +806,18 @@ impl ProgramControl for Programs {
                 let _ = tx.send(r);
             })
             .map_err(|e| MediaError::Unavailable(e.to_string()))?;
-        let ack = rx
+        let res = rx
             .await
-            .map_err(|_| MediaError::Unavailable("the program stopped".into()))?
-            .map_err(cue_error)?;
-        if ack.duplicate {
-            // An id seen before is not a second cue: give its slot back.
+            .map_err(|_| MediaError::Unavailable("the program stopped".into()))
+            .and_then(|r| r.map_err(cue_error));
+        if res.as_ref().map_or(true, |a| a.duplicate) {
+            // A refused cue, or an id seen before, is not a new cue: give its slot back.
             if let Some(r) = lock(&self.rooms).get_mut(room) {
                 r.cue_times.pop_back();
             }
-        } else {
+        }
+        let ack = res?;
+        if !ack.duplicate {
             self.metrics.cues.fetch_add(1, Ordering::Relaxed);
         }
         Ok(CueAck {
