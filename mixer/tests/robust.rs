@@ -324,13 +324,34 @@ fn opus_input_through_jitter_buffer_reaches_aac() {
     let p = tone_power(body, 660.0);
     let off = tone_power(body, 1500.0);
     assert!(p > 1000.0 * off && p > 1e-3, "660 {p} off {off}");
-    // Opus program packets: one per 20 ms.
-    let opus = res
+    // Opus program packets: one per 20 ms, 20 ms apart, and they carry the tone too.
+    let packets: Vec<&mixer::OpusFrame> = res
         .outputs
         .iter()
-        .filter(|o| matches!(o, MixerOutput::Opus(_)))
-        .count();
-    assert!((95..=101).contains(&opus), "opus {opus}");
+        .filter_map(|o| {
+            if let MixerOutput::Opus(p) = o {
+                Some(p)
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert!(
+        (95..=101).contains(&packets.len()),
+        "opus {}",
+        packets.len()
+    );
+    assert!(packets.windows(2).all(|w| w[1].pts_ms == w[0].pts_ms + 20));
+    let mut dec = opus::Decoder::new(48_000, opus::Channels::Stereo).unwrap();
+    let mut pcm = Vec::new();
+    let mut buf = vec![0f32; 5760 * 2];
+    for p in &packets {
+        let n = dec.decode_float(&p.data, &mut buf, false).unwrap();
+        assert_eq!(n, 960);
+        pcm.extend(buf[..n * 2].chunks(2).map(|c| c[0]));
+    }
+    let body = &pcm[9600..];
+    assert!(tone_power(body, 660.0) > 1000.0 * tone_power(body, 1500.0));
 }
 
 #[test]
@@ -415,4 +436,63 @@ fn input_that_starts_late_shows_placeholder_first() {
         .events()
         .iter()
         .all(|e| matches!(e, MixerEvent::RequestKeyframe(_))));
+}
+
+#[test]
+fn custom_regions_z_order_and_letterbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let red = Yuv::from_rgb(220, 30, 30);
+    let blue = Yuv::from_rgb(30, 30, 220);
+    let inputs = [
+        solo("a", pattern(red, 20), None),
+        TestInput {
+            identity: "b".into(),
+            is_host: false,
+            video: pattern(blue, 20),
+            tone: None,
+            opus: false,
+        },
+    ];
+    // "b" (z 1) sits on top of "a" (z 0, full canvas); "b" is 16:9 letterboxed into a
+    // square region, so background bars appear above and below it.
+    let layout: mixer::Layout = serde_json::from_value(json!({"regions": [
+        {"identity": "b", "x": 200, "y": 20, "w": 100, "h": 100, "z": 1, "fit": "letterbox"},
+        {"identity": "a", "x": 0, "y": 0, "w": 320, "h": 180, "z": 0}
+    ]}))
+    .unwrap();
+    let c = MixConfig {
+        layout,
+        ..cfg(320, 180)
+    };
+    let res = run(c, &inputs, 15, dir.path(), "custom", |_, _| {});
+    let f = &decode_frames(&res.flv, 320, 180)[14];
+    assert_color(f, 20, 20, 140, 140, red, 12.0, "a behind");
+    // 100x100 region, 16:9 source: 100x56 picture centred (y 42..98), bars of background.
+    assert_color(f, 210, 50, 80, 40, blue, 14.0, "b on top");
+    assert_color(
+        f,
+        204,
+        22,
+        92,
+        16,
+        Yuv::from_rgb(0, 0, 0),
+        12.0,
+        "bar above",
+    );
+    assert_color(
+        f,
+        204,
+        102,
+        92,
+        16,
+        Yuv::from_rgb(0, 0, 0),
+        12.0,
+        "bar below",
+    );
+    // The layout SEI lists both regions, lowest z first.
+    let d = nal::find_user_data(&res.videos()[0].data, &nal::LAYOUT_SEI_UUID);
+    let j: serde_json::Value = serde_json::from_slice(&d[0]).unwrap();
+    assert_eq!(j["regions"][0]["identity"], "a");
+    assert_eq!(j["regions"][1]["identity"], "b");
+    assert_eq!(j["regions"][1]["z"], 1);
 }
