@@ -19,16 +19,16 @@
 //! Each scenario runs two phases after a one-second warm-up:
 //! - `paced`: 30 frames/s per publisher (~272 packets/s, ~2.4 Mbit/s), a realistic camera.
 //! - `max`: as fast as possible with at most `SFU_BENCH_WINDOW` packets per publisher in flight
-//!   (sent but not yet received by its slowest subscriber). Much larger windows overrun
-//!   webrtc-rs's 256-event track queues and the sockets and lose packets, also without the
-//!   server (`direct`).
+//!   (sent but not yet received by its slowest subscriber). Much larger windows overflow the
+//!   UDP receive buffers and lose packets, also without the server (`direct`).
 //!
 //! Run: `cargo bench --bench sfu_forward`. Environment: `SFU_BENCH_SCENARIOS` (default
 //! `direct,1x1,2x2,1x8,4x4`: N publishers x M subscribers each; `direct` is one publisher
 //! peer connected straight to one subscriber peer, no server: the client-side baseline),
 //! `SFU_BENCH_SECS` (measured seconds per phase, default 4), `SFU_BENCH_WINDOW` (default 64),
 //! `SFU_BENCH_SERVER_THREADS` (server tokio workers, default: one per core),
-//! `SFU_BENCH_WITH_PROGRAM` (set: leave the program pipeline attached).
+//! `SFU_BENCH_WITH_PROGRAM` (set: leave the program pipeline attached), `SFU_BENCH_NO_NACK`
+//! (set: the clients do not offer generic NACK, so nobody retransmits).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -567,8 +567,50 @@ struct Client {
     tracks: mpsc::UnboundedReceiver<Arc<dyn TrackRemote>>,
 }
 
+/// The clients' codecs without generic NACK feedback (PLI/FIR kept): `SFU_BENCH_NO_NACK`.
+fn media_engine_without_nack() -> Res<rtc::peer_connection::configuration::media_engine::MediaEngine>
+{
+    use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpCodecParameters};
+    let mut me = rtc::peer_connection::configuration::media_engine::MediaEngine::default();
+    let fb = [("goog-remb", ""), ("ccm", "fir"), ("nack", "pli")]
+        .iter()
+        .map(|(t, p)| RTCPFeedback {
+            typ: (*t).to_owned(),
+            parameter: (*p).to_owned(),
+        })
+        .collect();
+    me.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                rtcp_feedback: fb,
+                ..h264_codec()
+            },
+            payload_type: 102,
+        },
+        RtpCodecKind::Video,
+    )?;
+    me.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: "audio/opus".into(),
+                clock_rate: 48000,
+                channels: 2,
+                sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
+                rtcp_feedback: vec![],
+            },
+            payload_type: 111,
+        },
+        RtpCodecKind::Audio,
+    )?;
+    Ok(me)
+}
+
 async fn client_peer() -> Res<Client> {
-    let mut me = cohost::rtc::media_engine()?;
+    let mut me = if std::env::var_os("SFU_BENCH_NO_NACK").is_some() {
+        media_engine_without_nack()?
+    } else {
+        cohost::rtc::media_engine()?
+    };
     let reg = register_default_interceptors(Registry::new(), &mut me)?;
     let se = SettingEngineBuilder::new()
         .with_include_loopback_candidate(true)
