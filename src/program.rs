@@ -19,7 +19,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use serde_json::{json, Value};
 use signaling::backend::{CueAck, MediaError};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, info_span, warn, Instrument};
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
@@ -64,6 +64,9 @@ pub struct ProgramMetrics {
     pub frames_dropped: AtomicU64,
     /// Program pictures encoded.
     pub frames_out: AtomicU64,
+    /// Program pictures handed over more than one frame interval after their due time
+    /// (shared with every mixer thread).
+    pub late_frames: Arc<AtomicU64>,
     /// Program video bytes.
     pub video_bytes: AtomicU64,
     /// AAC frames produced.
@@ -85,6 +88,8 @@ enum ProgramMedia {
 struct Running {
     driver: Arc<MixerDriver>,
     feeders: HashMap<String, Vec<JoinHandle<()>>>,
+    /// RTP timestamp of the last access unit handed to the mixer, per input.
+    fed: HashMap<String, watch::Receiver<Option<u32>>>,
     pump: JoinHandle<()>,
     stop_timer: Option<JoinHandle<()>>,
 }
@@ -211,6 +216,12 @@ impl Programs {
             m.frames_out.load(Ordering::Relaxed),
         );
         line(
+            "cohost_program_late_frames_total",
+            "counter",
+            "Program pictures out of the mixer more than one frame interval after their due time.",
+            m.late_frames.load(Ordering::Relaxed),
+        );
+        line(
             "cohost_program_video_bytes_total",
             "counter",
             "Program H.264 bytes.",
@@ -275,11 +286,12 @@ impl Programs {
 
     fn start(&self, room: &str, r: &mut RoomProgram) -> Result<(), MediaError> {
         let (tx, mut rx) = mpsc::channel::<MixerOutput>(1024);
-        let driver = MixerDriver::spawn(r.mix.clone(), move |o| {
-            // The mixer thread never waits on the async side.
-            let _ = tx.try_send(o);
-        })
-        .map_err(|e| MediaError::Internal(format!("mixer: {e}")))?;
+        let driver =
+            MixerDriver::spawn_counted(r.mix.clone(), self.metrics.late_frames.clone(), move |o| {
+                // The mixer thread never waits on the async side.
+                let _ = tx.try_send(o);
+            })
+            .map_err(|e| MediaError::Internal(format!("mixer: {e}")))?;
         let _ = driver.set_layout(r.layout.clone());
         let outputs = r.outputs.clone();
         let media_tx = r.media_tx.clone();
@@ -335,6 +347,7 @@ impl Programs {
         r.running = Some(Running {
             driver: Arc::new(driver),
             feeders: HashMap::new(),
+            fed: HashMap::new(),
             pump,
             stop_timer: None,
         });
@@ -346,6 +359,7 @@ impl Programs {
         room: &str,
         p: &Arc<Publisher>,
         driver: Arc<MixerDriver>,
+        fed: watch::Sender<Option<u32>>,
     ) -> Vec<JoinHandle<()>> {
         let span = info_span!("program_input", room = %room, identity = %p.identity);
         let mut tasks = Vec::new();
@@ -373,6 +387,8 @@ impl Programs {
                                 .is_err()
                             {
                                 m.frames_dropped.fetch_add(1, Ordering::Relaxed);
+                            } else {
+                                fed.send_replace(Some(rtp_ts));
                             }
                         }
                         Assembled::NeedKeyframe => pv.request_keyframe(),
@@ -645,7 +661,9 @@ impl ProgramSink for Programs {
             t.abort();
         }
         let _ = run.driver.add_input(&publisher.identity, publisher.is_host);
-        let tasks = self.feed(room, publisher, run.driver.clone());
+        let (fed_tx, fed_rx) = watch::channel(None);
+        let tasks = self.feed(room, publisher, run.driver.clone(), fed_tx);
+        run.fed.insert(publisher.identity.clone(), fed_rx);
         if let Some(old) = run.feeders.insert(publisher.identity.clone(), tasks) {
             old.iter().for_each(|t| t.abort());
         }
@@ -659,9 +677,48 @@ impl ProgramSink for Programs {
         if let Some(tasks) = run.feeders.remove(identity) {
             tasks.iter().for_each(|t| t.abort());
         }
+        run.fed.remove(identity);
         let _ = run.driver.remove_input(identity);
         if run.feeders.is_empty() && run.stop_timer.is_none() {
             run.stop_timer = Some(self.stop_later(room));
+        }
+    }
+}
+
+/// `a` is at or after `b` in RTP timestamp order (wrapping).
+fn rtp_at_or_after(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) >= 0
+}
+
+/// Longest a cue waits for the host frame it refers to.
+const CUE_WAIT_MAX: Duration = Duration::from_millis(1500);
+
+impl Programs {
+    /// Cues on time: waits until the host's frame captured at `at_capture_ms` (the host's own
+    /// clock, e.g. `performance.timeOrigin + performance.now()` when the button was pressed)
+    /// has been handed to the mixer, so the cue is stamped into the program frame composed from
+    /// it rather than into whatever frame is next when the request arrives. The capture time is
+    /// mapped to the host video's RTP clock through the host's RTCP sender reports (whose NTP
+    /// time is the same clock), so no clock needs to agree with the server's. Without a host
+    /// publishing or a sender report yet, or for a frame already mixed, it returns at once.
+    async fn wait_for_capture(&self, room: &str, at_capture_ms: f64) {
+        let Some(host) = self.sfu.upgrade().and_then(|s| s.host_publisher(room)) else {
+            return;
+        };
+        let Some(target) = host.video.rtp_at(at_capture_ms, 90_000.0) else {
+            return;
+        };
+        let fed = lock(&self.rooms)
+            .get(room)
+            .and_then(|r| r.running.as_ref())
+            .and_then(|x| x.fed.get(&host.identity).cloned());
+        let Some(mut fed) = fed else { return };
+        let reached = fed.wait_for(|ts| ts.is_some_and(|ts| rtp_at_or_after(ts, target)));
+        if tokio::time::timeout(CUE_WAIT_MAX, reached).await.is_err() {
+            debug!(
+                room,
+                "cue: the host frame did not arrive in time; stamping now"
+            );
         }
     }
 }
@@ -766,8 +823,11 @@ impl ProgramControl for Programs {
         id: &str,
         data: Value,
         repeat: u32,
-        _at_capture_ms: Option<f64>,
+        at_capture_ms: Option<f64>,
     ) -> Result<CueAck, MediaError> {
+        if let Some(t) = at_capture_ms {
+            self.wait_for_capture(room, t).await;
+        }
         let driver = {
             let mut g = lock(&self.rooms);
             let r = g

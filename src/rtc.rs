@@ -65,8 +65,23 @@ pub fn is_keyframe_request(p: &dyn rtc::rtcp::Packet) -> bool {
     a.is::<PictureLossIndication>() || a.is::<FullIntraRequest>()
 }
 
-/// Marks inbound PLI/FIR for delivery to the application (webrtc-rs 0.21 stops inbound RTCP at
-/// the end of the interceptor chain otherwise) and lets everything else end there as usual.
+/// Is this RTCP packet a sender report (NTP ↔ RTP time of a publisher's stream)?
+pub fn is_sender_report(p: &dyn rtc::rtcp::Packet) -> bool {
+    p.as_any().is::<rtc::rtcp::sender_report::SenderReport>()
+}
+
+/// NTP time (RFC 3550: seconds since 1900 in 32.32 fixed point) as Unix milliseconds.
+pub fn ntp_to_unix_ms(ntp: u64) -> f64 {
+    const UNIX_EPOCH_IN_NTP_S: f64 = 2_208_988_800.0;
+    let secs = (ntp >> 32) as f64;
+    let frac = (ntp & 0xffff_ffff) as f64 / 4_294_967_296.0;
+    (secs - UNIX_EPOCH_IN_NTP_S + frac) * 1000.0
+}
+
+/// Marks inbound PLI/FIR (keyframe requests from subscribers) and SR (a publisher's NTP ↔ RTP
+/// mapping, used to place cues on the frame a host captured) for delivery to the application
+/// (webrtc-rs 0.21 stops inbound RTCP at the end of the interceptor chain otherwise); every
+/// other RTCP packet ends there as usual, after the interceptors before this one used it.
 struct KeyframeRequestForwarder {
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
@@ -83,7 +98,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestForwarder {
         if let Packet::Rtcp(packets) = &msg.message.packet {
             let keep: Vec<Box<dyn rtc::rtcp::Packet>> = packets
                 .iter()
-                .filter(|p| is_keyframe_request(p.as_ref()))
+                .filter(|p| is_keyframe_request(p.as_ref()) || is_sender_report(p.as_ref()))
                 .cloned()
                 .collect();
             if keep.is_empty() {
@@ -380,6 +395,13 @@ mod tests {
         assert!(!h264_payload_is_keyframe(&[]));
         assert!(!h264_payload_is_keyframe(&[0x78, 0xff]));
         assert!(!h264_payload_is_keyframe(&[0x7c]));
+    }
+
+    #[test]
+    fn ntp_conversion() {
+        // 2024-01-01T00:00:00Z = 1704067200 Unix = 3913056000 NTP seconds; .5 s fraction.
+        let ntp = (3_913_056_000u64 << 32) | 0x8000_0000;
+        assert!((ntp_to_unix_ms(ntp) - 1_704_067_200_500.0).abs() < 0.01);
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub struct PubTrack {
     pub tx: broadcast::Sender<InPacket>,
     codec: Mutex<Option<RTCRtpCodec>>,
     muted: AtomicBool,
+    /// Last sender report: (NTP time as Unix ms, RTP timestamp).
+    sender_report: Mutex<Option<(f64, u32)>>,
 }
 
 impl PubTrack {
@@ -81,8 +83,25 @@ impl PubTrack {
             tx: broadcast::channel(1024).0,
             codec: Mutex::new(None),
             muted: AtomicBool::new(false),
+            sender_report: Mutex::new(None),
         }
     }
+    fn set_sender_report(&self, ntp: u64, rtp: u32) {
+        *self.sender_report.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((crate::rtc::ntp_to_unix_ms(ntp), rtp));
+    }
+
+    /// The RTP timestamp this track had at `unix_ms` on the publisher's own clock, from its
+    /// last sender report (`None` before the first one).
+    pub fn rtp_at(&self, unix_ms: f64, clock_rate: f64) -> Option<u32> {
+        let (ntp_ms, rtp) = (*self.sender_report.lock().unwrap_or_else(|p| p.into_inner()))?;
+        let delta = ((unix_ms - ntp_ms) * clock_rate / 1000.0).round();
+        if !delta.is_finite() || delta.abs() > f64::from(i32::MAX) {
+            return None;
+        }
+        Some(rtp.wrapping_add_signed(delta as i32))
+    }
+
     fn codec(&self) -> Option<RTCRtpCodec> {
         self.codec.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -234,6 +253,16 @@ impl Sfu {
     /// A publisher, if present.
     pub fn publisher(&self, room: &str, identity: &str) -> Option<Arc<Publisher>> {
         self.lock().get(room)?.publishers.get(identity).cloned()
+    }
+
+    /// The room's host publication, if the host publishes.
+    pub fn host_publisher(&self, room: &str) -> Option<Arc<Publisher>> {
+        self.lock()
+            .get(room)?
+            .publishers
+            .values()
+            .find(|p| p.is_host)
+            .cloned()
     }
 
     /// Current layout JSON set through the API, if any.
@@ -447,8 +476,20 @@ impl Sfu {
         tokio::spawn(
             async move {
                 while let Some(ev) = track.poll().await {
-                    let TrackRemoteEvent::OnRtpPacket(packet) = ev else {
-                        continue;
+                    let packet = match ev {
+                        TrackRemoteEvent::OnRtpPacket(packet) => packet,
+                        TrackRemoteEvent::OnRtcpPacket(pkts) => {
+                            for x in &pkts {
+                                if let Some(sr) = x
+                                    .as_any()
+                                    .downcast_ref::<rtc::rtcp::sender_report::SenderReport>()
+                                {
+                                    p.track(kind).set_sender_report(sr.ntp_time, sr.rtp_time);
+                                }
+                            }
+                            continue;
+                        }
+                        _ => continue,
                     };
                     m.packets_in.fetch_add(1, Ordering::Relaxed);
                     m.bytes_in

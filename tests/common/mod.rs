@@ -333,6 +333,8 @@ impl ClientPeer {
 /// A synthetic camera + microphone: openh264-encoded frames of a known size (a moving
 /// pattern), and Opus frames of a sine tone.
 pub struct Sender {
+    /// Wall-clock time (Unix ms) each frame number was captured (handed to the track).
+    pub capture_ms: Arc<Mutex<Vec<f64>>>,
     pub video: Arc<TrackLocalStaticSample>,
     pub audio: Arc<TrackLocalStaticSample>,
     pub vssrc: u32,
@@ -395,6 +397,7 @@ pub async fn add_sender(peer: &ClientPeer, name: &str) -> Sender {
             .unwrap();
     }
     Sender {
+        capture_ms: Arc::new(Mutex::new(Vec::new())),
         video,
         audio,
         vssrc,
@@ -415,6 +418,7 @@ impl Sender {
         let audio = self.audio.clone();
         let vssrc = self.vssrc;
         let assrc = self.assrc;
+        let capture_ms = self.capture_ms.clone();
         tokio::spawn(async move {
             use openh264::encoder::{BitRate, Encoder, EncoderConfig, FrameRate, IntraFramePeriod};
             use openh264::formats::YUVBuffer;
@@ -458,6 +462,7 @@ impl Sender {
                             yuv[y * w + x] = ((x + y + frame as usize * 4) % 256) as u8;
                         }
                     }
+                    draw_counter(&mut yuv, w, h, frame as u32);
                     for v in &mut yuv[w * h..] {
                         *v = 128;
                     }
@@ -468,12 +473,45 @@ impl Sender {
                         duration: Duration::from_millis(33),
                         ..Sample::new(Instant::now())
                     };
+                    capture_ms.lock().unwrap().push(unix_ms());
                     let _ = video.write_sample(vssrc, 102, &s, &[]).await;
                     frame += 1;
                 }
             }
         })
     }
+}
+
+/// Now as Unix milliseconds.
+pub fn unix_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        * 1000.0
+}
+
+/// Bits of the frame counter drawn as 16 blocks across the picture's middle band
+/// (`h*100/240 .. h*140/240`): white (235) for 1, black (16) for 0, most significant first.
+pub fn draw_counter(y_plane: &mut [u8], w: usize, h: usize, n: u32) {
+    let bw = w / 16;
+    for row in h * 100 / 240..h * 140 / 240 {
+        for i in 0..16 {
+            let v = if (n >> (15 - i)) & 1 == 1 { 235 } else { 16 };
+            for x in i * bw..(i + 1) * bw {
+                y_plane[row * w + x] = v;
+            }
+        }
+    }
+}
+
+/// Reads [`draw_counter`]'s blocks back from a luma plane where the source band's centre row
+/// is `row` and block `i`'s centre is at `x0 + i * dx`.
+pub fn read_counter(y: &[u8], stride: usize, row: usize, x0: usize, dx: usize) -> u32 {
+    (0..16).fold(0u32, |acc, i| {
+        let v = y[row * stride + x0 + i * dx];
+        (acc << 1) | u32::from(v > 128)
+    })
 }
 
 /// Collects a remote track's packets; for video, reassembles access units (RFC 6184).
@@ -598,6 +636,31 @@ pub async fn whip_publish(
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     sender.spawn(w, h, 120.0, stop.clone());
     (peer, s.url(&loc.expect("Location header")), stop)
+}
+
+/// Like [`whip_publish`], also returning each frame's capture time.
+pub async fn whip_publish_timed(
+    s: &TestServer,
+    room: &str,
+    identity: &str,
+    role: &str,
+    w: usize,
+    h: usize,
+) -> (
+    ClientPeer,
+    Arc<Mutex<Vec<f64>>>,
+    Arc<std::sync::atomic::AtomicBool>,
+) {
+    let token = s.token(room, identity, role).await;
+    let peer = client_peer().await;
+    let sender = add_sender(&peer, identity).await;
+    let offer = peer.offer().await;
+    let (status, _loc, body) = post_sdp(&s.url(&format!("/whip/{room}")), &token, &offer).await;
+    assert_eq!(status, 201, "WHIP POST: {body}");
+    peer.set_answer(&body).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    sender.spawn(w, h, 120.0, stop.clone());
+    (peer, sender.capture_ms.clone(), stop)
 }
 
 /// A WHEP subscriber of one co-host; returns the peer (tracks arrive on `peer.tracks`).
