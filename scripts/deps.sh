@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs, with apt-get, the Debian packages cohost needs that are missing (root or sudo).
+# Usage: scripts/deps.sh          build dependencies (and npm, for the audience page's player)
+#        scripts/deps.sh --test   also what the tests use
+set -euo pipefail
+
+need=()
+# Build: nasm (OpenH264 SIMD), cmake (bundled codecs), libopus-dev + pkg-config (opus crate);
+# npm installs hls.js for the audience page.
+command -v nasm >/dev/null || need+=(nasm)
+command -v cmake >/dev/null || need+=(cmake)
+command -v pkg-config >/dev/null || need+=(pkg-config)
+pkg-config --exists opus 2>/dev/null || need+=(libopus-dev)
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
+if [ "${1:-}" = "--test" ]; then
+  # Tests: ffmpeg/ffprobe (decode what we produce), chromium (browser pages), nginx +
+  # libnginx-mod-rtmp (a real RTMP server), iproute2 + util-linux (network namespaces).
+  command -v ffmpeg >/dev/null || need+=(ffmpeg)
+  command -v chromium >/dev/null || need+=(chromium)
+  command -v nginx >/dev/null || need+=(nginx)
+  [ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need+=(libnginx-mod-rtmp)
+  command -v ip >/dev/null || need+=(iproute2)
+  command -v unshare >/dev/null || need+=(util-linux)
+fi
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+  # openh264-sys2 silently builds without SIMD when nasm was missing: rebuild it with nasm.
+  if printf '%s\n' "${need[@]}" | grep -qx nasm; then cargo clean -p openh264-sys2 2>/dev/null || true; fi
+fi
