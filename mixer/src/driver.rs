@@ -17,7 +17,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -186,6 +188,20 @@ impl MixerDriver {
     where
         F: FnMut(MixerOutput) + Send + 'static,
     {
+        Self::spawn_counted(config, Arc::default(), sink)
+    }
+
+    /// [`spawn`](Self::spawn), adding every *late* program picture to `late`: one handed to
+    /// `sink` more than one frame interval after its due time (its slot on the program
+    /// clock), i.e. the mixer thread did not keep up in real time.
+    pub fn spawn_counted<F>(
+        config: MixConfig,
+        late: Arc<AtomicU64>,
+        sink: F,
+    ) -> Result<Self, MixerError>
+    where
+        F: FnMut(MixerOutput) + Send + 'static,
+    {
         let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         let join = std::thread::Builder::new()
@@ -193,7 +209,7 @@ impl MixerDriver {
             .spawn(move || match Mixer::new(config) {
                 Ok(m) => {
                     let _ = ready_tx.send(Ok(()));
-                    run(m, rx, sink);
+                    run(m, rx, sink, &late);
                 }
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
@@ -231,8 +247,14 @@ impl Drop for MixerDriver {
     }
 }
 
-fn run<F: FnMut(MixerOutput)>(mut mixer: Mixer, rx: Receiver<Command>, mut sink: F) {
+fn run<F: FnMut(MixerOutput)>(
+    mut mixer: Mixer,
+    rx: Receiver<Command>,
+    mut sink: F,
+    late: &AtomicU64,
+) {
     let start = Instant::now();
+    let interval = Duration::from_nanos(1_000_000_000 / u64::from(mixer.config().fps));
     for o in mixer.poll(Duration::ZERO) {
         sink(o);
     }
@@ -240,7 +262,24 @@ fn run<F: FnMut(MixerOutput)>(mut mixer: Mixer, rx: Receiver<Command>, mut sink:
         let deadline = mixer.poll_timeout();
         let now = start.elapsed();
         if now >= deadline {
-            for o in mixer.poll(now) {
+            let outs = mixer.poll(now);
+            // Pictures of one poll are due one interval apart, the last at
+            // `last_video_due`; they are all handed over now.
+            let done = start.elapsed();
+            let pictures = outs
+                .iter()
+                .filter(|o| matches!(o, MixerOutput::Video(_)))
+                .count() as u32;
+            if let (Some(last), true) = (mixer.last_video_due(), pictures > 0) {
+                let first = last.saturating_sub(interval * (pictures - 1));
+                let n = (0..pictures)
+                    .filter(|k| done > first + interval * *k + interval)
+                    .count();
+                if n > 0 {
+                    late.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            }
+            for o in outs {
                 sink(o);
             }
             continue;

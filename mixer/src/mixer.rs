@@ -486,6 +486,12 @@ impl Mixer {
         }
     }
 
+    /// When (on the caller's clock) the last picture produced was due, if any.
+    pub fn last_video_due(&self) -> Option<Duration> {
+        let n = self.next_video.checked_sub(1)?;
+        Some(self.epoch? + self.video_due(n))
+    }
+
     fn video_due(&self, n: u64) -> Duration {
         Duration::from_nanos(n.saturating_mul(1_000_000_000) / u64::from(self.cfg.fps))
     }
