@@ -8,9 +8,8 @@
 //! Needs `nginx` with `libnginx-mod-rtmp`, `ffmpeg` and `ffprobe` (CI installs them);
 //! without them the test prints `SKIPPED` and passes.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -19,128 +18,9 @@ use cohost::output::{
 };
 use tokio::sync::{broadcast, watch};
 
-const RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
+mod common;
 
-fn tool_works(cmd: &str, arg: &str) -> bool {
-    Command::new(cmd)
-        .arg(arg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-fn missing_tools() -> Option<String> {
-    let mut missing = Vec::new();
-    if !tool_works("nginx", "-v") {
-        missing.push("nginx");
-    }
-    if !Path::new(RTMP_MODULE).exists() {
-        missing.push("libnginx-mod-rtmp");
-    }
-    if !tool_works("ffmpeg", "-version") {
-        missing.push("ffmpeg");
-    }
-    if !tool_works("ffprobe", "-version") {
-        missing.push("ffprobe");
-    }
-    (!missing.is_empty()).then(|| missing.join(", "))
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
-/// nginx with the RTMP module, run in the foreground as a single process
-/// (`master_process off`, so killing the child kills the server; it also runs in its
-/// own process group, killed as a whole in case a worker was forked anyway).
-struct Nginx {
-    child: Option<Child>,
-    dir: PathBuf,
-    port: u16,
-}
-
-impl Nginx {
-    fn start(dir: &Path, port: u16) -> Nginx {
-        let conf = format!(
-            "daemon off; master_process off; worker_processes 1; user root;\n\
-             pid nginx.pid; error_log stderr info;\n\
-             load_module {RTMP_MODULE};\n\
-             events {{ worker_connections 256; }}\n\
-             rtmp {{ server {{ listen 127.0.0.1:{port}; chunk_size 4096;\n\
-               application live {{ live on; wait_key on; }} }} }}\n"
-        );
-        std::fs::write(dir.join("nginx.conf"), conf).expect("write nginx.conf");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("nginx.log"))
-            .expect("nginx.log");
-        let log2 = log.try_clone().expect("clone log");
-        let child = Command::new("nginx")
-            .arg("-p")
-            .arg(dir)
-            .arg("-e")
-            .arg("stderr")
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .process_group(0)
-            .spawn()
-            .expect("spawn nginx");
-        let mut n = Nginx {
-            child: Some(child),
-            dir: dir.to_owned(),
-            port,
-        };
-        n.wait_listening();
-        n
-    }
-
-    fn wait_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(st)) = c.try_wait() {
-                    panic!("nginx exited early ({st}); log:\n{}", self.log());
-                }
-            }
-            std::thread::sleep(Duration::from_millis(30));
-        }
-        panic!("nginx not listening on {}; log:\n{}", self.port, self.log());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("nginx.log")).unwrap_or_default()
-    }
-
-    /// SIGKILL the master and its worker (the whole process group).
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let pgid = c.id();
-            let _ = Command::new("kill")
-                .args(["-s", "KILL", "--", &format!("-{pgid}")])
-                .status();
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-use std::os::unix::process::CommandExt as _;
+use common::nginx::{free_port, missing_tools, Nginx};
 
 /// Headers and media tags of an FLV file.
 struct Clip {
