@@ -198,6 +198,8 @@ fn run(streams: &[Vec<Vec<u8>>], jitter_ms: f64, seed: u64) {
     let mut push_ms = Vec::new();
     let mut poll_ms = Vec::new();
     let mut bad_reads = 0usize;
+    let mut last_mark: Vec<Option<u32>> = vec![None; N_IN];
+    let mut repeats = 0usize;
     let mut cursor = Duration::ZERO; // serial virtual thread: busy until
     let mut ev = events.iter().peekable();
     let mut out_frames = 0usize;
@@ -235,6 +237,10 @@ fn run(streams: &[Vec<Vec<u8>>], jitter_ms: f64, seed: u64) {
                 let (tx, ty) = ((i as u32 % 2) * W, (i as u32 / 2) * H);
                 match read_mark(pic.y(), stride, tx, ty) {
                     Some(c) if (c as usize) < frames => {
+                        if last_mark[i] == Some(c) && (c as usize) + 3 < frames {
+                            repeats += 1;
+                        }
+                        last_mark[i] = Some(c);
                         let c = c as usize;
                         if shown[i][c].is_none() {
                             shown[i][c] = Some((due, cursor));
@@ -284,7 +290,8 @@ fn run(streams: &[Vec<Vec<u8>>], jitter_ms: f64, seed: u64) {
     }
     println!(
         "jitter 0..={jitter_ms} ms (uniform, seed {seed}): {} input AUs x {N_IN}, {out_frames} program AUs, \
-         {superseded} superseded, {never} never reached, {bad_reads} unreadable tiles",
+         {superseded} superseded (never shown), {repeats} tile repeats (same input picture \
+         as the previous program picture), {never} never reached, {bad_reads} unreadable tiles",
         frames
     );
     summary("shown: clock (poll now - arrival)", &clock);
@@ -295,7 +302,63 @@ fn run(streams: &[Vec<Vec<u8>>], jitter_ms: f64, seed: u64) {
     summary("wall: poll with a picture", &poll_ms);
 }
 
+/// Where a poll's time goes on real files (`LATENCY_FILES=a.h264,b.h264,...`): the core
+/// driven as `cohost mix` drives it (30 fps inputs, 5 ms clock steps), with the wall time of
+/// `push_video` (input decode) and of `poll` (compose + program encode + audio) summed.
+fn time_files(paths: &str) {
+    let streams: Vec<Vec<Vec<u8>>> = paths
+        .split(',')
+        .map(|p| mixer::nal::access_units(&std::fs::read(p).expect("read input")))
+        .collect();
+    let cfg = MixConfig {
+        layout: Layout::template(Template::Grid),
+        ..MixConfig::default()
+    };
+    let mut m = Mixer::new(cfg).unwrap();
+    for i in 0..streams.len() {
+        m.add_input(&format!("in{i}"), i == 0);
+    }
+    let frames = streams.iter().map(Vec::len).max().unwrap_or(0);
+    let (mut push, mut poll, mut video) = (Duration::ZERO, Duration::ZERO, 0u64);
+    let mut next = 0usize;
+    let mut t = Duration::ZERO;
+    while next < frames {
+        while next < frames && Duration::from_nanos(next as u64 * 1_000_000_000 / 30) <= t {
+            for (i, s) in streams.iter().enumerate() {
+                if let Some(au) = s.get(next) {
+                    let w = Instant::now();
+                    m.push_video(&format!("in{i}"), au, 0, t);
+                    push += w.elapsed();
+                }
+            }
+            next += 1;
+        }
+        let w = Instant::now();
+        let outs = m.poll(t);
+        poll += w.elapsed();
+        video += outs
+            .iter()
+            .filter(|o| matches!(o, MixerOutput::Video(_)))
+            .count() as u64;
+        t += Duration::from_millis(5);
+    }
+    let per = |d: Duration| ms(d) / video.max(1) as f64;
+    println!(
+        "files: {} inputs x {frames} AUs -> {video} program pictures: push_video (decode) {:.2} s = {:.2} ms/picture, \
+         poll (compose + encode + audio) {:.2} s = {:.2} ms/picture",
+        streams.len(),
+        push.as_secs_f64(),
+        per(push),
+        poll.as_secs_f64(),
+        per(poll),
+    );
+}
+
 fn main() {
+    if let Ok(paths) = std::env::var("LATENCY_FILES") {
+        time_files(&paths);
+        return;
+    }
     // `cargo bench` passes `--bench`; `cargo test --benches` does not: run small then.
     let benching = std::env::args().any(|a| a == "--bench");
     let seconds: u32 = std::env::var("LATENCY_SECONDS")
@@ -308,9 +371,7 @@ fn main() {
         .unwrap_or(1);
     let frames = seconds * 30;
     let t = Instant::now();
-    let streams: Vec<Vec<Vec<u8>>> = (0..N_IN as u32)
-        .map(|s| input_stream(s, frames))
-        .collect();
+    let streams: Vec<Vec<Vec<u8>>> = (0..N_IN as u32).map(|s| input_stream(s, frames)).collect();
     println!(
         "inputs: {N_IN} x {frames} AUs 640x360 encoded in {:.1} s; program 1280x720 grid 30 fps 2500 kbps",
         t.elapsed().as_secs_f64()
