@@ -6,6 +6,7 @@
 #   - cohost mix --layout grid --size 1280x720 --fps 30 --kbps 2500 (as fast as possible)
 #   - ffmpeg xstack 2x2 + libx264 ultrafast/zerolatency 2500k g60 bf0 (default threads)
 #   - the same ffmpeg with -threads 1 (filter and encoder), for a one-core comparison
+#   - the same ffmpeg with -preset superfast (about cohost's PSNR: an equal-quality point)
 # CPU seconds (user+sys from /usr/bin/time -v) per program second, with `uptime` load.
 # Then the PSNR of each output against the ideal composite (xstack of the decoded inputs:
 # cohost's grid puts 4 inputs on 1280x720 as four 640x360 tiles at (0,0) (640,0) (0,360)
@@ -63,12 +64,12 @@ run_cohost() { # out.flv timefile [extra args]
   /usr/bin/time -v -o "$tf" "$COHOST" mix "${args[@]}" --layout grid --size 1280x720 \
     --fps 30 --kbps 2500 "$@" -o "$out" >/dev/null 2>"$tf.log"
 }
-run_ffmpeg() { # out.flv timefile threads(0=default)
-  local out=$1 tf=$2 th=$3
+run_ffmpeg() { # out.flv timefile threads(0=default) [preset]
+  local out=$1 tf=$2 th=$3 preset=${4:-ultrafast}
   local targs=()
   [ "$th" != 0 ] && targs=(-filter_complex_threads "$th" -threads "$th")
   /usr/bin/time -v -o "$tf" ffmpeg -hide_banner -loglevel error -y "${FF_IN[@]}" \
-    -filter_complex "$XSTACK" "${targs[@]}" -c:v libx264 -preset ultrafast -tune zerolatency \
+    -filter_complex "$XSTACK" "${targs[@]}" -c:v libx264 -preset "$preset" -tune zerolatency \
     -b:v 2500k -g 60 -bf 0 -an -f flv "$out"
 }
 
@@ -85,8 +86,11 @@ for r in $(seq 1 "$REPS"); do
   l=$(load); run_ffmpeg ffmpeg1.flv t_ffmpeg1_$r.txt 1
   f1=$(cpu t_ffmpeg1_$r.txt)
   printf '%-4s %-16s %8s %8.3f %10s %s\n' "$r" ffmpeg-threads1 "$f1" "$(echo "$f1/$DUR" | bc -l)" "$(wall t_ffmpeg1_$r.txt)" "$l"
-  printf '%-4s ratio cohost/ffmpeg = %.3f   cohost/ffmpeg-threads1 = %.3f\n' "$r" \
-    "$(echo "$c/$f" | bc -l)" "$(echo "$c/$f1" | bc -l)"
+  l=$(load); run_ffmpeg ffmpeg_sf.flv t_ffmpeg_sf_$r.txt 0 superfast
+  fs=$(cpu t_ffmpeg_sf_$r.txt)
+  printf '%-4s %-16s %8s %8.3f %10s %s\n' "$r" ffmpeg-superfast "$fs" "$(echo "$fs/$DUR" | bc -l)" "$(wall t_ffmpeg_sf_$r.txt)" "$l"
+  printf '%-4s ratio cohost/ffmpeg = %.3f   cohost/ffmpeg-threads1 = %.3f   cohost/ffmpeg-superfast = %.3f\n' "$r" \
+    "$(echo "$c/$f" | bc -l)" "$(echo "$c/$f1" | bc -l)" "$(echo "$c/$fs" | bc -l)"
 done
 
 # PSNR: both sides get time base 1/30 and pts = frame index, so output frame n meets ideal
@@ -99,7 +103,7 @@ psnr() { # out.flv shift
     -f null - 2>&1 | grep -o 'PSNR y:.*' | tail -1
 }
 echo "# frames, video kbit/s and PSNR against ideal.y4m ($(grep -c FRAME ideal.y4m) frames)"
-for o in cohost.flv ffmpeg.flv ffmpeg1.flv; do
+for o in cohost.flv ffmpeg.flv ffmpeg1.flv ffmpeg_sf.flv; do
   n=$(ffprobe -v error -count_frames -select_streams v:0 -show_entries stream=nb_read_frames -of csv=p=0 "$o")
   kb=$(ffprobe -v error -select_streams v:0 -show_entries packet=size -of csv=p=0 "$o" |
     awk -v d=$DUR '{s+=$1} END{printf "%.0f", s*8/d/1000}')
