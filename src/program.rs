@@ -64,9 +64,8 @@ pub struct ProgramMetrics {
     pub frames_dropped: AtomicU64,
     /// Program pictures encoded.
     pub frames_out: AtomicU64,
-    /// Program pictures handed over more than one frame interval after their due time
-    /// (shared with every mixer thread).
-    pub late_frames: Arc<AtomicU64>,
+    /// Late pictures and mixing time, shared with every mixer thread.
+    pub driver: Arc<mixer::driver::DriverCounters>,
     /// Program video bytes.
     pub video_bytes: AtomicU64,
     /// AAC frames produced.
@@ -219,7 +218,7 @@ impl Programs {
             "cohost_program_late_frames_total",
             "counter",
             "Program pictures out of the mixer more than one frame interval after their due time.",
-            m.late_frames.load(Ordering::Relaxed),
+            m.driver.late_pictures.load(Ordering::Relaxed),
         );
         line(
             "cohost_program_video_bytes_total",
@@ -245,6 +244,8 @@ impl Programs {
             "Cues stamped into programs.",
             m.cues.load(Ordering::Relaxed),
         );
+        let mix_s = m.driver.poll_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(o, "# HELP cohost_program_mix_seconds_total Time mixer threads spent compositing and encoding (video and audio).\n# TYPE cohost_program_mix_seconds_total counter\ncohost_program_mix_seconds_total {mix_s:.6}");
         let g = lock(&self.rooms);
         let viewers: usize = g.values().map(|r| r.viewers.len()).sum();
         let _ = writeln!(o, "# HELP cohost_whep_program_viewers WHEP viewers of programs.\n# TYPE cohost_whep_program_viewers gauge\ncohost_whep_program_viewers {viewers}");
@@ -287,7 +288,7 @@ impl Programs {
     fn start(&self, room: &str, r: &mut RoomProgram) -> Result<(), MediaError> {
         let (tx, mut rx) = mpsc::channel::<MixerOutput>(1024);
         let driver =
-            MixerDriver::spawn_counted(r.mix.clone(), self.metrics.late_frames.clone(), move |o| {
+            MixerDriver::spawn_counted(r.mix.clone(), self.metrics.driver.clone(), move |o| {
                 // The mixer thread never waits on the async side.
                 let _ = tx.try_send(o);
             })

@@ -274,5 +274,12 @@ async fn program_goes_out_by_rtmp_hls_and_whep() {
     let m = s.metrics().await;
     assert!(m.contains("cohost_rtmp_output_reconnects_total"), "{m}");
     assert!(s.metric("cohost_program_frames_out_total").await > 100);
+    let mix_s: f64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("cohost_program_mix_seconds_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("mix time metric");
+    assert!(mix_s > 0.0, "{m}");
+    assert!(m.contains("cohost_program_late_frames_total"));
     nginx2.kill();
 }

@@ -166,6 +166,15 @@ impl MixerHandle {
     }
 }
 
+/// Counters a driver adds to (one set may be shared by several drivers).
+#[derive(Debug, Default)]
+pub struct DriverCounters {
+    /// Program pictures handed on more than one frame interval after their due time.
+    pub late_pictures: AtomicU64,
+    /// Nanoseconds spent in polls (compose, video encode, audio mix and encode).
+    pub poll_nanos: AtomicU64,
+}
+
 /// Owner of a mixer thread: a [`MixerHandle`] (through `Deref`) that also stops and joins
 /// the thread when stopped or dropped.
 #[derive(Debug)]
@@ -191,12 +200,12 @@ impl MixerDriver {
         Self::spawn_counted(config, Arc::default(), sink)
     }
 
-    /// [`spawn`](Self::spawn), adding every *late* program picture to `late`: one handed to
-    /// `sink` more than one frame interval after its due time (its slot on the program
-    /// clock), i.e. the mixer thread did not keep up in real time.
+    /// [`spawn`](Self::spawn), adding to `counters`: every *late* program picture (one handed
+    /// to `sink` more than one frame interval after its due time on the program clock, i.e.
+    /// the mixer thread did not keep up in real time) and the time spent producing pictures.
     pub fn spawn_counted<F>(
         config: MixConfig,
-        late: Arc<AtomicU64>,
+        counters: Arc<DriverCounters>,
         sink: F,
     ) -> Result<Self, MixerError>
     where
@@ -209,7 +218,7 @@ impl MixerDriver {
             .spawn(move || match Mixer::new(config) {
                 Ok(m) => {
                     let _ = ready_tx.send(Ok(()));
-                    run(m, rx, sink, &late);
+                    run(m, rx, sink, &counters);
                 }
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
@@ -251,7 +260,7 @@ fn run<F: FnMut(MixerOutput)>(
     mut mixer: Mixer,
     rx: Receiver<Command>,
     mut sink: F,
-    late: &AtomicU64,
+    counters: &DriverCounters,
 ) {
     let start = Instant::now();
     let interval = Duration::from_nanos(1_000_000_000 / u64::from(mixer.config().fps));
@@ -266,6 +275,11 @@ fn run<F: FnMut(MixerOutput)>(
             // Pictures of one poll are due one interval apart, the last at
             // `last_video_due`; they are all handed over now.
             let done = start.elapsed();
+            let busy = done.saturating_sub(now);
+            counters.poll_nanos.fetch_add(
+                u64::try_from(busy.as_nanos()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
             let pictures = outs
                 .iter()
                 .filter(|o| matches!(o, MixerOutput::Video(_)))
@@ -276,7 +290,9 @@ fn run<F: FnMut(MixerOutput)>(
                     .filter(|k| done > first + interval * *k + interval)
                     .count();
                 if n > 0 {
-                    late.fetch_add(n as u64, Ordering::Relaxed);
+                    counters
+                        .late_pictures
+                        .fetch_add(n as u64, Ordering::Relaxed);
                 }
             }
             for o in outs {
