@@ -1,7 +1,7 @@
 // Browser test of the audience page (web-demo/audience.html): the host page publishes a fake
 // camera, which starts the room's program; the audience page plays the program's HLS with
 // hls.js and draws the layout and cues from the program's SEI. Run inside a network namespace
-// with only `lo` (tests/browser_audience.rs does:
+// with only `lo` (tests/browser.rs does:
 // `unshare --net sh -c 'ip link set lo up && exec "$@"' sh node audience.mjs`).
 //
 // Env: CARGO_BIN_EXE_cohost (server binary, required), CHROMIUM (default /usr/bin/chromium),
@@ -13,104 +13,15 @@
 // POSTed through the API pops up with its id and data, no earlier than its frame -> the host
 // page's layout and cue buttons get their answers and the cue reaches the audience too.
 
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
-import { chromium } from 'playwright-core';
+import { Harness, KEY, check, log, sleep, waitFor } from './harness.mjs';
 
-const BIN = process.env.CARGO_BIN_EXE_cohost;
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const TIMEOUT_MS = Number(process.env.TIMEOUT_S || 40) * 1000;
-const KEY = 'testkey';
-const SECRET = '0123456789abcdef0123';
 const ROOM = 'audiencetest';
 const HOST = 'host1';
-
-if (!BIN) {
-  console.error('CARGO_BIN_EXE_cohost is not set (path of the cohost server binary)');
-  process.exit(2);
-}
-
-const port = 19080 + Math.floor(Math.random() * 1000);
-const base = `http://127.0.0.1:${port}`;
-const serverLog = [];
-const pageLogs = { host: [], audience: [] };
-const pages = {};
-let server;
-let context;
-let userDir;
-
-function log(...a) {
-  console.log(`[${new Date().toISOString().slice(11, 23)}]`, ...a);
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(what, fn, timeoutMs = TIMEOUT_MS, everyMs = 200) {
-  const end = Date.now() + timeoutMs;
-  let last;
-  while (Date.now() < end) {
-    try {
-      last = await fn();
-      if (last) return last;
-    } catch (e) {
-      last = e;
-    }
-    await sleep(everyMs);
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what} (last: ${JSON.stringify(last?.message ?? last)})`);
-}
-
-function check(cond, msg) {
-  if (!cond) throw new Error(msg);
-}
-
-function startServer() {
-  const args = [
-    '--bind', `127.0.0.1:${port}`,
-    '--media-ip', '127.0.0.1',
-    '--udp-ports', '51300-51400',
-    '--api-key', KEY,
-    '--api-secret', SECRET,
-  ];
-  log('starting', BIN, args.join(' '));
-  server = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
-  for (const s of [server.stdout, server.stderr]) {
-    s.setEncoding('utf8');
-    s.on('data', (d) => {
-      for (const line of d.split('\n')) if (line) serverLog.push(line);
-      if (serverLog.length > 2000) serverLog.splice(0, serverLog.length - 2000);
-    });
-  }
-  server.on('exit', (code, sig) => log(`server exited code=${code} signal=${sig}`));
-}
-
-async function api(method, path, body) {
-  const res = await fetch(`${base}${path}`, {
-    method,
-    headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${KEY}` },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await res.text();
-  let json;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = text;
-  }
-  return { status: res.status, body: json };
-}
-
-async function openPage(who, url) {
-  const page = await context.newPage();
-  pages[who] = page;
-  page.on('console', (m) => pageLogs[who].push(`${m.type()}: ${m.text()}`));
-  page.on('pageerror', (e) => pageLogs[who].push(`pageerror: ${e.message}`));
-  await page.goto(url);
-  return page;
-}
+const h = new Harness({ udpPorts: '51300-51400', httpPortBase: 19080, viewport: { width: 1000, height: 700 } });
+const { base, pages } = h;
+const openPage = (who, url) => h.openPage(who, url);
+const api = (method, path, body) => h.api(method, path, body);
 
 const audience = () => pages.audience.evaluate(() => window.audienceState && JSON.parse(JSON.stringify(window.audienceState)));
 
@@ -142,34 +53,11 @@ function boxMatches(g, layout, region) {
 }
 
 async function main() {
-  startServer();
-  await waitFor('server /healthz', async () => {
-    if (server.exitCode !== null) throw new Error('server exited');
-    const r = await fetch(`${base}/healthz`).catch(() => null);
-    return r && r.ok;
-  }, 30000, 100);
-  log('server up on', base);
-
   const vendor = await fetch(`${base}/vendor/hls.min.js`);
   const vendorText = await vendor.text();
   check(vendor.ok && vendorText.includes('FRAG_PARSING_USERDATA'),
     `/vendor/hls.min.js: ${vendor.status} ${vendorText.slice(0, 200)} (run npm ci --prefix web-demo)`);
   log('/vendor/hls.min.js served:', vendorText.length, 'bytes');
-
-  userDir = mkdtempSync(join(tmpdir(), 'cohost-chromium-'));
-  context = await chromium.launchPersistentContext(userDir, {
-    executablePath: CHROMIUM,
-    headless: true,
-    viewport: { width: 1000, height: 700 },
-    args: [
-      '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream=fps=30',
-      '--allow-loopback-in-peer-connection',
-      '--autoplay-policy=no-user-gesture-required',
-    ],
-  });
-  log('chromium launched');
 
   // Host publishes: that starts the room's program (mixer + HLS).
   const host = await openPage('host', `${base}/host.html?room=${ROOM}&key=${KEY}&name=Host&identity=${HOST}`);
@@ -248,10 +136,7 @@ async function main() {
   const dup = await api('POST', `/api/rooms/${ROOM}/cues`, { id: cueId, data: cueData });
   check(dup.status === 200 && dup.body.pts_ms === post.body.pts_ms, `repeated cue id: ${dup.status} ${JSON.stringify(dup.body)}`);
 
-  if (process.env.SCREENSHOTS) {
-    await aud.screenshot({ path: join(process.env.SCREENSHOTS, 'audience.png') });
-    log('screenshot in', process.env.SCREENSHOTS);
-  }
+  await h.screenshots();
 
   // The host page's buttons now that the program exists: layout -> layout_changed, cue ->
   // cue_accepted, and that cue reaches the audience.
@@ -281,23 +166,7 @@ async function main() {
   log(`audience: ${fin.frames} frames presented, ${fin.seiCount} SEI, ${fin.layoutsApplied} layouts applied, ${fin.cuesShown.length} cues shown`);
 }
 
-async function cleanup() {
-  if (context) await context.close().catch(() => {});
-  if (server && server.exitCode === null) {
-    server.kill('SIGTERM');
-    await Promise.race([new Promise((r) => server.once('exit', r)), sleep(3000)]);
-    if (server.exitCode === null) server.kill('SIGKILL');
-  }
-  if (userDir) rmSync(userDir, { recursive: true, force: true });
-}
-
-let failed = false;
-try {
-  await main();
-  log('PASS');
-} catch (e) {
-  failed = true;
-  console.error(`\nFAIL: ${e.stack || e}`);
+async function diagnose() {
   if (pages.audience) {
     const st = await audience().catch((err) => `unavailable: ${err.message}`);
     console.error(`\n--- audience state ---\n${JSON.stringify(st, null, 1)}`);
@@ -306,12 +175,6 @@ try {
     const st = await pages.host.evaluate(() => window.cohostState).catch((err) => `unavailable: ${err.message}`);
     console.error(`\n--- host state ---\n${JSON.stringify(st, null, 1)}`);
   }
-  for (const who of Object.keys(pageLogs)) {
-    console.error(`\n--- ${who} page console (last 60) ---`);
-    for (const l of pageLogs[who].slice(-60)) console.error(l);
-  }
-  console.error('\n--- server log (last 80) ---');
-  for (const l of serverLog.slice(-80)) console.error(l);
 }
-await cleanup();
-process.exit(failed ? 1 : 0);
+
+await h.run(main, diagnose);

@@ -1,6 +1,6 @@
 // Browser test of the demo pages: a host page and a guest page in headless Chromium, both real
 // WebRTC peers of a real cohost server. Run inside a network namespace with only `lo`
-// (tests/browser_pages.rs does: `unshare --net sh -c 'ip link set lo up && exec "$@"' sh node ...`).
+// (tests/browser.rs does: `unshare --net sh -c 'ip link set lo up && exec "$@"' sh node ...`).
 //
 // Env: CARGO_BIN_EXE_cohost (server binary, required), CHROMIUM (default /usr/bin/chromium),
 // TIMEOUT_S (per media wait, default 40), SCREENSHOTS (a directory: save a PNG of each page).
@@ -10,82 +10,13 @@
 // video (inbound-rtp framesDecoded > 0) -> host clicks "remove" -> guest tile disappears on host ->
 // layout and cue buttons get a visible answer -> a viewer is invited, accepts, and is decoded.
 
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { Harness, KEY, log, sleep, waitFor } from './harness.mjs';
 
-const BIN = process.env.CARGO_BIN_EXE_cohost;
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const TIMEOUT_MS = Number(process.env.TIMEOUT_S || 40) * 1000;
-const KEY = 'testkey';
-const SECRET = '0123456789abcdef0123';
 const ROOM = 'browsertest';
-
-if (!BIN) {
-  console.error('CARGO_BIN_EXE_cohost is not set (path of the cohost server binary)');
-  process.exit(2);
-}
-
-const port = 18080 + Math.floor(Math.random() * 1000);
-const base = `http://127.0.0.1:${port}`;
-const serverLog = [];
-const pageLogs = { host: [], guest: [], viewer: [] };
-let server;
-let context;
-let userDir;
-
-function log(...a) {
-  console.log(`[${new Date().toISOString().slice(11, 23)}]`, ...a);
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(what, fn, timeoutMs = TIMEOUT_MS, everyMs = 250) {
-  const end = Date.now() + timeoutMs;
-  let last;
-  while (Date.now() < end) {
-    try {
-      last = await fn();
-      if (last) return last;
-    } catch (e) {
-      last = e;
-    }
-    await sleep(everyMs);
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what} (last: ${JSON.stringify(last?.message ?? last)})`);
-}
-
-function startServer() {
-  const args = [
-    '--bind', `127.0.0.1:${port}`,
-    '--media-ip', '127.0.0.1',
-    '--udp-ports', '51000-51200',
-    '--api-key', KEY,
-    '--api-secret', SECRET,
-  ];
-  log('starting', BIN, args.join(' '));
-  server = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
-  for (const s of [server.stdout, server.stderr]) {
-    s.setEncoding('utf8');
-    s.on('data', (d) => {
-      for (const line of d.split('\n')) if (line) serverLog.push(line);
-      if (serverLog.length > 2000) serverLog.splice(0, serverLog.length - 2000);
-    });
-  }
-  server.on('exit', (code, sig) => log(`server exited code=${code} signal=${sig}`));
-}
-
-async function mint(identity, role, name) {
-  const res = await fetch(`${base}/api/tokens`, {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${KEY}` },
-    body: JSON.stringify({ room: ROOM, identity, role, name }),
-  });
-  if (!res.ok) throw new Error(`mint ${identity}: ${res.status} ${await res.text()}`);
-  return (await res.json()).token;
-}
+const h = new Harness({ udpPorts: '51000-51200', httpPortBase: 18080 });
+const { base, pages } = h;
+const openPage = (who, url) => h.openPage(who, url);
+const mint = (identity, role, name) => h.mint(ROOM, identity, role, name);
 
 /** Frames decoded on the inbound video of `page`'s subscription to `identity`. */
 function framesDecoded(page, identity) {
@@ -106,40 +37,7 @@ function state(page) {
   return page.evaluate(() => window.cohostState);
 }
 
-const pages = {};
-
-async function openPage(who, url) {
-  const page = await context.newPage();
-  pages[who] = page;
-  page.on('console', (m) => pageLogs[who].push(`${m.type()}: ${m.text()}`));
-  page.on('pageerror', (e) => pageLogs[who].push(`pageerror: ${e.message}`));
-  await page.goto(url);
-  return page;
-}
-
 async function main() {
-  startServer();
-  await waitFor('server /healthz', async () => {
-    if (server.exitCode !== null) throw new Error('server exited');
-    const r = await fetch(`${base}/healthz`).catch(() => null);
-    return r && r.ok;
-  }, 30000, 100);
-  log('server up on', base);
-
-  userDir = mkdtempSync(join(tmpdir(), 'cohost-chromium-'));
-  context = await chromium.launchPersistentContext(userDir, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream=fps=30',
-      '--allow-loopback-in-peer-connection',
-      '--autoplay-policy=no-user-gesture-required',
-    ],
-  });
-  log('chromium launched');
-
   // Host: the page mints its own token with the key from the URL (the dev flow).
   const host = await openPage('host', `${base}/host.html?room=${ROOM}&key=${KEY}&name=Host&identity=host1`);
   await host.click('#join');
@@ -237,10 +135,7 @@ async function main() {
   await waitFor('host decodes the invited viewer', async () => (await framesDecoded(host, 'viewer1')) > 0);
   log('invited viewer is on air as a guest; host decodes it:', await framesDecoded(host, 'viewer1'), 'frames');
 
-  if (process.env.SCREENSHOTS) {
-    for (const [who, page] of Object.entries(pages)) await page.screenshot({ path: join(process.env.SCREENSHOTS, `${who}.png`) });
-    log('screenshots in', process.env.SCREENSHOTS);
-  }
+  await h.screenshots();
 
   // Mute: the host mutes the new co-host's audio; everyone sees audio_muted.
   await host.click('[data-participant="viewer1"] button.mute-audio');
@@ -253,41 +148,19 @@ async function main() {
   if (hostErrors.length) log('host page errors (informational):', JSON.stringify(hostErrors));
 }
 
-async function cleanup() {
-  if (context) await context.close().catch(() => {});
-  if (server && server.exitCode === null) {
-    server.kill('SIGTERM');
-    await Promise.race([new Promise((r) => server.once('exit', r)), sleep(3000)]);
-    if (server.exitCode === null) server.kill('SIGKILL');
+async function diagnose() {
+  for (const [who, page] of Object.entries(pages)) {
+    const st = await page.evaluate(async () => {
+      const pcs = window.cohostPcs ? window.cohostPcs() : {};
+      const pcState = (pc) => pc && `${pc.connectionState}/${pc.iceConnectionState}`;
+      return {
+        state: window.cohostState,
+        publish: pcState(pcs.publish),
+        subs: Object.fromEntries(Object.entries(pcs.subs || {}).map(([k, pc]) => [k, pcState(pc)])),
+      };
+    }).catch((e) => `unavailable: ${e.message}`);
+    console.error(`\n--- ${who} page state ---\n${JSON.stringify(st, null, 1)}`);
   }
-  if (userDir) rmSync(userDir, { recursive: true, force: true });
 }
 
-let failed = false;
-try {
-  await main();
-  log('PASS');
-} catch (e) {
-  failed = true;
-  console.error(`\nFAIL: ${e.stack || e}`);
-  for (const who of ['host', 'guest', 'viewer']) {
-    if (pages[who]) {
-      const st = await pages[who].evaluate(async () => {
-        const pcs = window.cohostPcs ? window.cohostPcs() : {};
-        const pcState = (pc) => pc && `${pc.connectionState}/${pc.iceConnectionState}`;
-        return {
-          state: window.cohostState,
-          publish: pcState(pcs.publish),
-          subs: Object.fromEntries(Object.entries(pcs.subs || {}).map(([k, pc]) => [k, pcState(pc)])),
-        };
-      }).catch((e) => `unavailable: ${e.message}`);
-      console.error(`\n--- ${who} page state ---\n${JSON.stringify(st, null, 1)}`);
-    }
-    console.error(`\n--- ${who} page console (last 60) ---`);
-    for (const l of pageLogs[who].slice(-60)) console.error(l);
-  }
-  console.error('\n--- server log (last 80) ---');
-  for (const l of serverLog.slice(-80)) console.error(l);
-}
-await cleanup();
-process.exit(failed ? 1 : 0);
+await h.run(main, diagnose);
