@@ -154,10 +154,13 @@ impl Drop for Subscription {
         for t in &self.tasks {
             t.abort();
         }
-        let pc = self.pc.clone();
-        tokio::spawn(async move {
-            let _ = pc.close().await;
-        });
+        // Closing is async; without a runtime (process teardown) the connection just drops.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let pc = self.pc.clone();
+            rt.spawn(async move {
+                let _ = pc.close().await;
+            });
+        }
     }
 }
 
