@@ -429,35 +429,44 @@ impl Programs {
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
             if let Some(me) = me.upgrade() {
-                me.stop(&room).await;
+                me.stop(&room, false).await;
             }
         })
     }
 
-    async fn stop(&self, room: &str) {
-        let r = {
+    /// Stops `room`'s program if no co-host feeds it. Its RTMP outputs (operator resources)
+    /// outlive it — idle, connected, resumed by the next program on a continuous timeline —
+    /// unless `close` (the room was deleted) or there are none.
+    async fn stop(&self, room: &str, close: bool) {
+        let (run, viewers, outputs) = {
             let mut g = lock(&self.rooms);
-            let idle = g
-                .get(room)
-                .is_some_and(|r| r.running.as_ref().is_some_and(|x| x.feeders.is_empty()));
-            if !idle {
+            let Some(r) = g.get_mut(room) else { return };
+            if r.running.as_ref().is_some_and(|x| !x.feeders.is_empty()) {
                 return;
             }
-            g.remove(room)
+            let run = r.running.take();
+            let viewers: Vec<Viewer> = r.viewers.drain().map(|(_, v)| v).collect();
+            let keep = !close && !r.outputs.outputs().is_empty();
+            let outputs = if keep {
+                None
+            } else {
+                g.remove(room).map(|r| r.outputs)
+            };
+            (run, viewers, outputs)
         };
-        if let Some(mut r) = r {
-            if let Some(run) = r.running.take() {
-                run.pump.abort();
-                if let Ok(d) = Arc::try_unwrap(run.driver) {
-                    tokio::task::spawn_blocking(move || d.stop());
-                }
+        if let Some(run) = run {
+            run.pump.abort();
+            if let Ok(d) = Arc::try_unwrap(run.driver) {
+                tokio::task::spawn_blocking(move || d.stop());
             }
-            for (_, (pc, tasks)) in r.viewers.drain() {
-                tasks.iter().for_each(|t| t.abort());
-                let _ = pc.close().await;
-            }
-            r.outputs.shutdown().await;
             info!(room, "program stopped");
+        }
+        for (pc, tasks) in viewers {
+            tasks.iter().for_each(|t| t.abort());
+            let _ = pc.close().await;
+        }
+        if let Some(o) = outputs {
+            o.shutdown().await;
         }
     }
 
@@ -771,7 +780,7 @@ impl ProgramControl for Programs {
         }
         if let Some(me) = self.me.upgrade() {
             let room = room.to_owned();
-            tokio::spawn(async move { me.stop(&room).await });
+            tokio::spawn(async move { me.stop(&room, true).await });
         }
     }
 

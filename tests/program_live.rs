@@ -129,8 +129,8 @@ async fn program_goes_out_by_rtmp_hls_and_whep() {
     let mut nginx = Nginx::start(dir.path(), port);
     let s = start_server().await;
     let room = "live-show";
-    let (_a, _ra, _sa) = whip_publish(&s, room, "alice", "host", 320, 240).await;
-    let (_b, _rb, _sb) = whip_publish(&s, room, "bob", "guest", 320, 240).await;
+    let (_a, ra, sa) = whip_publish(&s, room, "alice", "host", 320, 240).await;
+    let (_b, rb, sb) = whip_publish(&s, room, "bob", "guest", 320, 240).await;
 
     // An RTMP output through the API.
     let rtmp = format!("rtmp://127.0.0.1:{port}/live/show");
@@ -281,5 +281,49 @@ async fn program_goes_out_by_rtmp_hls_and_whep() {
         .expect("mix time metric");
     assert!(mix_s > 0.0, "{m}");
     assert!(m.contains("cohost_program_late_frames_total"));
+
+    // Every co-host leaves: the program stops after its grace period, the output stays
+    // (idle, still `live` on nginx), and the next co-host's program resumes it.
+    for (res, stop, who) in [(&ra, &sa, "alice"), (&rb, &sb, "bob")] {
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let t = s.token(room, who, "guest").await;
+        assert_eq!(delete(res, &t).await, 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while s.metric("cohost_programs_running").await != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the program did not stop after its grace period"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let idle = output_state(&s, room, &id).await;
+    assert_eq!(
+        idle["id"],
+        id.as_str(),
+        "the output outlives the program: {idle}"
+    );
+    let bytes_idle = idle["bytes_sent"].as_u64().unwrap();
+    let (_c, _rc, _sc) = whip_publish(&s, room, "carol", "host", 320, 240).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = output_state(&s, room, &id).await;
+        if st["state"] == "live" && st["bytes_sent"].as_u64().unwrap() > bytes_idle + 50_000 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the output did not resume: {st}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let n = tokio::task::spawn_blocking({
+        let u = rtmp.clone();
+        move || decodes(&u, 30)
+    })
+    .await
+    .unwrap();
+    assert!(
+        n >= 30,
+        "after the program restart only {n} frames decoded; nginx log:\n{}",
+        nginx2.log()
+    );
     nginx2.kill();
 }
