@@ -123,6 +123,16 @@ pub async fn run(
     axum::serve(listener, server.router.into_make_service())
         .with_graceful_shutdown(shutdown)
         .await?;
+    // Upgraded WebSockets and media are not HTTP requests: end the programs cleanly (RTMP
+    // outputs unpublish, HLS playlists end) within a bound, then the runtime drops the rest.
+    tracing::info!("closing programs");
+    let closing = server.state.programs.shutdown();
+    if tokio::time::timeout(std::time::Duration::from_secs(5), closing)
+        .await
+        .is_err()
+    {
+        tracing::warn!("programs did not close within 5 s");
+    }
     tracing::info!("server stopped");
     Ok(())
 }

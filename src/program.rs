@@ -434,6 +434,24 @@ impl Programs {
         })
     }
 
+    /// Stops every program and its outputs (server shutdown).
+    pub async fn shutdown(&self) {
+        let rooms: Vec<String> = {
+            let mut g = lock(&self.rooms);
+            for r in g.values_mut() {
+                if let Some(run) = r.running.as_mut() {
+                    for (_, t) in run.feeders.drain() {
+                        t.iter().for_each(|t| t.abort());
+                    }
+                }
+            }
+            g.keys().cloned().collect()
+        };
+        for room in rooms {
+            self.stop(&room, true).await;
+        }
+    }
+
     /// Stops `room`'s program if no co-host feeds it. Its RTMP outputs (operator resources)
     /// outlive it — idle, connected, resumed by the next program on a continuous timeline —
     /// unless `close` (the room was deleted) or there are none.

@@ -1,0 +1,142 @@
+//! SIGTERM ends the real binary gracefully and promptly while a room is live: a co-host
+//! publishing over WHIP (so a program runs), an RTMP output retrying, a signaling WebSocket
+//! open. The process exits 0 within a bound and says it closed its programs.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_a_live_room_and_exits() {
+    let port = common::nginx::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let udp = 47000 + (std::process::id() % 50) as u16 * 20;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cohost"))
+        .args([
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--media-ip",
+            "127.0.0.1",
+        ])
+        .args(["--udp-ports", &format!("{udp}-{}", udp + 19)])
+        .args([
+            "--api-key",
+            API_KEY,
+            "--api-secret",
+            API_SECRET,
+            "--log",
+            "info,webrtc=warn,rtc=warn",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let token = |identity: &str, role: &str| {
+        let http = http.clone();
+        let url = format!("{base}/api/tokens");
+        let body = json!({"room": "bye", "identity": identity, "role": role});
+        async move {
+            let v: Value = http
+                .post(url)
+                .bearer_auth(API_KEY)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["token"].as_str().unwrap().to_owned()
+        }
+    };
+    // A co-host publishing (the program starts) and an RTMP output that cannot connect.
+    let host = token("h", "host").await;
+    let peer = client_peer().await;
+    let sender = add_sender(&peer, "h").await;
+    let offer = peer.offer().await;
+    let (st, _, answer) = post_sdp(&format!("{base}/whip/bye"), &host, &offer).await;
+    assert_eq!(st, 201, "{answer}");
+    peer.set_answer(&answer).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    sender.spawn(320, 240, 60.0, stop.clone());
+    let r = http
+        .post(format!("{base}/api/rooms/bye/outputs"))
+        .bearer_auth(API_KEY)
+        .json(&json!({"url": "rtmp://127.0.0.1:9/live/x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let m = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if m.lines().any(|l| l == "cohost_programs_running 1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no program: {m}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // An open signaling socket.
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!(
+        "ws://127.0.0.1:{port}/ws?token={}",
+        token("v", "viewer").await
+    ))
+    .await
+    .unwrap();
+    use futures_util::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        json!({"type": "join"}).to_string().into(),
+    ))
+    .await
+    .unwrap();
+
+    let pid = child.id().unwrap().to_string();
+    let t0 = Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("exited within 15 s")
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut log = String::new();
+    use tokio::io::AsyncReadExt;
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status}; log:\n{log}");
+    assert!(
+        log.contains("closing programs")
+            && log.contains("program stopped")
+            && log.contains("server stopped"),
+        "{log}"
+    );
+    eprintln!("graceful shutdown took {:?}", t0.elapsed());
+}
