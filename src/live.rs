@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use signaling::http::ApiError;
+use signaling::http::{json_body, ApiError};
 
 use crate::output::hls::parse_segment_file_name;
 use crate::AppState;
@@ -83,8 +83,7 @@ async fn add_output(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     s.signaling.require_host(&headers, &room)?;
-    let req: AddOutput =
-        serde_json::from_slice(&body).map_err(|e| ApiError::new(400, "bad_json", e.to_string()))?;
+    let req: AddOutput = json_body(&body)?;
     if !s.signaling.room_exists(&room) {
         return Err(ApiError::new(
             404,

@@ -759,7 +759,8 @@ struct TokenRequest {
     ttl_s: Option<u64>,
 }
 
-fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+/// Parses a JSON request body; a malformed one is `400 bad_json`.
+pub fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::new(400, "bad_json", e.to_string()))
 }
 
