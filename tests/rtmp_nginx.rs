@@ -267,47 +267,6 @@ async fn rtmp_output_publishes_to_nginx_and_survives_a_restart() {
     drop(nginx2);
 }
 
-/// Splits an Annex-B stream into access units at access unit delimiters.
-fn split_access_units(data: &[u8]) -> Vec<Vec<u8>> {
-    let mut starts = Vec::new();
-    let mut i = 0;
-    while i + 4 <= data.len() {
-        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
-            let begin = if i > 0 && data[i - 1] == 0 { i - 1 } else { i };
-            if data[i + 3] & 0x1F == 9 {
-                starts.push(begin);
-            }
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    let mut aus = Vec::new();
-    for (k, &s) in starts.iter().enumerate() {
-        let e = starts.get(k + 1).copied().unwrap_or(data.len());
-        aus.push(data[s..e].to_vec());
-    }
-    aus
-}
-
-/// Raw AAC frames of an ADTS stream.
-fn split_adts(data: &[u8]) -> Vec<Vec<u8>> {
-    let mut frames = Vec::new();
-    let mut pos = 0;
-    while pos + 7 <= data.len() && data[pos] == 0xFF {
-        let header = if data[pos + 1] & 1 == 1 { 7 } else { 9 };
-        let len = ((data[pos + 3] as usize & 3) << 11)
-            | ((data[pos + 4] as usize) << 3)
-            | (data[pos + 5] as usize >> 5);
-        if len <= header || pos + len > data.len() {
-            break;
-        }
-        frames.push(data[pos + header..pos + len].to_vec());
-        pos += len;
-    }
-    frames
-}
-
 /// The server's path: mixer-shaped outputs (Annex-B pictures with SPS/PPS on keyframes,
 /// raw AAC frames) through `ProgramOutputs` to nginx and HLS at the same time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -321,60 +280,7 @@ async fn program_outputs_feed_nginx_and_hls() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
-    let (h264, aac) = (d.join("v.h264"), d.join("a.aac"));
-    for args in [
-        vec![
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=320x240:rate=30",
-            "-t",
-            "5",
-            "-c:v",
-            "libx264",
-            "-profile:v",
-            "baseline",
-            "-pix_fmt",
-            "yuv420p",
-            "-g",
-            "30",
-            "-bf",
-            "0",
-            "-x264-params",
-            "aud=1",
-            "-bsf:v",
-            "h264_mp4toannexb",
-            "-f",
-            "h264",
-            h264.to_str().expect("path"),
-        ],
-        vec![
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=48000",
-            "-t",
-            "5",
-            "-c:a",
-            "aac",
-            "-ar",
-            "48000",
-            "-ac",
-            "2",
-            "-f",
-            "adts",
-            aac.to_str().expect("path"),
-        ],
-    ] {
-        let st = Command::new("ffmpeg")
-            .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-y"])
-            .args(&args)
-            .status()
-            .expect("ffmpeg");
-        assert!(st.success());
-    }
-    let aus = split_access_units(&std::fs::read(&h264).expect("h264"));
-    let frames = split_adts(&std::fs::read(&aac).expect("aac"));
+    let (aus, frames) = common::clip::make_clip(d);
     assert_eq!(aus.len(), 150);
     assert!(frames.len() > 200);
 

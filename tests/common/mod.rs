@@ -33,6 +33,7 @@ use webrtc::peer_connection::{
     RTCPeerConnectionState, Registry,
 };
 
+pub mod clip;
 pub mod nginx;
 
 pub const API_KEY: &str = "test-api-key";
