@@ -156,6 +156,28 @@ fn program_frame(c: &mut Criterion) {
                 r.resize_typed(&src, &mut d, &o).unwrap();
             });
         });
+        if dw as f64 == 2.0 * crop.2 && dh as f64 == 2.0 * crop.3 {
+            let mut dst = vec![0u8; (dw * dh) as usize];
+            let mut rows = Vec::new();
+            let c = (
+                crop.0 as usize,
+                crop.1 as usize,
+                crop.2 as usize,
+                crop.3 as usize,
+            );
+            g.bench_function(format!("scale_own_exact2x_{name}"), |b| {
+                b.iter(|| {
+                    mixer::compose::upscale2x_plane(
+                        y,
+                        sw as usize,
+                        sh as usize,
+                        c,
+                        &mut dst,
+                        &mut rows,
+                    )
+                });
+            });
+        }
         let mut dst = vec![0u8; (dw * dh) as usize];
         g.bench_function(format!("scale_own_bilinear_{name}"), |b| {
             b.iter(|| mixer::compose::scale_plane_bilinear(y, sw, sh, crop, &mut dst, dw, dh));

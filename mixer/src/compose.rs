@@ -323,10 +323,74 @@ pub fn scale_plane_bilinear(
     }
 }
 
+/// Upscales a crop of an 8-bit plane by exactly 2 in both directions with bilinear
+/// interpolation (pixel centres aligned: the 9-3-3-1 kernel, the same result as a generic
+/// bilinear resize to twice the size) into `dst` (`2*cw` x `2*ch`, tightly packed).
+/// `(cx, cy, cw, ch)` is the crop in whole source pixels; neighbours outside the crop but
+/// inside the plane are used, the plane's edges are repeated. Returns false (and writes
+/// nothing) when the crop does not fit in the plane or `dst` is too small.
+///
+/// This is the 2-up layout's hot path (640x360 co-hosts into 640x720 tiles): a dedicated
+/// kernel is ~5x faster than `fast_image_resize`'s generic interpolation
+/// (`cargo bench -p mixer --bench mix -- scale`).
+#[allow(clippy::too_many_arguments)]
+pub fn upscale2x_plane(
+    src: &[u8],
+    sw: usize,
+    sh: usize,
+    (cx, cy, cw, ch): (usize, usize, usize, usize),
+    dst: &mut [u8],
+    rows: &mut Vec<u16>,
+) -> bool {
+    let fits = cw > 0
+        && ch > 0
+        && cx.checked_add(cw).is_some_and(|e| e <= sw)
+        && cy.checked_add(ch).is_some_and(|e| e <= sh)
+        && src.len() >= sw * sh
+        && dst.len() >= 4 * cw * ch;
+    if !fits {
+        return false;
+    }
+    let dw = 2 * cw;
+    // One vertically interpolated row, with one extra column on each side (edge repeated).
+    rows.clear();
+    rows.resize(cw + 2, 0);
+    let left = cx.saturating_sub(1);
+    let right = (cx + cw).min(sw - 1);
+    let row = |y: usize| &src[y * sw..(y + 1) * sw];
+    for j in 0..ch {
+        let y = cy + j;
+        let cur = row(y);
+        let above = row(y.saturating_sub(1));
+        let below = row((y + 1).min(sh - 1));
+        for (half, nb) in [(0usize, above), (1, below)] {
+            // Vertical: 3 x nearest row + 1 x the other neighbour (0..=1020).
+            let c = &cur[cx..cx + cw];
+            let n = &nb[cx..cx + cw];
+            if let Some(mid) = rows.get_mut(1..cw + 1) {
+                for ((o, &a), &b) in mid.iter_mut().zip(c).zip(n) {
+                    *o = 3 * u16::from(a) + u16::from(b);
+                }
+            }
+            rows[0] = 3 * u16::from(cur[left]) + u16::from(nb[left]);
+            rows[cw + 1] = 3 * u16::from(cur[right]) + u16::from(nb[right]);
+            // Horizontal: out[2x] = (3 v[x] + v[x-1] + 8) / 16, out[2x+1] = (3 v[x] + v[x+1] + 8) / 16.
+            let out = &mut dst[(2 * j + half) * dw..(2 * j + half + 1) * dw];
+            for (pair, w) in out.chunks_exact_mut(2).zip(rows.windows(3)) {
+                let (l, m, r) = (w[0], 3 * w[1] + 8, w[2]);
+                pair[0] = ((m + l) >> 4) as u8;
+                pair[1] = ((m + r) >> 4) as u8;
+            }
+        }
+    }
+    true
+}
+
 /// Draws pictures into a canvas; holds the scaler and its scratch buffers.
 pub struct Compositor {
     resizer: Resizer,
     scratch: Vec<u8>,
+    rows: Vec<u16>,
 }
 
 impl std::fmt::Debug for Compositor {
@@ -347,6 +411,7 @@ impl Compositor {
         Compositor {
             resizer: Resizer::new(),
             scratch: Vec::new(),
+            rows: Vec::new(),
         }
     }
 
@@ -386,8 +451,27 @@ impl Compositor {
                 && cch as u32 == sph
                 && spw == ddw
                 && sph == ddh;
+            // Exactly 2x from whole-pixel crop offsets (the 2-up layout): dedicated kernel.
+            let whole = |v: f64| v.fract() == 0.0 && v >= 0.0;
+            let exact2x = whole(ccx)
+                && whole(ccy)
+                && whole(ccw)
+                && whole(cch)
+                && f64::from(ddw) == 2.0 * ccw
+                && f64::from(ddh) == 2.0 * cch;
             let scaled: &[u8] = if direct {
                 sbuf
+            } else if exact2x
+                && upscale2x_plane(
+                    sbuf,
+                    spw as usize,
+                    sph as usize,
+                    (ccx as usize, ccy as usize, ccw as usize, cch as usize),
+                    &mut self.scratch,
+                    &mut self.rows,
+                )
+            {
+                self.scratch.get(..need).unwrap_or_default()
             } else {
                 let Ok(src_img) = TypedImageRef::<U8>::from_buffer(spw, sph, sbuf) else {
                     continue;
@@ -639,6 +723,112 @@ mod tests {
         let row = &dst[..128];
         assert!(row.windows(2).all(|w| w[1] >= w[0]));
         assert!(row[0] <= 2 && row[127] >= 250);
+    }
+
+    #[test]
+    fn upscale2x_matches_generic_bilinear() {
+        // A textured 64x36 plane; crop the centre 32x36 and scale 2x both ways.
+        let (sw, sh) = (64u32, 36u32);
+        let src: Vec<u8> = (0..sw * sh)
+            .map(|i| ((i * 37 + (i / sw) * 11) % 251) as u8)
+            .collect();
+        let (cx, cy, cw, ch) = (16u32, 0u32, 32u32, 36u32);
+        let mut fast = vec![0u8; (4 * cw * ch) as usize];
+        let mut rows = Vec::new();
+        assert!(upscale2x_plane(
+            &src,
+            sw as usize,
+            sh as usize,
+            (cx as usize, cy as usize, cw as usize, ch as usize),
+            &mut fast,
+            &mut rows
+        ));
+        let mut generic = vec![0u8; (4 * cw * ch) as usize];
+        scale_plane_bilinear(
+            &src,
+            sw,
+            sh,
+            (f64::from(cx), f64::from(cy), f64::from(cw), f64::from(ch)),
+            &mut generic,
+            2 * cw,
+            2 * ch,
+        );
+        let max = fast
+            .iter()
+            .zip(&generic)
+            .map(|(a, b)| a.abs_diff(*b))
+            .max()
+            .unwrap_or(0);
+        assert!(max <= 1, "max difference {max}");
+        // A crop that does not fit, or a short destination, is refused.
+        assert!(!upscale2x_plane(
+            &src,
+            64,
+            36,
+            (40, 0, 32, 36),
+            &mut fast,
+            &mut rows
+        ));
+        assert!(!upscale2x_plane(
+            &src,
+            64,
+            36,
+            (0, 0, 32, 36),
+            &mut [0u8; 10],
+            &mut rows
+        ));
+    }
+
+    #[test]
+    fn compositor_2up_matches_generic_bilinear() {
+        // 2-up crop-to-fill of a 640x360 picture into a 640x720 tile is exactly 2x.
+        let mut src = I420Frame::new(
+            640,
+            360,
+            Yuv {
+                y: 0,
+                u: 128,
+                v: 128,
+            },
+        );
+        for b in 0..20u32 {
+            src.fill_rect(
+                b * 32,
+                (b * 17) % 320,
+                16,
+                40,
+                Yuv::from_rgb((b * 12) as u8, 90, 200),
+            );
+        }
+        let bg = Yuv {
+            y: 16,
+            u: 128,
+            v: 128,
+        };
+        let r = region(640, 0, 640, 720);
+        let mut canvas = I420Frame::new(1280, 720, bg);
+        Compositor::new().draw(&mut canvas, &src, &r, Fit::Crop, bg);
+        let ((cx, cy, cw, ch), _) = fit_geometry(640, 360, &r, Fit::Crop);
+        assert_eq!((cx, cy, cw, ch), (160.0, 0.0, 320.0, 360.0));
+        let mut generic = vec![0u8; 640 * 720];
+        scale_plane_bilinear(
+            src.plane(0).0,
+            640,
+            360,
+            (cx, cy, cw, ch),
+            &mut generic,
+            640,
+            720,
+        );
+        let (cy_plane, cpw, _) = canvas.plane(0);
+        let mut max = 0u8;
+        for row in 0..720usize {
+            for col in 0..640usize {
+                let a = cy_plane[row * cpw as usize + 640 + col];
+                max = max.max(a.abs_diff(generic[row * 640 + col]));
+            }
+        }
+        assert!(max <= 1, "max difference {max}");
     }
 
     #[test]
