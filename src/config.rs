@@ -60,6 +60,10 @@ pub struct ServeArgs {
     /// Tracing filter (`info`, `cohost=debug,webrtc=warn`, ...). [default: info,webrtc=warn,rtc=warn]
     #[arg(long, env = "COHOST_LOG")]
     pub log: Option<String>,
+    /// Worker threads shared by all rooms' mixers (compose + encode), earliest deadline
+    /// first. [default: the number of CPUs]
+    #[arg(long, env = "COHOST_MIXER_THREADS")]
+    pub mixer_threads: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -72,6 +76,7 @@ struct FileConfig {
     media_ip: Option<IpAddr>,
     udp_ports: Option<String>,
     log: Option<String>,
+    mixer_threads: Option<usize>,
 }
 
 /// Media (WebRTC) settings.
@@ -193,6 +198,9 @@ impl Config {
                         .into(),
                 })
             }
+        }
+        if let Some(n) = args.mixer_threads.or(file.mixer_threads) {
+            c.program.mixer_threads = n;
         }
         if let Some(l) = args.log.clone().or(file.log) {
             c.log = l;

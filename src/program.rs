@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use mixer::driver::MixerDriver;
+use mixer::driver::{MixerDriver, MixerPool};
 use mixer::mux::flv::Metadata;
 use mixer::{CueError, Layout, MixConfig, MixerEvent, MixerOutput};
 use rtc::media::Sample;
@@ -42,6 +42,8 @@ pub struct ProgramConfig {
     pub cue_limit: usize,
     /// Window of the cue rate limit.
     pub cue_window: Duration,
+    /// Worker threads of the mixer pool all rooms share; 0 = one per CPU.
+    pub mixer_threads: usize,
 }
 
 impl Default for ProgramConfig {
@@ -51,6 +53,7 @@ impl Default for ProgramConfig {
             grace: Duration::from_secs(5),
             cue_limit: 20,
             cue_window: Duration::from_secs(10),
+            mixer_threads: 0,
         }
     }
 }
@@ -135,6 +138,8 @@ pub struct Programs {
     sfu: Weak<Sfu>,
     engine: Arc<RtcEngine>,
     rooms: Mutex<HashMap<String, RoomProgram>>,
+    /// Mixer worker threads shared by all rooms (created with the first program).
+    pool: Mutex<Option<Arc<MixerPool>>>,
     /// Counters.
     pub metrics: Arc<ProgramMetrics>,
     me: Weak<Programs>,
@@ -152,6 +157,7 @@ impl Programs {
             sfu: Arc::downgrade(sfu),
             engine,
             rooms: Mutex::new(HashMap::new()),
+            pool: Mutex::new(None),
             metrics: Arc::new(ProgramMetrics::default()),
             me: me.clone(),
         })
@@ -285,10 +291,27 @@ impl Programs {
         o
     }
 
+    /// The shared mixer pool, started on first use.
+    fn pool(&self) -> Result<Arc<MixerPool>, MediaError> {
+        let mut p = lock(&self.pool);
+        if let Some(pool) = p.as_ref() {
+            return Ok(Arc::clone(pool));
+        }
+        let n = match self.config.mixer_threads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let pool = MixerPool::new(n).map_err(|e| MediaError::Internal(format!("mixer: {e}")))?;
+        tracing::info!(threads = pool.threads(), "mixer pool started");
+        *p = Some(Arc::clone(&pool));
+        Ok(pool)
+    }
+
     fn start(&self, room: &str, r: &mut RoomProgram) -> Result<(), MediaError> {
         let (tx, mut rx) = mpsc::channel::<MixerOutput>(1024);
-        let driver =
-            MixerDriver::spawn_counted(r.mix.clone(), self.metrics.driver.clone(), move |o| {
+        let driver = self
+            .pool()?
+            .spawn(r.mix.clone(), self.metrics.driver.clone(), move |o| {
                 // The mixer thread never waits on the async side.
                 let _ = tx.try_send(o);
             })

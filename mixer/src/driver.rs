@@ -1,10 +1,20 @@
-//! A driver running a [`Mixer`] on its own thread at the program rate.
+//! Drivers running [`Mixer`]s at the program rate on worker threads.
+//!
+//! A [`MixerPool`] is a fixed set of worker threads (one per core is right: mixing is CPU
+//! work) shared by many mixers, one per room. A worker always runs the mixer whose next poll
+//! is due first (earliest deadline first) and runs it to completion: it drains the mixer's
+//! queued inputs and commands, then polls it (compose + encode a picture, mix audio). So rooms
+//! do not time-slice each other on the cores as one thread per room did: with N rooms due at
+//! the same instant on C cores the first pictures are handed on after one frame's work, the
+//! last after about N/C frames' work, instead of all of them after N/C.
+//! `MixerDriver::spawn` gives a mixer its own single-thread pool.
 //!
 //! The driver owns the real clock: it takes an `Instant` at start and stamps every input with
-//! the time elapsed since then. Inputs and commands go in through one bounded
-//! `std::sync::mpsc::sync_channel`; media pushes never block (a full queue drops the item and
-//! says so), control commands wait for room and answer on a reply channel. Outputs go to a
-//! callback run on the mixer thread: keep it short (e.g. forward into a channel).
+//! the time elapsed since then at the moment it is pushed. Inputs and commands go in through
+//! one bounded `std::sync::mpsc::sync_channel`; media pushes never block (a full queue drops
+//! the item and says so) and are decoded at the mixer's next poll; control commands wake the
+//! pool, wait for room and answer on a reply channel. Outputs go to a callback run on a worker
+//! thread: keep it short (e.g. forward into a channel).
 //!
 //! ```no_run
 //! use mixer::{driver::MixerDriver, MixConfig, MixerOutput};
@@ -17,9 +27,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -33,12 +44,13 @@ use crate::mixer::{CueAck, MixState, Mixer, MixerOutput};
 pub const QUEUE_CAPACITY: usize = 1024;
 
 type CueReply = Box<dyn FnOnce(Result<CueAck, CueError>) + Send>;
+type Sink = Box<dyn FnMut(MixerOutput) + Send>;
 
 enum Command {
     AddInput(String, bool),
     RemoveInput(String),
-    Video(String, Bytes, u32),
-    Opus(String, Bytes, u32),
+    Video(String, Bytes, u32, Instant),
+    Opus(String, Bytes, u32, Instant),
     Pcm(String, Vec<f32>),
     SetLayout(Layout),
     Cue(String, serde_json::Value, u32, CueReply),
@@ -57,10 +69,36 @@ pub struct Headers {
     pub audio_specific_config: Vec<u8>,
 }
 
-/// A cheap, cloneable sender of inputs and commands to a running mixer thread.
-#[derive(Debug, Clone)]
+/// Wakes the pool for one mixer (control commands are handled at once, media at the next
+/// poll).
+#[derive(Clone)]
+struct Waker {
+    shared: Arc<PoolShared>,
+    id: u64,
+}
+
+impl Waker {
+    fn wake(&self) {
+        let mut st = lock(&self.shared.state);
+        if let Some(slot) = st.slots.get_mut(&self.id) {
+            slot.urgent = true;
+        }
+        drop(st);
+        self.shared.cv.notify_all();
+    }
+}
+
+/// A cheap, cloneable sender of inputs and commands to a running mixer.
+#[derive(Clone)]
 pub struct MixerHandle {
     tx: SyncSender<Command>,
+    waker: Waker,
+}
+
+impl std::fmt::Debug for MixerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MixerHandle({})", self.waker.id)
+    }
 }
 
 impl std::fmt::Debug for Command {
@@ -71,7 +109,9 @@ impl std::fmt::Debug for Command {
 
 impl MixerHandle {
     fn send(&self, c: Command) -> Result<(), MixerError> {
-        self.tx.send(c).map_err(|_| MixerError::Stopped)
+        self.tx.send(c).map_err(|_| MixerError::Stopped)?;
+        self.waker.wake();
+        Ok(())
     }
 
     fn try_send(&self, c: Command) -> Result<(), MixerError> {
@@ -80,7 +120,6 @@ impl MixerHandle {
             TrySendError::Disconnected(_) => MixerError::Stopped,
         })
     }
-
     /// Adds an input (queues a keyframe request for it).
     pub fn add_input(&self, identity: &str, is_host: bool) -> Result<(), MixerError> {
         self.send(Command::AddInput(identity.to_owned(), is_host))
@@ -98,7 +137,12 @@ impl MixerHandle {
         access_unit: Bytes,
         rtp_ts_90k: u32,
     ) -> Result<(), MixerError> {
-        self.try_send(Command::Video(identity.to_owned(), access_unit, rtp_ts_90k))
+        self.try_send(Command::Video(
+            identity.to_owned(),
+            access_unit,
+            rtp_ts_90k,
+            Instant::now(),
+        ))
     }
 
     /// Pushes an Opus packet; never blocks (`QueueFull` drops it).
@@ -108,7 +152,12 @@ impl MixerHandle {
         packet: Bytes,
         rtp_ts_48k: u32,
     ) -> Result<(), MixerError> {
-        self.try_send(Command::Opus(identity.to_owned(), packet, rtp_ts_48k))
+        self.try_send(Command::Opus(
+            identity.to_owned(),
+            packet,
+            rtp_ts_48k,
+            Instant::now(),
+        ))
     }
 
     /// Pushes interleaved stereo 48 kHz PCM; never blocks.
@@ -175,12 +224,14 @@ pub struct DriverCounters {
     pub poll_nanos: AtomicU64,
 }
 
-/// Owner of a mixer thread: a [`MixerHandle`] (through `Deref`) that also stops and joins
-/// the thread when stopped or dropped.
+/// Owner of a mixer in a [`MixerPool`]: a [`MixerHandle`] (through `Deref`) that also stops
+/// the mixer (and waits until it is gone) when stopped or dropped.
 #[derive(Debug)]
 pub struct MixerDriver {
     handle: MixerHandle,
-    join: Option<JoinHandle<()>>,
+    done: Mutex<Option<Receiver<()>>>,
+    /// Keeps the pool (and its threads) alive while the mixer runs.
+    _pool: Arc<MixerPool>,
 }
 
 impl std::ops::Deref for MixerDriver {
@@ -191,8 +242,8 @@ impl std::ops::Deref for MixerDriver {
 }
 
 impl MixerDriver {
-    /// Creates the mixer and starts its thread; `sink` receives every output, on the mixer
-    /// thread, in time order.
+    /// Creates the mixer and runs it on a thread of its own; `sink` receives every output,
+    /// on that thread, in time order.
     pub fn spawn<F>(config: MixConfig, sink: F) -> Result<Self, MixerError>
     where
         F: FnMut(MixerOutput) + Send + 'static,
@@ -202,7 +253,7 @@ impl MixerDriver {
 
     /// [`spawn`](Self::spawn), adding to `counters`: every *late* program picture (one handed
     /// to `sink` more than one frame interval after its due time on the program clock, i.e.
-    /// the mixer thread did not keep up in real time) and the time spent producing pictures.
+    /// the mixer did not keep up in real time) and the time spent producing pictures.
     pub fn spawn_counted<F>(
         config: MixConfig,
         counters: Arc<DriverCounters>,
@@ -211,25 +262,7 @@ impl MixerDriver {
     where
         F: FnMut(MixerOutput) + Send + 'static,
     {
-        let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
-        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
-        let join = std::thread::Builder::new()
-            .name("cohost-mixer".into())
-            .spawn(move || match Mixer::new(config) {
-                Ok(m) => {
-                    let _ = ready_tx.send(Ok(()));
-                    run(m, rx, sink, &counters);
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                }
-            })
-            .map_err(|_| MixerError::Stopped)?;
-        ready_rx.recv().map_err(|_| MixerError::Stopped)??;
-        Ok(MixerDriver {
-            handle: MixerHandle { tx },
-            join: Some(join),
-        })
+        MixerPool::new(1)?.spawn(config, counters, sink)
     }
 
     /// A cloneable handle for other threads/tasks.
@@ -237,16 +270,18 @@ impl MixerDriver {
         self.handle.clone()
     }
 
-    /// Stops the thread and waits for it. Clones of the handle then get `Stopped`.
+    /// Stops the mixer and waits until it is gone. Clones of the handle then get `Stopped`.
     pub fn stop(mut self) {
         self.shutdown();
     }
 
     fn shutdown(&mut self) {
-        let _ = self.handle.tx.send(Command::Stop);
-        if let Some(j) = self.join.take() {
-            let _ = j.join();
-        }
+        let Some(done) = lock(&self.done).take() else {
+            return;
+        };
+        let _ = self.handle.send(Command::Stop);
+        // The worker drops the mixer (and the sender of `done`) once it has seen `Stop`.
+        let _ = done.recv();
     }
 }
 
@@ -256,76 +291,265 @@ impl Drop for MixerDriver {
     }
 }
 
-fn run<F: FnMut(MixerOutput)>(
-    mut mixer: Mixer,
-    rx: Receiver<Command>,
-    mut sink: F,
-    counters: &DriverCounters,
-) {
-    let start = Instant::now();
-    let interval = Duration::from_nanos(1_000_000_000 / u64::from(mixer.config().fps));
-    for o in mixer.poll(Duration::ZERO) {
-        sink(o);
+/// Worker threads shared by mixers, earliest deadline first (see the module docs).
+pub struct MixerPool {
+    shared: Arc<PoolShared>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for MixerPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MixerPool({} threads)", self.workers.len())
     }
-    loop {
-        let deadline = mixer.poll_timeout();
-        let now = start.elapsed();
-        if now >= deadline {
-            let outs = mixer.poll(now);
-            // Pictures of one poll are due one interval apart, the last at
-            // `last_video_due`; they are all handed over now.
-            let done = start.elapsed();
-            let busy = done.saturating_sub(now);
-            counters.poll_nanos.fetch_add(
-                u64::try_from(busy.as_nanos()).unwrap_or(u64::MAX),
-                Ordering::Relaxed,
-            );
-            let pictures = outs
-                .iter()
-                .filter(|o| matches!(o, MixerOutput::Video(_)))
-                .count() as u32;
-            if let (Some(last), true) = (mixer.last_video_due(), pictures > 0) {
-                let first = last.saturating_sub(interval * (pictures - 1));
-                let n = (0..pictures)
-                    .filter(|k| done > first + interval * *k + interval)
-                    .count();
-                if n > 0 {
-                    counters
-                        .late_pictures
-                        .fetch_add(n as u64, Ordering::Relaxed);
+}
+
+struct PoolShared {
+    state: Mutex<PoolState>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+struct PoolState {
+    slots: HashMap<u64, Slot>,
+    next_id: u64,
+    closing: bool,
+}
+
+struct Slot {
+    /// `None` while a worker runs it.
+    job: Option<Box<Job>>,
+    /// When its next poll is due.
+    due: Instant,
+    /// A control command is waiting: run it now.
+    urgent: bool,
+}
+
+/// One mixer with its queue, sink and clock.
+struct Job {
+    mixer: Mixer,
+    rx: Receiver<Command>,
+    sink: Sink,
+    start: Instant,
+    interval: Duration,
+    counters: Arc<DriverCounters>,
+    /// Dropped with the job: tells the driver the mixer is gone.
+    _done: SyncSender<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl MixerPool {
+    /// A pool of `threads` workers (at least 1), named `cohost-mixer`.
+    pub fn new(threads: usize) -> Result<Arc<Self>, MixerError> {
+        let shared = Arc::new(PoolShared {
+            state: Mutex::new(PoolState::default()),
+            cv: Condvar::new(),
+        });
+        let mut workers = Vec::new();
+        for _ in 0..threads.max(1) {
+            let sh = Arc::clone(&shared);
+            let w = std::thread::Builder::new()
+                .name("cohost-mixer".into())
+                .spawn(move || worker(&sh));
+            match w {
+                Ok(j) => workers.push(j),
+                Err(_) => {
+                    // Stop the ones already started.
+                    drop(MixerPool { shared, workers });
+                    return Err(MixerError::Stopped);
                 }
             }
-            for o in outs {
-                sink(o);
-            }
-            continue;
         }
-        match rx.recv_timeout(deadline - now) {
-            Ok(cmd) => {
-                let at = start.elapsed();
-                match cmd {
-                    Command::AddInput(id, host) => mixer.add_input(&id, host),
-                    Command::RemoveInput(id) => mixer.remove_input(&id),
-                    Command::Video(id, au, ts) => mixer.push_video(&id, &au, ts, at),
-                    Command::Opus(id, p, ts) => mixer.push_opus(&id, &p, ts, at),
-                    Command::Pcm(id, s) => mixer.push_pcm(&id, &s),
-                    Command::SetLayout(l) => mixer.set_layout(l),
-                    Command::Cue(id, data, repeat, reply) => reply(mixer.cue(&id, data, repeat)),
-                    Command::RequestKeyframe => mixer.request_keyframe(),
-                    Command::Headers(reply) => {
-                        let _ = reply.send(Headers {
-                            avc_decoder_config: mixer.avc_decoder_config(),
-                            audio_specific_config: mixer.audio_specific_config(),
-                        });
+        Ok(Arc::new(MixerPool { shared, workers }))
+    }
+
+    /// Worker threads.
+    pub fn threads(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Creates a mixer and runs it in this pool; `sink` receives every output, on a worker
+    /// thread, in time order. `counters` as in [`MixerDriver::spawn_counted`].
+    pub fn spawn<F>(
+        self: &Arc<Self>,
+        config: MixConfig,
+        counters: Arc<DriverCounters>,
+        sink: F,
+    ) -> Result<MixerDriver, MixerError>
+    where
+        F: FnMut(MixerOutput) + Send + 'static,
+    {
+        let mixer = Mixer::new(config)?;
+        let interval = Duration::from_nanos(1_000_000_000 / u64::from(mixer.config().fps.max(1)));
+        let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
+        let (done_tx, done_rx) = mpsc::sync_channel(1);
+        let start = Instant::now();
+        let job = Box::new(Job {
+            mixer,
+            rx,
+            sink: Box::new(sink),
+            start,
+            interval,
+            counters,
+            _done: done_tx,
+        });
+        let mut st = lock(&self.shared.state);
+        let id = st.next_id;
+        st.next_id += 1;
+        st.slots.insert(
+            id,
+            Slot {
+                job: Some(job),
+                due: start,
+                urgent: false,
+            },
+        );
+        drop(st);
+        self.shared.cv.notify_all();
+        Ok(MixerDriver {
+            handle: MixerHandle {
+                tx,
+                waker: Waker {
+                    shared: Arc::clone(&self.shared),
+                    id,
+                },
+            },
+            done: Mutex::new(Some(done_rx)),
+            _pool: Arc::clone(self),
+        })
+    }
+}
+
+impl Drop for MixerPool {
+    fn drop(&mut self) {
+        lock(&self.shared.state).closing = true;
+        self.shared.cv.notify_all();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+fn worker(shared: &PoolShared) {
+    let mut st = lock(&shared.state);
+    loop {
+        if st.closing {
+            return;
+        }
+        let now = Instant::now();
+        let next = st
+            .slots
+            .iter()
+            .filter(|(_, s)| s.job.is_some())
+            .map(|(id, s)| (if s.urgent { now } else { s.due }, *id))
+            .min();
+        match next {
+            Some((due, id)) if due <= now => {
+                let Some(mut job) = st.slots.get_mut(&id).and_then(|s| {
+                    s.urgent = false;
+                    s.job.take()
+                }) else {
+                    continue;
+                };
+                drop(st);
+                let keep = job.run();
+                let next_due = job.start + job.mixer.poll_timeout();
+                if !keep {
+                    // Drop the mixer outside the lock; this also tells its driver.
+                    drop(job);
+                    st = lock(&shared.state);
+                    st.slots.remove(&id);
+                } else {
+                    st = lock(&shared.state);
+                    if let Some(slot) = st.slots.get_mut(&id) {
+                        slot.due = next_due;
+                        slot.job = Some(job);
                     }
-                    Command::State(reply) => {
-                        let _ = reply.send(mixer.state());
-                    }
-                    Command::Stop => return,
                 }
+                // Others may be sleeping towards a later deadline than this one's.
+                shared.cv.notify_all();
             }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
+            Some((due, _)) => {
+                st = shared
+                    .cv
+                    .wait_timeout(st, due.saturating_duration_since(now))
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|p| p.into_inner().0);
+            }
+            None => st = shared.cv.wait(st).unwrap_or_else(|p| p.into_inner()),
+        }
+    }
+}
+
+impl Job {
+    /// Applies every queued command, then polls if due. False once stopped.
+    fn run(&mut self) -> bool {
+        loop {
+            match self.rx.try_recv() {
+                Ok(Command::Stop) | Err(TryRecvError::Disconnected) => return false,
+                Ok(cmd) => self.apply(cmd),
+                Err(TryRecvError::Empty) => break,
+            }
+        }
+        let now = self.start.elapsed();
+        if now < self.mixer.poll_timeout() {
+            return true;
+        }
+        let outs = self.mixer.poll(now);
+        // Pictures of one poll are due one interval apart, the last at `last_video_due`;
+        // they are all handed over now.
+        let done = self.start.elapsed();
+        let busy = done.saturating_sub(now);
+        self.counters.poll_nanos.fetch_add(
+            u64::try_from(busy.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        let pictures = outs
+            .iter()
+            .filter(|o| matches!(o, MixerOutput::Video(_)))
+            .count() as u32;
+        if let (Some(last), true) = (self.mixer.last_video_due(), pictures > 0) {
+            let interval = self.interval;
+            let first = last.saturating_sub(interval * (pictures - 1));
+            let n = (0..pictures)
+                .filter(|k| done > first + interval * *k + interval)
+                .count();
+            if n > 0 {
+                self.counters
+                    .late_pictures
+                    .fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }
+        for o in outs {
+            (self.sink)(o);
+        }
+        true
+    }
+
+    fn apply(&mut self, cmd: Command) {
+        let mixer = &mut self.mixer;
+        let since = |t: Instant| t.saturating_duration_since(self.start);
+        match cmd {
+            Command::AddInput(id, host) => mixer.add_input(&id, host),
+            Command::RemoveInput(id) => mixer.remove_input(&id),
+            Command::Video(id, au, ts, at) => mixer.push_video(&id, &au, ts, since(at)),
+            Command::Opus(id, p, ts, at) => mixer.push_opus(&id, &p, ts, since(at)),
+            Command::Pcm(id, s) => mixer.push_pcm(&id, &s),
+            Command::SetLayout(l) => mixer.set_layout(l),
+            Command::Cue(id, data, repeat, reply) => reply(mixer.cue(&id, data, repeat)),
+            Command::RequestKeyframe => mixer.request_keyframe(),
+            Command::Headers(reply) => {
+                let _ = reply.send(Headers {
+                    avc_decoder_config: mixer.avc_decoder_config(),
+                    audio_specific_config: mixer.audio_specific_config(),
+                });
+            }
+            Command::State(reply) => {
+                let _ = reply.send(mixer.state());
+            }
+            Command::Stop => {}
         }
     }
 }
@@ -383,6 +607,59 @@ mod tests {
         // ~10 pictures and ~23 AAC frames in 0.5 s; allow scheduling slack.
         assert!((7..=13).contains(&v), "video {v}");
         assert!(a >= 15, "audio {a}");
+    }
+
+    #[test]
+    fn pool_runs_many_mixers_and_stops_one() {
+        let cfg = MixConfig {
+            width: 160,
+            height: 90,
+            fps: 20,
+            video_kbps: 200,
+            ..MixConfig::default()
+        };
+        let pool = MixerPool::new(2).expect("pool");
+        assert_eq!(pool.threads(), 2);
+        let counts: Vec<Arc<Mutex<usize>>> = (0..5).map(|_| Arc::default()).collect();
+        let mut drivers: Vec<MixerDriver> = counts
+            .iter()
+            .map(|c| {
+                let c = Arc::clone(c);
+                pool.spawn(cfg.clone(), Arc::default(), move |o| {
+                    if matches!(o, MixerOutput::Video(_)) {
+                        if let Ok(mut g) = c.lock() {
+                            *g += 1;
+                        }
+                    }
+                })
+                .expect("spawn")
+            })
+            .collect();
+        for (k, d) in drivers.iter().enumerate() {
+            d.add_input(&format!("p{k}"), true).expect("add");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        // Stopping one mixer leaves the others running.
+        let stopped = drivers.remove(0);
+        let h0 = stopped.handle();
+        stopped.stop();
+        assert!(matches!(h0.add_input("x", false), Err(MixerError::Stopped)));
+        let at_stop = *counts[0].lock().expect("lock");
+        let before: Vec<usize> = counts[1..]
+            .iter()
+            .map(|c| *c.lock().expect("lock"))
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(*counts[0].lock().expect("lock"), at_stop);
+        for (c, b) in counts[1..].iter().zip(before) {
+            let now = *c.lock().expect("lock");
+            assert!(now > b, "a mixer stalled: {b} -> {now}");
+        }
+        // Control commands are answered promptly from the pool.
+        assert_eq!(drivers[0].state().expect("state").inputs.len(), 1);
+        drop(drivers);
+        // The pool itself is dropped last (drivers hold it).
+        assert_eq!(Arc::strong_count(&pool), 1);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::audio::{
 use crate::compose::{identity_color, Compositor, I420Frame, Yuv};
 use crate::config::{CueError, MixConfig, MixerError};
 use crate::encode::VideoEncoder;
-use crate::layout::{compute_regions, Layout, LayoutParticipant, Region, Template};
+use crate::layout::{compute_regions, Fit, Layout, LayoutParticipant, Region, Template};
 use crate::nal;
 use crate::video::{DecodeOutcome, InputDecoder};
 
@@ -605,8 +605,22 @@ impl Mixer {
         }
         let regions = self.current_regions();
         let bg = self.background;
-        self.canvas
-            .fill_rect(0, 0, self.cfg.width, self.cfg.height, bg);
+        // The background shows only where no picture is drawn: skip the full-canvas fill when
+        // cropped pictures tile the whole canvas (the 2-up and 4-up grids).
+        let opaque: Vec<&Region> = regions
+            .iter()
+            .filter(|r| r.fit == Fit::Crop && (r.x | r.y | r.w | r.h) % 2 == 0)
+            .filter(|r| {
+                self.inputs
+                    .iter()
+                    .find(|i| i.identity == r.identity)
+                    .is_some_and(|i| !i.stalled && i.video.picture().is_some())
+            })
+            .collect();
+        if !covers(&opaque, self.cfg.width, self.cfg.height) {
+            self.canvas
+                .fill_rect(0, 0, self.cfg.width, self.cfg.height, bg);
+        }
         for r in &regions {
             let Some(input) = self.inputs.iter().find(|i| i.identity == r.identity) else {
                 continue;
@@ -733,9 +747,55 @@ impl Mixer {
     }
 }
 
+/// True when `regions` (clipped to the canvas) do not overlap and together cover all of it.
+fn covers(regions: &[&Region], width: u32, height: u32) -> bool {
+    let clip = |r: &Region| {
+        let x1 = r.x.saturating_add(r.w).min(width);
+        let y1 = r.y.saturating_add(r.h).min(height);
+        (r.x.min(x1), r.y.min(y1), x1, y1)
+    };
+    let rects: Vec<(u32, u32, u32, u32)> = regions.iter().map(|r| clip(r)).collect();
+    let area: u64 = rects
+        .iter()
+        .map(|&(x0, y0, x1, y1)| u64::from(x1 - x0) * u64::from(y1 - y0))
+        .sum();
+    let disjoint = rects.iter().enumerate().all(|(i, a)| {
+        rects
+            .iter()
+            .skip(i + 1)
+            .all(|b| a.2 <= b.0 || b.2 <= a.0 || a.3 <= b.1 || b.3 <= a.1)
+    });
+    disjoint && area == u64::from(width) * u64::from(height)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rect(x: u32, y: u32, w: u32, h: u32) -> Region {
+        Region {
+            identity: "a".into(),
+            x,
+            y,
+            w,
+            h,
+            z: 0,
+            fit: Fit::Crop,
+        }
+    }
+
+    #[test]
+    fn coverage_of_regions() {
+        let (l, r) = (rect(0, 0, 640, 720), rect(640, 0, 640, 720));
+        assert!(covers(&[&l, &r], 1280, 720));
+        assert!(!covers(&[&l], 1280, 720));
+        // Overlap (picture in picture) with the same total area is not coverage.
+        let (big, small) = (rect(0, 0, 1280, 600), rect(0, 500, 1280, 220));
+        assert!(!covers(&[&big, &small], 1280, 720));
+        // Regions reaching past the canvas are clipped.
+        assert!(covers(&[&rect(0, 0, 2000, 2000)], 1280, 720));
+        assert!(!covers(&[], 1280, 720));
+    }
     use serde_json::json;
 
     fn small() -> MixConfig {
