@@ -317,6 +317,8 @@ impl Programs {
             })
             .map_err(|e| MediaError::Internal(format!("mixer: {e}")))?;
         let _ = driver.set_layout(r.layout.clone());
+        // Opus program audio only while WHEP viewers watch (add_viewer / remove_viewer).
+        let _ = driver.set_opus_output(!r.viewers.is_empty());
         let outputs = r.outputs.clone();
         let media_tx = r.media_tx.clone();
         let metrics = self.metrics.clone();
@@ -610,6 +612,7 @@ impl Programs {
         let apt = pt_of(as_.get_parameters().await.ok(), "audio/opus");
         if let Some(d) = &driver {
             let _ = d.request_keyframe();
+            let _ = d.set_opus_output(true);
         }
         let frame = Duration::from_secs_f64(1.0 / 30.0);
         let mut rx = media_rx;
@@ -674,18 +677,25 @@ impl Programs {
                 me.remove_viewer(&room2, &viewer2).await;
             }
         });
-        lock(&self.rooms).get_mut(room).map(|r| {
+        if let Some(r) = lock(&self.rooms).get_mut(room) {
             r.viewers
-                .insert(viewer.to_owned(), (pc, vec![task, watcher]))
-        });
+                .insert(viewer.to_owned(), (pc, vec![task, watcher]));
+            if let Some(run) = &r.running {
+                let _ = run.driver.set_opus_output(true);
+            }
+        }
         info!(room, viewer, "program viewer");
         Ok(answer)
     }
 
     async fn remove_viewer(&self, room: &str, viewer: &str) {
-        let v = lock(&self.rooms)
-            .get_mut(room)
-            .and_then(|r| r.viewers.remove(viewer));
+        let v = lock(&self.rooms).get_mut(room).and_then(|r| {
+            let v = r.viewers.remove(viewer);
+            if let (true, Some(run)) = (r.viewers.is_empty(), &r.running) {
+                let _ = run.driver.set_opus_output(false);
+            }
+            v
+        });
         if let Some((pc, tasks)) = v {
             tasks.iter().for_each(|t| t.abort());
             let _ = pc.close().await;

@@ -456,6 +456,13 @@ impl OpusEncoder {
         })
     }
 
+    /// Forgets the signal so far (before a stream restarts after a pause).
+    pub fn reset(&mut self) {
+        if let Err(e) = self.enc.reset_state() {
+            tracing::warn!("opus reset: {e}");
+        }
+    }
+
     /// Encodes one 20 ms block (`BLOCK_FRAMES` stereo frames).
     pub fn encode(&mut self, block: &[f32]) -> Option<Vec<u8>> {
         match self.enc.encode_float(block, &mut self.out) {

@@ -55,6 +55,7 @@ enum Command {
     SetLayout(Layout),
     Cue(String, serde_json::Value, u32, CueReply),
     RequestKeyframe,
+    OpusOutput(bool),
     Headers(SyncSender<Headers>),
     State(SyncSender<MixState>),
     Stop,
@@ -173,6 +174,11 @@ impl MixerHandle {
     /// Asks for an IDR picture next (a new RTMP/HLS/WHEP consumer).
     pub fn request_keyframe(&self) -> Result<(), MixerError> {
         self.send(Command::RequestKeyframe)
+    }
+
+    /// Turns the Opus program audio on or off ([`Mixer::set_opus_output`]).
+    pub fn set_opus_output(&self, on: bool) -> Result<(), MixerError> {
+        self.send(Command::OpusOutput(on))
     }
 
     /// Queues a cue; `reply` runs on the mixer thread with the answer (use it to complete
@@ -540,6 +546,7 @@ impl Job {
             Command::SetLayout(l) => mixer.set_layout(l),
             Command::Cue(id, data, repeat, reply) => reply(mixer.cue(&id, data, repeat)),
             Command::RequestKeyframe => mixer.request_keyframe(),
+            Command::OpusOutput(on) => mixer.set_opus_output(on),
             Command::Headers(reply) => {
                 let _ = reply.send(Headers {
                     avc_decoder_config: mixer.avc_decoder_config(),

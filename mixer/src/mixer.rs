@@ -232,6 +232,8 @@ pub struct Mixer {
     encoder: VideoEncoder,
     aac: AacEncoder,
     opus: OpusEncoder,
+    /// Whether the Opus program audio is encoded (only WebRTC viewers need it).
+    opus_on: bool,
     limiter: Limiter,
     mix_buf: Vec<f32>,
     in_buf: Vec<f32>,
@@ -276,6 +278,7 @@ impl Mixer {
             encoder: VideoEncoder::new(cfg.fps, cfg.video_kbps)?,
             aac: AacEncoder::new(cfg.audio_kbps)?,
             opus: OpusEncoder::new(cfg.audio_kbps)?,
+            opus_on: true,
             limiter: Limiter::default(),
             mix_buf: vec![0.0; BLOCK_FRAMES * CHANNELS],
             in_buf: vec![0.0; BLOCK_FRAMES * CHANNELS],
@@ -387,6 +390,15 @@ impl Mixer {
     /// The current layout.
     pub fn layout(&self) -> &Layout {
         &self.layout
+    }
+
+    /// Turns the Opus program audio ([`MixerOutput::Opus`]) on or off (on at start). It costs
+    /// an Opus encode per 20 ms; a server turns it on only while WebRTC viewers watch.
+    pub fn set_opus_output(&mut self, on: bool) {
+        if on && !self.opus_on {
+            self.opus.reset();
+        }
+        self.opus_on = on;
     }
 
     /// Asks for an IDR picture as the next frame (e.g. a new RTMP/WHEP viewer).
@@ -699,7 +711,11 @@ impl Mixer {
         }
         self.update_speaker(loudest.map(|(i, _)| i));
         self.limiter.process(&mut self.mix_buf);
-        if let Some(pkt) = self.opus.encode(&self.mix_buf) {
+        if let Some(pkt) = self
+            .opus_on
+            .then(|| self.opus.encode(&self.mix_buf))
+            .flatten()
+        {
             out.push(MixerOutput::Opus(OpusFrame {
                 data: Bytes::from(pkt),
                 pts_ms: m * 20,
@@ -922,6 +938,26 @@ mod tests {
         );
         let levels: Vec<f32> = m.state().inputs.iter().map(|i| i.audio_level).collect();
         assert!(levels[0] < 0.05 && levels[1] > 0.5, "{levels:?}");
+    }
+
+    #[test]
+    fn opus_output_only_when_on() {
+        let count = |outs: &[MixerOutput]| {
+            outs.iter()
+                .filter(|o| matches!(o, MixerOutput::Opus(_)))
+                .count()
+        };
+        let mut m = Mixer::new(small()).expect("mixer");
+        let base = Duration::from_secs(100);
+        m.set_opus_output(false);
+        let _ = m.poll(base);
+        let outs = m.poll(base + Duration::from_millis(200));
+        assert_eq!(count(&outs), 0);
+        // AAC goes on regardless.
+        assert!(outs.iter().any(|o| matches!(o, MixerOutput::Audio(_))));
+        m.set_opus_output(true);
+        let outs = m.poll(base + Duration::from_millis(400));
+        assert!(count(&outs) >= 9, "{}", count(&outs));
     }
 
     #[test]
