@@ -24,7 +24,13 @@
 //!
 //! Run: `cargo bench --bench rooms`. Environment: `ROOMS_BENCH_N` (default `1,2,4,6,8`),
 //! `ROOMS_BENCH_SECS` (default 20), `ROOMS_BENCH_INPUT` (co-host picture, default `640x360`),
-//! `ROOMS_BENCH_INPUT_KBPS` (default 800).
+//! `ROOMS_BENCH_INPUT_KBPS` (default 800), `ROOMS_BENCH_CONTENT` (co-host picture content):
+//! - `pan` (default): a diagonal ramp moving 4 px per frame with a drifting bright square:
+//!   every pixel moves in every frame, like a camera panning all the time (worst case for the
+//!   encoder);
+//! - `talk`: a talking head: a static textured background (a room) and a textured head and
+//!   shoulders that sway a few pixels per frame, a mouth that opens and closes and a blinking
+//!   light: what a co-host's webcam mostly shows.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -213,10 +219,11 @@ async fn server() {
     let s = common::start_server().await;
     let http = reqwest::Client::new();
     println!(
-        "# rooms bench: 2 co-hosts/room sending {w}x{h} H.264 ({} kbps) + Opus (replayed), \
-         program 1280x720 30 fps 2500 kbps + AAC, 1 RTMP push/room to nginx-rtmp; {secs} s per N; \
+        "# rooms bench: 2 co-hosts/room sending {w}x{h} H.264 ({} kbps, content `{}`) + Opus \
+         (replayed), program 1280x720 30 fps 2500 kbps + AAC, 1 RTMP push/room to nginx-rtmp; {secs} s per N; \
          {} cores",
         env_or("ROOMS_BENCH_INPUT_KBPS", 800u32),
+        if content_is_talk() { "talk" } else { "pan" },
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
@@ -306,27 +313,95 @@ struct Clip {
     audio: Vec<Bytes>,
 }
 
+fn content_is_talk() -> bool {
+    std::env::var("ROOMS_BENCH_CONTENT").is_ok_and(|c| c == "talk")
+}
+
+/// A synthetic talking head on `frame`: static textured background, swaying textured head and
+/// shoulders, a mouth opening and closing, a blinking light (luma and chroma planes of `yuv`).
+fn talking_head(yuv: &mut [u8], w: usize, h: usize, frame: usize) {
+    let t = frame as f64 / FPS as f64;
+    // Static background: wall gradient with a fine texture and a shelf.
+    for y in 0..h {
+        for x in 0..w {
+            let tex = ((x * 7 + y * 13) % 17) as f64 * 1.5 + ((x / 3 + y / 5) % 7) as f64;
+            let shelf = if (y * 10 / h) == 3 { 40.0 } else { 0.0 };
+            yuv[y * w + x] = (60.0 + 80.0 * y as f64 / h as f64 + tex + shelf) as u8;
+        }
+    }
+    // Head and shoulders: sway a few pixels, nod a little.
+    let cx = w as f64 / 2.0 + 12.0 * (t * 1.3).sin() + 4.0 * (t * 3.1).sin();
+    let cy = h as f64 * 0.42 + 3.0 * (t * 2.2).sin();
+    let (rx, ry) = (w as f64 * 0.13, h as f64 * 0.22);
+    for y in 0..h {
+        for x in 0..w {
+            let (dx, dy) = ((x as f64 - cx) / rx, (y as f64 - cy) / ry);
+            let head = dx * dx + dy * dy <= 1.0;
+            let body = y as f64 > cy + ry * 0.8 && (x as f64 - cx).abs() < rx * 2.2;
+            if head || body {
+                // Texture that moves with the person (skin/cloth detail).
+                let u = (x as f64 - cx) as i64;
+                let v = (y as f64 - cy) as i64;
+                let tex = (((u * 5 + v * 3).rem_euclid(11)) * 2) as f64;
+                yuv[y * w + x] = if head { 150.0 + tex } else { 70.0 + tex } as u8;
+            }
+        }
+    }
+    // Mouth: opens and closes (talking).
+    let open = ((t * 6.0).sin().abs() * ry * 0.18) as usize;
+    let (mx, my) = (cx as usize, (cy + ry * 0.45) as usize);
+    for y in my.saturating_sub(open)..(my + open).min(h) {
+        for x in mx.saturating_sub((rx * 0.35) as usize)..(mx + (rx * 0.35) as usize).min(w) {
+            yuv[y * w + x] = 40;
+        }
+    }
+    // A blinking light in the background.
+    if (frame / 15) % 2 == 0 {
+        for y in h / 8..h / 8 + 12 {
+            yuv[y * w + w / 10..y * w + w / 10 + 12].fill(230);
+        }
+    }
+    // Chroma: warm wall, skin tone in the head.
+    let (cw, ch) = (w / 2, h / 2);
+    let (u0, v0) = (w * h, w * h + cw * ch);
+    for y in 0..ch {
+        for x in 0..cw {
+            let (dx, dy) = ((2 * x) as f64 - cx, (2 * y) as f64 - cy);
+            let head = (dx / rx).powi(2) + (dy / ry).powi(2) <= 1.0;
+            yuv[u0 + y * cw + x] = if head { 110 } else { 120 };
+            yuv[v0 + y * cw + x] = if head { 150 } else { 135 };
+        }
+    }
+}
+
 fn encode_clip(w: usize, h: usize, kbps: u32, seconds: usize) -> Clip {
+    let talk = content_is_talk();
     use openh264::encoder::{BitRate, Encoder, EncoderConfig, FrameRate, IntraFramePeriod};
     use openh264::formats::YUVBuffer;
     use openh264::OpenH264API;
     let cfg = EncoderConfig::new()
         .bitrate(BitRate::from_bps(kbps * 1000))
         .max_frame_rate(FrameRate::from_hz(FPS as f32))
-        .intra_frame_period(IntraFramePeriod::from_num_frames(FPS as u32));
+        .intra_frame_period(IntraFramePeriod::from_num_frames(FPS as u32))
+        // Every slot gets its own picture (a repeated access unit would not decode).
+        .skip_frames(false);
     let mut enc = Encoder::with_api_config(OpenH264API::from_source(), cfg).expect("encoder");
     let mut video = Vec::new();
     for frame in 0..seconds * FPS as usize {
-        // A moving diagonal ramp with a drifting bright square: real motion for the decoder.
         let mut yuv = vec![128u8; w * h * 3 / 2];
-        for y in 0..h {
-            for x in 0..w {
-                yuv[y * w + x] = ((x + y + frame * 4) % 256) as u8;
+        if talk {
+            talking_head(&mut yuv, w, h, frame);
+        } else {
+            // A moving diagonal ramp with a drifting bright square: real motion for the decoder.
+            for y in 0..h {
+                for x in 0..w {
+                    yuv[y * w + x] = ((x + y + frame * 4) % 256) as u8;
+                }
             }
-        }
-        let (sx, sy) = ((frame * 7) % (w - 64), (frame * 3) % (h - 64));
-        for y in sy..sy + 64 {
-            yuv[y * w + sx..y * w + sx + 64].fill(235);
+            let (sx, sy) = ((frame * 7) % (w - 64), (frame * 3) % (h - 64));
+            for y in sy..sy + 64 {
+                yuv[y * w + sx..y * w + sx + 64].fill(235);
+            }
         }
         let bits = enc
             .encode(&YUVBuffer::from_vec(yuv, w, h))

@@ -80,6 +80,13 @@ pub async fn start_server() -> TestServer {
     config.rtc.media_ip = "127.0.0.1".parse().unwrap();
     config.rtc.port_min = base;
     config.rtc.port_max = base + 99;
+    // As the server's own flag/env (benches compare pool sizes).
+    if let Some(n) = std::env::var("COHOST_MIXER_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.program.mixer_threads = n;
+    }
     let server = cohost::build(&config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
