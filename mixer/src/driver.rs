@@ -3,7 +3,8 @@
 //! A [`MixerPool`] is a fixed set of worker threads (one per core is right: mixing is CPU
 //! work) shared by many mixers, one per room. A worker always runs the mixer whose next poll
 //! is due first (earliest deadline first) and runs it to completion: it drains the mixer's
-//! queued inputs and commands, then polls it (compose + encode a picture, mix audio). So rooms
+//! queued inputs and commands, then polls it (compose + encode a picture, mix the audio blocks
+//! due by then: audio rides on the picture ticks, ≤ one frame later than its own). So rooms
 //! do not time-slice each other on the cores as one thread per room did: with N rooms due at
 //! the same instant on C cores the first pictures are handed on after one frame's work, the
 //! last after about N/C frames' work, instead of all of them after N/C.
@@ -461,7 +462,9 @@ fn worker(shared: &PoolShared) {
                 };
                 drop(st);
                 let keep = job.run();
-                let next_due = job.start + job.mixer.poll_timeout();
+                // Audio blocks due before the next picture are produced with it: one run per
+                // frame instead of one per frame and one per 20 ms audio block.
+                let next_due = job.start + job.mixer.next_video_due();
                 if !keep {
                     // Drop the mixer outside the lock; this also tells its driver.
                     drop(job);

@@ -504,6 +504,12 @@ impl Mixer {
         Some(self.epoch? + self.video_due(n))
     }
 
+    /// When the next program picture is due (zero before the first poll).
+    pub fn next_video_due(&self) -> Duration {
+        self.epoch
+            .map_or(Duration::ZERO, |e| e + self.video_due(self.next_video))
+    }
+
     fn video_due(&self, n: u64) -> Duration {
         Duration::from_nanos(n.saturating_mul(1_000_000_000) / u64::from(self.cfg.fps))
     }
