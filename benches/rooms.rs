@@ -356,7 +356,7 @@ fn talking_head(yuv: &mut [u8], w: usize, h: usize, frame: usize) {
         }
     }
     // A blinking light in the background.
-    if (frame / 15) % 2 == 0 {
+    if (frame / 15).is_multiple_of(2) {
         for y in h / 8..h / 8 + 12 {
             yuv[y * w + w / 10..y * w + w / 10 + 12].fill(230);
         }
