@@ -29,6 +29,7 @@
 //! ```
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -461,7 +462,16 @@ fn worker(shared: &PoolShared) {
                     continue;
                 };
                 drop(st);
-                let keep = job.run();
+                // A panic in one room's mixer (or its sink) must not take a worker shared by
+                // every room with it: that mixer is dropped (its handles get `Stopped`), the
+                // others go on.
+                let keep = match std::panic::catch_unwind(AssertUnwindSafe(|| job.run())) {
+                    Ok(keep) => keep,
+                    Err(_) => {
+                        tracing::error!("mixer panicked; its program stops");
+                        false
+                    }
+                };
                 // Audio blocks due before the next picture are produced with it: one run per
                 // frame instead of one per frame and one per 20 ms audio block.
                 let next_due = job.start + job.mixer.next_video_due();
@@ -670,6 +680,44 @@ mod tests {
         drop(drivers);
         // The pool itself is dropped last (drivers hold it).
         assert_eq!(Arc::strong_count(&pool), 1);
+    }
+
+    #[test]
+    fn a_panicking_mixer_stops_alone() {
+        let cfg = MixConfig {
+            width: 160,
+            height: 90,
+            fps: 20,
+            video_kbps: 200,
+            ..MixConfig::default()
+        };
+        let pool = MixerPool::new(1).expect("pool");
+        let bad = pool
+            .spawn(cfg.clone(), Arc::default(), |o| {
+                if matches!(o, MixerOutput::Video(_)) {
+                    panic!("sink bug");
+                }
+            })
+            .expect("spawn");
+        let seen = Arc::new(Mutex::new(0usize));
+        let s2 = Arc::clone(&seen);
+        let good = pool
+            .spawn(cfg, Arc::default(), move |o| {
+                if matches!(o, MixerOutput::Video(_)) {
+                    if let Ok(mut g) = s2.lock() {
+                        *g += 1;
+                    }
+                }
+            })
+            .expect("spawn");
+        std::thread::sleep(Duration::from_millis(400));
+        assert!(matches!(bad.state(), Err(MixerError::Stopped)));
+        // The only worker survived and still runs the other mixer.
+        let n = *seen.lock().expect("lock");
+        assert!(n >= 4, "good mixer produced {n} pictures");
+        assert_eq!(good.state().expect("state").inputs.len(), 0);
+        bad.stop();
+        good.stop();
     }
 
     #[test]
