@@ -612,7 +612,6 @@ impl Programs {
         let apt = pt_of(as_.get_parameters().await.ok(), "audio/opus");
         if let Some(d) = &driver {
             let _ = d.request_keyframe();
-            let _ = d.set_opus_output(true);
         }
         let frame = Duration::from_secs_f64(1.0 / 30.0);
         let mut rx = media_rx;

@@ -338,7 +338,6 @@ struct Job {
     rx: Receiver<Command>,
     sink: Sink,
     start: Instant,
-    interval: Duration,
     counters: Arc<DriverCounters>,
     /// Dropped with the job: tells the driver the mixer is gone.
     _done: SyncSender<()>,
@@ -390,7 +389,6 @@ impl MixerPool {
         F: FnMut(MixerOutput) + Send + 'static,
     {
         let mixer = Mixer::new(config)?;
-        let interval = Duration::from_nanos(1_000_000_000 / u64::from(mixer.config().fps.max(1)));
         let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
         let (done_tx, done_rx) = mpsc::sync_channel(1);
         let start = Instant::now();
@@ -399,7 +397,6 @@ impl MixerPool {
             rx,
             sink: Box::new(sink),
             start,
-            interval,
             counters,
             _done: done_tx,
         });
@@ -530,7 +527,8 @@ impl Job {
             .filter(|o| matches!(o, MixerOutput::Video(_)))
             .count() as u32;
         if let (Some(last), true) = (self.mixer.last_video_due(), pictures > 0) {
-            let interval = self.interval;
+            let interval =
+                Duration::from_nanos(1_000_000_000 / u64::from(self.mixer.config().fps.max(1)));
             let first = last.saturating_sub(interval * (pictures - 1));
             let n = (0..pictures)
                 .filter(|k| done > first + interval * *k + interval)
