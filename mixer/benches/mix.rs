@@ -173,6 +173,7 @@ fn program_frame(c: &mut Criterion) {
                         sh as usize,
                         c,
                         &mut dst,
+                        dw as usize,
                         &mut rows,
                     )
                 });
