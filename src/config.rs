@@ -64,6 +64,10 @@ pub struct ServeArgs {
     /// first. [default: the number of CPUs]
     #[arg(long, env = "COHOST_MIXER_THREADS")]
     pub mixer_threads: Option<usize>,
+    /// Most programs (mixed rooms) run at once; past it a room's program waits for a free
+    /// slot (its co-hosts still see and hear each other). 0 = no limit. [default: 0]
+    #[arg(long, env = "COHOST_MAX_PROGRAMS")]
+    pub max_programs: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -77,6 +81,7 @@ struct FileConfig {
     udp_ports: Option<String>,
     log: Option<String>,
     mixer_threads: Option<usize>,
+    max_programs: Option<usize>,
 }
 
 /// Media (WebRTC) settings.
@@ -202,6 +207,9 @@ impl Config {
         if let Some(n) = args.mixer_threads.or(file.mixer_threads) {
             c.program.mixer_threads = n;
         }
+        if let Some(n) = args.max_programs.or(file.max_programs) {
+            c.program.max_programs = n;
+        }
         if let Some(l) = args.log.clone().or(file.log) {
             c.log = l;
         }
@@ -258,7 +266,7 @@ mod tests {
         let p = dir.join("c.toml");
         std::fs::write(
             &p,
-            "bind = \"127.0.0.1:9000\"\nudp_ports = \"40000-40010\"\n",
+            "bind = \"127.0.0.1:9000\"\nudp_ports = \"40000-40010\"\nmax_programs = 6\n",
         )
         .unwrap();
         let a = ServeArgs {
@@ -269,6 +277,7 @@ mod tests {
         let c = Config::from_args(&a).unwrap();
         assert_eq!(c.bind.port(), 9000);
         assert_eq!((c.rtc.port_min, c.rtc.port_max), (41000, 41001));
+        assert_eq!(c.program.max_programs, 6);
         std::fs::write(&p, "nope = 1\n").unwrap();
         assert!(Config::from_args(&a).is_err());
     }

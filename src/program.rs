@@ -44,6 +44,11 @@ pub struct ProgramConfig {
     pub cue_window: Duration,
     /// Worker threads of the mixer pool all rooms share; 0 = one per CPU.
     pub mixer_threads: usize,
+    /// Most programs running at once (0 = no limit). Past it, a room whose first co-host
+    /// publishes waits, first come first served, until a running program stops; its co-hosts
+    /// still talk through the SFU. Set it from the rooms-per-machine measurement, so that the
+    /// programs that run stay real time instead of all of them falling behind.
+    pub max_programs: usize,
 }
 
 impl Default for ProgramConfig {
@@ -54,6 +59,7 @@ impl Default for ProgramConfig {
             cue_limit: 20,
             cue_window: Duration::from_secs(10),
             mixer_threads: 0,
+            max_programs: 0,
         }
     }
 }
@@ -79,6 +85,8 @@ pub struct ProgramMetrics {
     pub cues: AtomicU64,
     /// Programs started.
     pub programs_started: AtomicU64,
+    /// Programs that had to wait for a free slot (`max_programs`).
+    pub programs_deferred: AtomicU64,
 }
 
 #[derive(Clone, Debug)]
@@ -107,6 +115,10 @@ struct RoomProgram {
     viewers: HashMap<String, Viewer>,
     cue_times: VecDeque<Instant>,
     layout: Layout,
+    /// Publishers ready while no program slot was free (`max_programs`), in order.
+    waiting: Vec<Arc<Publisher>>,
+    /// When the room began to wait for a program slot.
+    waiting_since: Option<Instant>,
 }
 
 impl RoomProgram {
@@ -128,6 +140,8 @@ impl RoomProgram {
             media_tx: broadcast::channel(512).0,
             viewers: HashMap::new(),
             cue_times: VecDeque::new(),
+            waiting: Vec::new(),
+            waiting_since: None,
         }
     }
 }
@@ -188,6 +202,77 @@ impl Programs {
             .count()
     }
 
+    /// Number of rooms whose program waits for a free slot (`max_programs`).
+    pub fn waiting(&self) -> usize {
+        lock(&self.rooms)
+            .values()
+            .filter(|r| r.running.is_none() && !r.waiting.is_empty())
+            .count()
+    }
+
+    /// Why `room` has no program now.
+    fn no_program(&self, room: &str, r: Option<&RoomProgram>) -> MediaError {
+        if r.is_some_and(|r| !r.waiting.is_empty()) {
+            MediaError::Unavailable(format!(
+                "room `{room}`'s program waits for a free slot ({} programs running, the \
+                 server's max_programs)",
+                self.config.max_programs
+            ))
+        } else {
+            MediaError::Unavailable(format!(
+                "room `{room}` has no program (no co-host is publishing)"
+            ))
+        }
+    }
+
+    fn at_capacity(&self, rooms: &HashMap<String, RoomProgram>) -> bool {
+        let max = self.config.max_programs;
+        max > 0 && rooms.values().filter(|r| r.running.is_some()).count() >= max
+    }
+
+    /// Starts waiting programs, oldest first, while slots are free.
+    fn start_waiting(&self) {
+        let mut g = lock(&self.rooms);
+        while !self.at_capacity(&g) {
+            let Some(room) = g
+                .iter()
+                .filter(|(_, r)| r.running.is_none() && !r.waiting.is_empty())
+                .min_by_key(|(_, r)| r.waiting_since)
+                .map(|(k, _)| k.clone())
+            else {
+                return;
+            };
+            let Some(r) = g.get_mut(&room) else { return };
+            let publishers = std::mem::take(&mut r.waiting);
+            let waited = r.waiting_since.take().map(|t| t.elapsed());
+            if let Err(e) = self.start(&room, r) {
+                warn!(room, error = %e, "cannot start the waiting program");
+                return;
+            }
+            info!(room, ?waited, "program slot free: waiting program started");
+            for p in &publishers {
+                self.attach(&room, r, p);
+            }
+        }
+    }
+
+    /// Feeds `publisher` into `r`'s running program.
+    fn attach(&self, room: &str, r: &mut RoomProgram, publisher: &Arc<Publisher>) {
+        let Some(run) = r.running.as_mut() else {
+            return;
+        };
+        if let Some(t) = run.stop_timer.take() {
+            t.abort();
+        }
+        let _ = run.driver.add_input(&publisher.identity, publisher.is_host);
+        let (fed_tx, fed_rx) = watch::channel(None);
+        let tasks = self.feed(room, publisher, run.driver.clone(), fed_tx);
+        run.fed.insert(publisher.identity.clone(), fed_rx);
+        if let Some(old) = run.feeders.insert(publisher.identity.clone(), tasks) {
+            old.iter().for_each(|t| t.abort());
+        }
+    }
+
     /// Prometheus lines for the programs and their outputs.
     pub fn render_metrics(&self) -> String {
         use std::fmt::Write;
@@ -201,6 +286,24 @@ impl Programs {
             "gauge",
             "Rooms whose program is running.",
             self.running() as u64,
+        );
+        line(
+            "cohost_programs_waiting",
+            "gauge",
+            "Rooms whose program waits for a free slot (max_programs).",
+            self.waiting() as u64,
+        );
+        line(
+            "cohost_programs_deferred_total",
+            "counter",
+            "Programs that had to wait for a free slot (max_programs).",
+            m.programs_deferred.load(Ordering::Relaxed),
+        );
+        line(
+            "cohost_programs_max",
+            "gauge",
+            "Most programs running at once (0 = no limit).",
+            self.config.max_programs as u64,
         );
         line(
             "cohost_program_frames_in_total",
@@ -503,6 +606,7 @@ impl Programs {
                 tokio::task::spawn_blocking(move || d.stop());
             }
             info!(room, "program stopped");
+            self.start_waiting();
         }
         for (pc, tasks) in viewers {
             tasks.iter().for_each(|t| t.abort());
@@ -521,11 +625,10 @@ impl Programs {
     ) -> Result<String, MediaError> {
         let (media_rx, driver) = {
             let g = lock(&self.rooms);
-            let r = g.get(room).filter(|r| r.running.is_some()).ok_or_else(|| {
-                MediaError::Unavailable(format!(
-                    "room `{room}` has no program (no co-host is publishing)"
-                ))
-            })?;
+            let r = g
+                .get(room)
+                .filter(|r| r.running.is_some())
+                .ok_or_else(|| self.no_program(room, g.get(room)))?;
             (
                 r.media_tx.subscribe(),
                 r.running.as_ref().map(|x| x.driver.clone()),
@@ -705,32 +808,43 @@ impl Programs {
 impl ProgramSink for Programs {
     fn publisher_ready(&self, room: &str, publisher: &Arc<Publisher>) {
         let mut g = lock(&self.rooms);
+        let full = self.at_capacity(&g);
         let r = g
             .entry(room.to_owned())
             .or_insert_with(|| RoomProgram::new(self.config.default_mix.clone()));
         if r.running.is_none() {
+            if full {
+                if r.waiting_since.is_none() {
+                    r.waiting_since = Some(Instant::now());
+                    self.metrics
+                        .programs_deferred
+                        .fetch_add(1, Ordering::Relaxed);
+                    warn!(
+                        room,
+                        max_programs = self.config.max_programs,
+                        "all program slots busy: the program waits for one"
+                    );
+                }
+                r.waiting.retain(|p| p.identity != publisher.identity);
+                r.waiting.push(publisher.clone());
+                return;
+            }
             if let Err(e) = self.start(room, r) {
                 warn!(room, error = %e, "cannot start the program");
                 return;
             }
         }
-        let Some(run) = r.running.as_mut() else {
-            return;
-        };
-        if let Some(t) = run.stop_timer.take() {
-            t.abort();
-        }
-        let _ = run.driver.add_input(&publisher.identity, publisher.is_host);
-        let (fed_tx, fed_rx) = watch::channel(None);
-        let tasks = self.feed(room, publisher, run.driver.clone(), fed_tx);
-        run.fed.insert(publisher.identity.clone(), fed_rx);
-        if let Some(old) = run.feeders.insert(publisher.identity.clone(), tasks) {
-            old.iter().for_each(|t| t.abort());
-        }
+        self.attach(room, r, publisher);
     }
 
     fn publisher_gone(&self, room: &str, identity: &str) {
         let mut g = lock(&self.rooms);
+        if let Some(r) = g.get_mut(room) {
+            r.waiting.retain(|p| p.identity != identity);
+            if r.waiting.is_empty() {
+                r.waiting_since = None;
+            }
+        }
         let Some(run) = g.get_mut(room).and_then(|r| r.running.as_mut()) else {
             return;
         };
@@ -842,6 +956,7 @@ impl ProgramControl for Programs {
             };
             let info = json!({
                 "running": r.running.is_some(),
+                "waiting_for_slot": r.running.is_none() && !r.waiting.is_empty(),
                 "mix": r.mix,
                 "layout": r.layout,
                 "outputs": r.outputs.outputs(),
@@ -890,14 +1005,10 @@ impl ProgramControl for Programs {
         }
         let driver = {
             let mut g = lock(&self.rooms);
-            let r = g
-                .get_mut(room)
-                .filter(|r| r.running.is_some())
-                .ok_or_else(|| {
-                    MediaError::Unavailable(format!(
-                        "room `{room}` has no program (no co-host is publishing)"
-                    ))
-                })?;
+            let r = match g.get_mut(room) {
+                Some(r) if r.running.is_some() => r,
+                other => return Err(self.no_program(room, other.map(|r| &*r))),
+            };
             let now = Instant::now();
             while r
                 .cue_times

@@ -66,6 +66,11 @@ pub fn init_tracing() {
 
 /// Starts the real server on 127.0.0.1:0 with media on loopback.
 pub async fn start_server() -> TestServer {
+    start_server_with(|_| {}).await
+}
+
+/// [`start_server`] with settings changed by `tune` first.
+pub async fn start_server_with(tune: impl FnOnce(&mut cohost::Config)) -> TestServer {
     init_tracing();
     // Separate port ranges per test binary and server, so parallel tests do not collide.
     let base = 20000
@@ -87,6 +92,7 @@ pub async fn start_server() -> TestServer {
     {
         config.program.mixer_threads = n;
     }
+    tune(&mut config);
     let server = cohost::build(&config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -600,6 +606,22 @@ pub async fn eventually(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out: {what}");
+}
+
+/// [`eventually`] with an async condition, polled every 100 ms.
+pub async fn eventually_async<F, Fut>(what: &str, secs: u64, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("timed out: {what}");
 }

@@ -1,0 +1,94 @@
+//! `max_programs`: past the limit a room's program waits, first come first served, and starts
+//! when a running program stops; the API says why there is no program; metrics count it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::{delete, eventually_async, start_server_with, whip_publish, TestServer, API_KEY};
+use serde_json::{json, Value};
+
+async fn cue(s: &TestServer, room: &str, id: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(s.url(&format!("/api/rooms/{room}/cues")))
+        .bearer_auth(API_KEY)
+        .json(&json!({"id": id, "data": {"kind": "vote"}}))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn room(s: &TestServer, room: &str) -> Value {
+    reqwest::Client::new()
+        .get(s.url(&format!("/api/rooms/{room}")))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_past_the_limit_waits_for_a_free_slot() {
+    let s = start_server_with(|c| {
+        c.program.max_programs = 1;
+        c.program.grace = Duration::from_millis(300);
+    })
+    .await;
+    assert_eq!(s.metric("cohost_programs_max").await, 1);
+
+    // Room "first" takes the only slot.
+    let (_a, res_a, stop_a) = whip_publish(&s, "first", "alice", "host", 320, 240).await;
+    eventually_async("first program running", 15, || async {
+        s.metric("cohost_programs_running").await == 1
+    })
+    .await;
+
+    // Room "second" waits: no program, a clear 503, the room says so, metrics count it.
+    let (_b, _res_b, _stop_b) = whip_publish(&s, "second", "bob", "host", 320, 240).await;
+    eventually_async("second program waiting", 15, || async {
+        s.metric("cohost_programs_waiting").await == 1
+    })
+    .await;
+    assert_eq!(s.metric("cohost_programs_running").await, 1);
+    assert_eq!(s.metric("cohost_programs_deferred_total").await, 1);
+    let (status, body) = cue(&s, "second", "c1").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.to_string().contains("free slot"),
+        "the error says why: {body}"
+    );
+    let info = room(&s, "second").await;
+    assert_eq!(info["media"]["program"]["waiting_for_slot"], true, "{info}");
+    assert_eq!(info["media"]["program"]["running"], false, "{info}");
+    // The running program is unaffected.
+    assert_eq!(cue(&s, "first", "c2").await.0, 202);
+
+    // Alice leaves: after the grace period her program stops and the waiting one starts,
+    // fed by bob's media.
+    stop_a.store(true, Ordering::Relaxed);
+    let token = s.token("first", "alice", "host").await;
+    assert!(delete(&res_a, &token).await < 300);
+    eventually_async("second program started", 15, || async {
+        s.metric("cohost_programs_waiting").await == 0
+            && s.metric("cohost_programs_running").await == 1
+    })
+    .await;
+    let info = room(&s, "second").await;
+    assert_eq!(info["media"]["program"]["running"], true, "{info}");
+    let before = s.metric("cohost_program_frames_in_total").await;
+    eventually_async("bob's pictures reach the second program", 15, || async {
+        s.metric("cohost_program_frames_in_total").await > before + 30
+    })
+    .await;
+    eventually_async("a cue into the second program", 15, || async {
+        cue(&s, "second", "c3").await.0 == 202
+    })
+    .await;
+}
