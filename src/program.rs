@@ -551,9 +551,12 @@ impl Programs {
     }
 
     fn stop_later(&self, room: &str) -> JoinHandle<()> {
+        self.stop_after(room, self.config.grace)
+    }
+
+    fn stop_after(&self, room: &str, grace: Duration) -> JoinHandle<()> {
         let me = self.me.clone();
         let room = room.to_owned();
-        let grace = self.config.grace;
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
             if let Some(me) = me.upgrade() {
@@ -827,6 +830,16 @@ impl ProgramSink for Programs {
                 }
                 r.waiting.retain(|p| p.identity != publisher.identity);
                 r.waiting.push(publisher.clone());
+                // A program in its grace period (no co-host left) yields its slot to a room
+                // with co-hosts on air; stop() starts the waiting one.
+                let idle = g
+                    .iter()
+                    .find(|(_, r)| r.running.as_ref().is_some_and(|x| x.feeders.is_empty()))
+                    .map(|(k, _)| k.clone());
+                if let (Some(idle), Some(me)) = (idle, self.me.upgrade()) {
+                    info!(room = %idle, "idle program stopped early: a room waits for its slot");
+                    tokio::spawn(async move { me.stop(&idle, false).await });
+                }
                 return;
             }
             if let Err(e) = self.start(room, r) {
@@ -845,6 +858,9 @@ impl ProgramSink for Programs {
                 r.waiting_since = None;
             }
         }
+        let someone_waits = g
+            .values()
+            .any(|r| r.running.is_none() && !r.waiting.is_empty());
         let Some(run) = g.get_mut(room).and_then(|r| r.running.as_mut()) else {
             return;
         };
@@ -854,7 +870,12 @@ impl ProgramSink for Programs {
         run.fed.remove(identity);
         let _ = run.driver.remove_input(identity);
         if run.feeders.is_empty() && run.stop_timer.is_none() {
-            run.stop_timer = Some(self.stop_later(room));
+            // No grace period when another room waits for this slot.
+            run.stop_timer = Some(if someone_waits {
+                self.stop_after(room, Duration::ZERO)
+            } else {
+                self.stop_later(room)
+            });
         }
     }
 }

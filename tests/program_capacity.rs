@@ -1,5 +1,6 @@
 //! `max_programs`: past the limit a room's program waits, first come first served, and starts
-//! when a running program stops; the API says why there is no program; metrics count it.
+//! when a running program stops; a program without co-hosts gives its slot up at once instead
+//! of after its grace period; the API says why there is no program; metrics count it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -38,7 +39,8 @@ async fn room(s: &TestServer, room: &str) -> Value {
 async fn a_program_past_the_limit_waits_for_a_free_slot() {
     let s = start_server_with(|c| {
         c.program.max_programs = 1;
-        c.program.grace = Duration::from_millis(300);
+        // Longer than any wait below: a waiting room must not wait for a grace period.
+        c.program.grace = Duration::from_secs(60);
     })
     .await;
     assert_eq!(s.metric("cohost_programs_max").await, 1);
@@ -70,8 +72,8 @@ async fn a_program_past_the_limit_waits_for_a_free_slot() {
     // The running program is unaffected.
     assert_eq!(cue(&s, "first", "c2").await.0, 202);
 
-    // Alice leaves: after the grace period her program stops and the waiting one starts,
-    // fed by bob's media.
+    // Alice leaves: with a room waiting, her program stops at once (no grace period) and the
+    // waiting one starts, fed by bob's media.
     stop_a.store(true, Ordering::Relaxed);
     let token = s.token("first", "alice", "host").await;
     assert!(delete(&res_a, &token).await < 300);
@@ -91,4 +93,36 @@ async fn a_program_past_the_limit_waits_for_a_free_slot() {
         cue(&s, "second", "c3").await.0 == 202
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_program_in_its_grace_period_yields_its_slot() {
+    let s = start_server_with(|c| {
+        c.program.max_programs = 1;
+        c.program.grace = Duration::from_secs(60);
+    })
+    .await;
+    let (_a, res_a, stop_a) = whip_publish(&s, "first", "alice", "host", 320, 240).await;
+    eventually_async("first program running", 15, || async {
+        s.metric("cohost_programs_running").await == 1
+    })
+    .await;
+    // Alice leaves: her program would linger for its 60 s grace period...
+    stop_a.store(true, Ordering::Relaxed);
+    let token = s.token("first", "alice", "host").await;
+    assert!(delete(&res_a, &token).await < 300);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(s.metric("cohost_programs_running").await, 1);
+    // ...but a room with a co-host on air takes the slot at once.
+    let (_b, _res_b, _stop_b) = whip_publish(&s, "second", "bob", "host", 320, 240).await;
+    eventually_async(
+        "second program started long before the grace ends",
+        15,
+        || async { room(&s, "second").await["media"]["program"]["running"] == true },
+    )
+    .await;
+    // The first room's program is gone (with no outputs, so is its program state).
+    assert_ne!(room(&s, "first").await["media"]["program"]["running"], true);
+    assert_eq!(s.metric("cohost_programs_running").await, 1);
+    assert_eq!(s.metric("cohost_programs_waiting").await, 0);
 }
