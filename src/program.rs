@@ -156,6 +156,8 @@ pub struct Programs {
     pool: Mutex<Option<Arc<MixerPool>>>,
     /// Counters.
     pub metrics: Arc<ProgramMetrics>,
+    /// Set by [`Programs::shutdown`]: no waiting program starts any more.
+    closing: std::sync::atomic::AtomicBool,
     me: Weak<Programs>,
 }
 
@@ -173,6 +175,7 @@ impl Programs {
             rooms: Mutex::new(HashMap::new()),
             pool: Mutex::new(None),
             metrics: Arc::new(ProgramMetrics::default()),
+            closing: std::sync::atomic::AtomicBool::new(false),
             me: me.clone(),
         })
     }
@@ -233,7 +236,7 @@ impl Programs {
     /// Starts waiting programs, oldest first, while slots are free.
     fn start_waiting(&self) {
         let mut g = lock(&self.rooms);
-        while !self.at_capacity(&g) {
+        while !self.closing.load(Ordering::SeqCst) && !self.at_capacity(&g) {
             let Some(room) = g
                 .iter()
                 .filter(|(_, r)| r.running.is_none() && !r.waiting.is_empty())
@@ -567,9 +570,12 @@ impl Programs {
 
     /// Stops every program and its outputs (server shutdown).
     pub async fn shutdown(&self) {
+        self.closing.store(true, Ordering::SeqCst);
         let rooms: Vec<String> = {
             let mut g = lock(&self.rooms);
             for r in g.values_mut() {
+                r.waiting.clear();
+                r.waiting_since = None;
                 if let Some(run) = r.running.as_mut() {
                     for (_, t) in run.feeders.drain() {
                         t.iter().for_each(|t| t.abort());
@@ -810,6 +816,9 @@ impl Programs {
 
 impl ProgramSink for Programs {
     fn publisher_ready(&self, room: &str, publisher: &Arc<Publisher>) {
+        if self.closing.load(Ordering::SeqCst) {
+            return;
+        }
         let mut g = lock(&self.rooms);
         let full = self.at_capacity(&g);
         let r = g

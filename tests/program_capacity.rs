@@ -126,3 +126,24 @@ async fn an_idle_program_in_its_grace_period_yields_its_slot() {
     assert_eq!(s.metric("cohost_programs_running").await, 1);
     assert_eq!(s.metric("cohost_programs_waiting").await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_start_waiting_programs() {
+    let s = start_server_with(|c| c.program.max_programs = 1).await;
+    let (_a, _ra, _sa) = whip_publish(&s, "first", "alice", "host", 320, 240).await;
+    eventually_async("first program running", 15, || async {
+        s.metric("cohost_programs_running").await == 1
+    })
+    .await;
+    let (_b, _rb, _sb) = whip_publish(&s, "second", "bob", "host", 320, 240).await;
+    eventually_async("second program waiting", 15, || async {
+        s.metric("cohost_programs_waiting").await == 1
+    })
+    .await;
+    // Stopping the first program during shutdown must not hand its slot to the second.
+    s.state.programs.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(s.state.programs.running(), 0);
+    assert_eq!(s.state.programs.waiting(), 0);
+    assert_eq!(s.metric("cohost_programs_running").await, 0);
+}
