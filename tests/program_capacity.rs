@@ -44,6 +44,11 @@ async fn a_program_past_the_limit_waits_for_a_free_slot() {
     })
     .await;
     assert_eq!(s.metric("cohost_programs_max").await, 1);
+    assert_eq!(
+        s.metric("cohost_mixer_workers").await,
+        0,
+        "no pool before a program"
+    );
 
     // Room "first" takes the only slot.
     let (_a, res_a, stop_a) = whip_publish(&s, "first", "alice", "host", 320, 240).await;
@@ -60,6 +65,30 @@ async fn a_program_past_the_limit_waits_for_a_free_slot() {
     .await;
     assert_eq!(s.metric("cohost_programs_running").await, 1);
     assert_eq!(s.metric("cohost_programs_deferred_total").await, 1);
+    assert!(s.metric("cohost_mixer_workers").await >= 1);
+    // Every unlabelled name the README's "Operating it" table tells operators to watch.
+    let text = s.metrics().await;
+    for name in [
+        "cohost_program_late_frames_total",
+        "cohost_program_frames_out_total",
+        "cohost_program_mix_seconds_total",
+        "cohost_mixer_workers",
+        "cohost_programs_waiting",
+        "cohost_programs_deferred_total",
+        "cohost_programs_running",
+        "cohost_programs_max",
+        "cohost_rtp_packets_dropped_total",
+        "cohost_program_keyframe_requests_total",
+        "cohost_program_frames_dropped_total",
+        "cohost_rooms",
+        "cohost_publishers",
+        "cohost_whep_program_viewers",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(&format!("{name} "))),
+            "{name} missing from /metrics"
+        );
+    }
     let (status, body) = cue(&s, "second", "c1").await;
     assert_eq!(status, 503, "{body}");
     assert!(
