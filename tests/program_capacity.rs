@@ -24,15 +24,7 @@ async fn cue(s: &TestServer, room: &str, id: &str) -> (u16, Value) {
 }
 
 async fn room(s: &TestServer, room: &str) -> Value {
-    reqwest::Client::new()
-        .get(s.url(&format!("/api/rooms/{room}")))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    s.get_api(&format!("/api/rooms/{room}")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

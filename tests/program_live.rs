@@ -19,15 +19,7 @@ const LAYOUT_UUID: &str = "beb59904-6493-40f3-8a26-140d6aef0e04";
 const CUE_UUID: &str = "9a44be0e-9ad1-4c7b-99e9-b8618dd4c159";
 
 async fn output_state(s: &TestServer, room: &str, id: &str) -> Value {
-    reqwest::Client::new()
-        .get(s.url(&format!("/api/rooms/{room}/outputs/{id}")))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    s.get_api(&format!("/api/rooms/{room}/outputs/{id}")).await
 }
 
 async fn wait_output(s: &TestServer, room: &str, id: &str, state: &str, secs: u64) -> Value {

@@ -137,6 +137,19 @@ impl TestServer {
         v["token"].as_str().unwrap().to_owned()
     }
 
+    /// `GET path` with the API key, as JSON.
+    pub async fn get_api(&self, path: &str) -> Value {
+        reqwest::Client::new()
+            .get(self.url(path))
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn metrics(&self) -> String {
         reqwest::get(self.url("/metrics"))
             .await
