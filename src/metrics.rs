@@ -47,6 +47,13 @@ pub fn render(state: &AppState) -> String {
     );
     line(
         &mut o,
+        "cohost_publishers_alive",
+        "gauge",
+        "Publication objects in memory (publishing or still tearing down; steadily above cohost_publishers means a leak).",
+        crate::sfu::PUBLISHERS_ALIVE.load(std::sync::atomic::Ordering::Relaxed) as u64,
+    );
+    line(
+        &mut o,
         "cohost_tracks",
         "gauge",
         "Published tracks (audio + video).",

@@ -4,7 +4,7 @@
 //! requests go upstream, repeated until a keyframe passes and throttled.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -125,9 +125,41 @@ pub struct Publisher {
     /// The room's host (featured by speaker/pip layouts).
     pub is_host: bool,
     video_remote: Mutex<Option<(Arc<dyn TrackRemote>, u32)>>,
+    /// The publication's tasks (events, tracks, keyframe requests). They hold the publisher,
+    /// and the connection's event and track streams need not end when it is closed, so they
+    /// are aborted when the publication ends ([`Publisher::end`]).
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// Publications alive (dropped ones are gone; more than `cohost_publishers` means a leak).
+pub static PUBLISHERS_ALIVE: AtomicUsize = AtomicUsize::new(0);
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        PUBLISHERS_ALIVE.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Publisher {
+    fn add_task(&self, t: tokio::task::JoinHandle<()>) {
+        let mut g = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        g.retain(|t| !t.is_finished());
+        g.push(t);
+    }
+
+    /// Ends the publication's tasks (they hold `Arc`s of it), so it is freed.
+    fn end(&self) {
+        for t in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
+        *self.video_remote.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     /// Asks for a keyframe: a PLI is sent now if none went out in the last
     /// [`PLI_MIN_INTERVAL`], and repeated every [`PLI_RETRY`] until a keyframe arrives.
     pub fn request_keyframe(&self) {
@@ -296,6 +328,7 @@ impl Sfu {
             if let Some(sink) = self.program() {
                 sink.publisher_gone(room, identity);
             }
+            p.end();
             let pc = p.pc.clone();
             tokio::spawn(async move {
                 let _ = pc.close().await;
@@ -323,6 +356,7 @@ impl Sfu {
         }
         let peer = self.engine.new_peer().await?;
         let pc = &peer.pc;
+        PUBLISHERS_ALIVE.fetch_add(1, Ordering::Relaxed);
         let publisher = Arc::new(Publisher {
             identity: identity.to_owned(),
             pc: pc.clone(),
@@ -336,6 +370,7 @@ impl Sfu {
             via_whip: AtomicBool::new(opts.whip),
             is_host: opts.host,
             video_remote: Mutex::new(None),
+            tasks: Mutex::new(Vec::new()),
         });
         let answer = match peer.answer(offer).await {
             Ok(a) => a,
@@ -352,6 +387,7 @@ impl Sfu {
             .publishers
             .insert(identity.to_owned(), publisher.clone());
         if let Some(old) = old {
+            old.end();
             let pc = old.pc.clone();
             tokio::spawn(async move {
                 let _ = pc.close().await;
@@ -377,10 +413,11 @@ impl Sfu {
         let span = info_span!("publisher", room = %room, identity = %p.identity);
         // Keyframe requester: throttled, repeated while wanted.
         {
-            let p = p.clone();
+            let pk = p.clone();
             let m = self.metrics.clone();
-            tokio::spawn(
+            let task = tokio::spawn(
                 async move {
+                    let p = pk;
                     let mut last: Option<Instant> = None;
                     loop {
                         let _ = tokio::time::timeout(PLI_RETRY, p.kick.notified()).await;
@@ -409,11 +446,14 @@ impl Sfu {
                 }
                 .instrument(span.clone()),
             );
+            p.add_task(task);
         }
         let sfu = self.clone();
         let room = room.to_owned();
-        tokio::spawn(
+        let pe = p.clone();
+        let task = tokio::spawn(
             async move {
+                let p = pe;
                 while let Some(ev) = events.recv().await {
                     match ev {
                         PeerEvent::Track(track) => sfu.on_publisher_track(&room, &p, track).await,
@@ -439,6 +479,7 @@ impl Sfu {
             }
             .instrument(span),
         );
+        p.add_task(task);
     }
 
     async fn on_publisher_track(
@@ -474,10 +515,11 @@ impl Sfu {
                 publishing: true,
             });
         }
-        let p = p.clone();
+        let pt = p.clone();
         let m = self.metrics.clone();
-        tokio::spawn(
+        let task = tokio::spawn(
             async move {
+                let p = pt;
                 while let Some(ev) = track.poll().await {
                     let packet = match ev {
                         TrackRemoteEvent::OnRtpPacket(packet) => packet,
@@ -513,6 +555,7 @@ impl Sfu {
             }
             .in_current_span(),
         );
+        p.add_task(task);
     }
 
     async fn start_subscribe(

@@ -74,6 +74,12 @@ async fn whip_publisher_reaches_whep_subscriber() {
         "media still flows after DELETE"
     );
     assert_eq!(s.metric("cohost_publishers").await, 0);
+    // The publication is freed, not only unlisted: its tasks held it (and with it the peer
+    // connection and its buffers) after the connection closed, ~1 MB per co-host session.
+    eventually_async("publication freed", 10, || async {
+        s.metric("cohost_publishers_alive").await == 0
+    })
+    .await;
     // Deleting again is a 404; the WHEP resource can still be deleted cleanly.
     assert_eq!(delete(&resource, &guest_token).await, 404);
     assert_eq!(delete(&whep_resource, &host_token).await, 200);
