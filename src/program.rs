@@ -356,12 +356,20 @@ impl Programs {
             "Cues stamped into programs.",
             m.cues.load(Ordering::Relaxed),
         );
-        let workers = lock(&self.pool).as_ref().map_or(0, |p| p.threads());
+        let (workers, mixers) = lock(&self.pool)
+            .as_ref()
+            .map_or((0, 0), |p| (p.threads(), p.mixers()));
         line(
             "cohost_mixer_workers",
             "gauge",
             "Worker threads of the mixer pool (0 before the first program).",
             workers as u64,
+        );
+        line(
+            "cohost_mixers",
+            "gauge",
+            "Mixers in the pool (one per running program; more means stopped ones linger).",
+            mixers as u64,
         );
         let mix_s = m.driver.poll_nanos.load(Ordering::Relaxed) as f64 / 1e9;
         let _ = writeln!(o, "# HELP cohost_program_mix_seconds_total Time mixer threads spent compositing and encoding (video and audio).\n# TYPE cohost_program_mix_seconds_total counter\ncohost_program_mix_seconds_total {mix_s:.6}");

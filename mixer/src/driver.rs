@@ -377,6 +377,11 @@ impl MixerPool {
         self.workers.len()
     }
 
+    /// Mixers in the pool now (running, or stopped and not yet removed).
+    pub fn mixers(&self) -> usize {
+        lock(&self.shared.state).slots.len()
+    }
+
     /// Creates a mixer and runs it in this pool; `sink` receives every output, on a worker
     /// thread, in time order. `counters` as in [`MixerDriver::spawn_counted`].
     pub fn spawn<F>(
