@@ -86,7 +86,7 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let s = start_server_with(|c| c.program.grace = Duration::from_millis(200)).await;
-        println!("# churn: {cycles} room lives (2 WHIP co-hosts, program, WHEP program viewer, all leave)");
+        println!("# churn: {cycles} room lives (2 WHIP co-hosts, program, WHEP program viewer, WHEP subscriber, all leave)");
         println!("| cycle | RSS MiB | threads | open fds | mixers in the pool | publications alive | s/cycle |");
         println!("|---:|---:|---:|---:|---:|---:|---:|");
         let t0 = Instant::now();
