@@ -120,9 +120,7 @@ pub async fn run(
     let server = build(&config);
     let addr = listener.local_addr()?;
     log_start(&config, addr);
-    axum::serve(listener, server.router.into_make_service())
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    serve(listener, server.router.clone(), shutdown).await;
     // Upgraded WebSockets and media are not HTTP requests: end the programs cleanly (RTMP
     // outputs unpublish, HLS playlists end) within a bound, then the runtime drops the rest.
     tracing::info!("closing programs");
@@ -135,6 +133,83 @@ pub async fn run(
     }
     tracing::info!("server stopped");
     Ok(())
+}
+
+/// A client has this long to send a request's head, and an idle keep-alive connection this
+/// long before the next one; then the connection is closed (slow or idle clients do not hold
+/// connections and their buffers forever). WebSockets, once upgraded, are not affected.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Serves `router` on `listener` (HTTP/1.1 with WebSocket upgrades, and HTTP/2) until
+/// `shutdown` resolves; then stops accepting and waits up to 5 s for requests in flight.
+/// Unlike `axum::serve`, a connection that sends no complete request head within
+/// [`HEADER_READ_TIMEOUT`] (including an idle keep-alive one) is closed.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    serve_with(listener, router, shutdown, HEADER_READ_TIMEOUT).await;
+}
+
+/// [`serve`] with another header-read/idle timeout.
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    header_read_timeout: std::time::Duration,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    builder.http2().enable_connect_protocol();
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
+        tokio::spawn(async move {
+            // The HTTP/1-or-2 detection waits for the first bytes before hyper's header timer
+            // runs: a connection that sends nothing gets the same limit here.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(header_read_timeout, stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(std::time::Duration::from_secs(5), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("HTTP connections did not finish within 5 s");
+    }
 }
 
 fn log_start(config: &Config, addr: SocketAddr) {

@@ -98,14 +98,10 @@ pub async fn start_server_with(tune: impl FnOnce(&mut cohost::Config)) -> TestSe
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let router = server.router.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, router.into_make_service())
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-    });
+    // The server's own accept loop (timeouts, upgrades, graceful shutdown), as `cohost::run`.
+    tokio::spawn(cohost::serve(listener, router, async {
+        let _ = rx.await;
+    }));
     TestServer {
         addr,
         ports: (base, base + 99),
