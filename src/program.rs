@@ -95,8 +95,18 @@ enum ProgramMedia {
     Opus { data: Bytes },
 }
 
+/// Per-room program counters (`cohost_room_program_*{room=...}`; they restart with the
+/// program, which Prometheus reads as a counter reset).
+#[derive(Debug, Default)]
+struct RoomCounters {
+    frames_in: AtomicU64,
+    frames_out: AtomicU64,
+    driver: Arc<mixer::driver::DriverCounters>,
+}
+
 struct Running {
     driver: Arc<MixerDriver>,
+    counters: Arc<RoomCounters>,
     feeders: HashMap<String, Vec<JoinHandle<()>>>,
     /// RTP timestamp of the last access unit handed to the mixer, per input.
     fed: HashMap<String, watch::Receiver<Option<u32>>>,
@@ -269,7 +279,13 @@ impl Programs {
         }
         let _ = run.driver.add_input(&publisher.identity, publisher.is_host);
         let (fed_tx, fed_rx) = watch::channel(None);
-        let tasks = self.feed(room, publisher, run.driver.clone(), fed_tx);
+        let tasks = self.feed(
+            room,
+            publisher,
+            run.driver.clone(),
+            run.counters.clone(),
+            fed_tx,
+        );
         run.fed.insert(publisher.identity.clone(), fed_rx);
         if let Some(old) = run.feeders.insert(publisher.identity.clone(), tasks) {
             old.iter().for_each(|t| t.abort());
@@ -380,7 +396,32 @@ impl Programs {
         let mut states = String::new();
         let mut reconnects = String::new();
         let mut segs = String::new();
+        let (mut rin, mut rout, mut rlate, mut rmix) =
+            (String::new(), String::new(), String::new(), String::new());
         for (room, r) in g.iter() {
+            if let Some(run) = &r.running {
+                let c = &run.counters;
+                let _ = writeln!(
+                    rin,
+                    "cohost_room_program_frames_in_total{{room=\"{room}\"}} {}",
+                    c.frames_in.load(Ordering::Relaxed)
+                );
+                let _ = writeln!(
+                    rout,
+                    "cohost_room_program_frames_out_total{{room=\"{room}\"}} {}",
+                    c.frames_out.load(Ordering::Relaxed)
+                );
+                let _ = writeln!(
+                    rlate,
+                    "cohost_room_program_late_frames_total{{room=\"{room}\"}} {}",
+                    c.driver.late_pictures.load(Ordering::Relaxed)
+                );
+                let _ = writeln!(
+                    rmix,
+                    "cohost_room_program_mix_seconds_total{{room=\"{room}\"}} {:.6}",
+                    c.driver.poll_nanos.load(Ordering::Relaxed) as f64 / 1e9
+                );
+            }
             for out in r.outputs.outputs() {
                 let v = serde_json::to_value(&out).unwrap_or_default();
                 let bytes = v["bytes_sent"].as_u64().unwrap_or(0);
@@ -409,6 +450,7 @@ impl Programs {
             }
         }
         let _ = writeln!(o, "# HELP cohost_rtmp_output_reconnects_total Reconnects per RTMP output.\n# TYPE cohost_rtmp_output_reconnects_total counter\n{reconnects}# HELP cohost_rtmp_output_state RTMP output state (1 = current).\n# TYPE cohost_rtmp_output_state gauge\n{states}# HELP cohost_hls_segments_total HLS segments produced per room.\n# TYPE cohost_hls_segments_total counter\n{segs}");
+        let _ = writeln!(o, "# HELP cohost_room_program_frames_in_total Co-host access units fed to the room's running program.\n# TYPE cohost_room_program_frames_in_total counter\n{rin}# HELP cohost_room_program_frames_out_total Pictures encoded by the room's running program.\n# TYPE cohost_room_program_frames_out_total counter\n{rout}# HELP cohost_room_program_late_frames_total Late pictures of the room's running program.\n# TYPE cohost_room_program_late_frames_total counter\n{rlate}# HELP cohost_room_program_mix_seconds_total Mixer time of the room's running program.\n# TYPE cohost_room_program_mix_seconds_total counter\n{rmix}");
         o
     }
 
@@ -430,9 +472,13 @@ impl Programs {
 
     fn start(&self, room: &str, r: &mut RoomProgram) -> Result<(), MediaError> {
         let (tx, mut rx) = mpsc::channel::<MixerOutput>(1024);
+        let counters = Arc::new(RoomCounters {
+            driver: mixer::driver::DriverCounters::child(&self.metrics.driver),
+            ..Default::default()
+        });
         let driver = self
             .pool()?
-            .spawn(r.mix.clone(), self.metrics.driver.clone(), move |o| {
+            .spawn(r.mix.clone(), counters.driver.clone(), move |o| {
                 // The mixer thread never waits on the async side.
                 let _ = tx.try_send(o);
             })
@@ -445,6 +491,7 @@ impl Programs {
         let metrics = self.metrics.clone();
         let sfu = self.sfu.clone();
         let room_name = room.to_owned();
+        let room_counters = counters.clone();
         let pump = tokio::spawn(
             async move {
                 while let Some(o) = rx.recv().await {
@@ -452,6 +499,7 @@ impl Programs {
                     match o {
                         MixerOutput::Video(v) => {
                             metrics.frames_out.fetch_add(1, Ordering::Relaxed);
+                            room_counters.frames_out.fetch_add(1, Ordering::Relaxed);
                             metrics
                                 .video_bytes
                                 .fetch_add(v.data.len() as u64, Ordering::Relaxed);
@@ -493,6 +541,7 @@ impl Programs {
         );
         r.running = Some(Running {
             driver: Arc::new(driver),
+            counters,
             feeders: HashMap::new(),
             fed: HashMap::new(),
             pump,
@@ -506,6 +555,7 @@ impl Programs {
         room: &str,
         p: &Arc<Publisher>,
         driver: Arc<MixerDriver>,
+        room_counters: Arc<RoomCounters>,
         fed: watch::Sender<Option<u32>>,
     ) -> Vec<JoinHandle<()>> {
         let span = info_span!("program_input", room = %room, identity = %p.identity);
@@ -529,6 +579,7 @@ impl Programs {
                     match asm.push(&pkt.packet) {
                         Assembled::AccessUnit { data, rtp_ts } => {
                             m.frames_in.fetch_add(1, Ordering::Relaxed);
+                            room_counters.frames_in.fetch_add(1, Ordering::Relaxed);
                             if dv
                                 .push_video(&pv.identity, Bytes::from(data), rtp_ts)
                                 .is_err()

@@ -114,6 +114,22 @@ async fn a_program_past_the_limit_waits_for_a_free_slot() {
         cue(&s, "second", "c3").await.0 == 202
     })
     .await;
+    // Per-room program counters: the running room has its own, the stopped one none.
+    let text = s.metrics().await;
+    let room_metric = |name: &str, room: &str| -> Option<f64> {
+        let prefix = format!("{name}{{room=\"{room}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.parse().ok())
+    };
+    assert!(room_metric("cohost_room_program_frames_in_total", "second").unwrap() > 30.0);
+    assert!(room_metric("cohost_room_program_frames_out_total", "second").unwrap() > 0.0);
+    assert!(room_metric("cohost_room_program_mix_seconds_total", "second").unwrap() > 0.0);
+    assert!(room_metric("cohost_room_program_late_frames_total", "second").is_some());
+    assert_eq!(
+        room_metric("cohost_room_program_frames_out_total", "first"),
+        None
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

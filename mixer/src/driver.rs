@@ -223,13 +223,39 @@ impl MixerHandle {
     }
 }
 
-/// Counters a driver adds to (one set may be shared by several drivers).
+/// Counters a driver adds to (one set may be shared by several drivers); a set made with
+/// [`DriverCounters::child`] also adds to its parent (per room and in total).
 #[derive(Debug, Default)]
 pub struct DriverCounters {
     /// Program pictures handed on more than one frame interval after their due time.
     pub late_pictures: AtomicU64,
     /// Nanoseconds spent in polls (compose, video encode, audio mix and encode).
     pub poll_nanos: AtomicU64,
+    parent: Option<Arc<DriverCounters>>,
+}
+
+impl DriverCounters {
+    /// New counters that also add to `parent`.
+    pub fn child(parent: &Arc<DriverCounters>) -> Arc<DriverCounters> {
+        Arc::new(DriverCounters {
+            parent: Some(Arc::clone(parent)),
+            ..Default::default()
+        })
+    }
+
+    fn add_late(&self, n: u64) {
+        self.late_pictures.fetch_add(n, Ordering::Relaxed);
+        if let Some(p) = &self.parent {
+            p.add_late(n);
+        }
+    }
+
+    fn add_poll_nanos(&self, n: u64) {
+        self.poll_nanos.fetch_add(n, Ordering::Relaxed);
+        if let Some(p) = &self.parent {
+            p.add_poll_nanos(n);
+        }
+    }
 }
 
 /// Owner of a mixer in a [`MixerPool`]: a [`MixerHandle`] (through `Deref`) that also stops
@@ -523,10 +549,8 @@ impl Job {
         // they are all handed over now.
         let done = self.start.elapsed();
         let busy = done.saturating_sub(now);
-        self.counters.poll_nanos.fetch_add(
-            u64::try_from(busy.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        self.counters
+            .add_poll_nanos(u64::try_from(busy.as_nanos()).unwrap_or(u64::MAX));
         let pictures = outs
             .iter()
             .filter(|o| matches!(o, MixerOutput::Video(_)))
@@ -539,9 +563,7 @@ impl Job {
                 .filter(|k| done > first + interval * *k + interval)
                 .count();
             if n > 0 {
-                self.counters
-                    .late_pictures
-                    .fetch_add(n as u64, Ordering::Relaxed);
+                self.counters.add_late(n as u64);
             }
         }
         for o in outs {
@@ -630,6 +652,20 @@ mod tests {
         // ~10 pictures and ~23 AAC frames in 0.5 s; allow scheduling slack.
         assert!((7..=13).contains(&v), "video {v}");
         assert!(a >= 15, "audio {a}");
+    }
+
+    #[test]
+    fn child_counters_add_to_their_parent() {
+        let total = Arc::new(DriverCounters::default());
+        let (a, b) = (DriverCounters::child(&total), DriverCounters::child(&total));
+        a.add_late(2);
+        b.add_late(3);
+        a.add_poll_nanos(10);
+        assert_eq!(a.late_pictures.load(Ordering::Relaxed), 2);
+        assert_eq!(b.late_pictures.load(Ordering::Relaxed), 3);
+        assert_eq!(total.late_pictures.load(Ordering::Relaxed), 5);
+        assert_eq!(total.poll_nanos.load(Ordering::Relaxed), 10);
+        assert_eq!(b.poll_nanos.load(Ordering::Relaxed), 0);
     }
 
     #[test]
