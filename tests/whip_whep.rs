@@ -35,15 +35,7 @@ async fn whip_publisher_reaches_whep_subscriber() {
     .await;
 
     // The WHIP participant is in the room (signaling sees it publishing).
-    let info: serde_json::Value = reqwest::Client::new()
-        .get(s.url(&format!("/api/rooms/{room}")))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info = s.get_api(&format!("/api/rooms/{room}")).await;
     assert_eq!(info["participants"][0]["identity"], "obs");
     assert_eq!(info["participants"][0]["publishing"], true);
 
