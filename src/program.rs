@@ -4,7 +4,7 @@
 //! the last one leaves; layout, cues and outputs are controlled through the API.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -167,7 +167,7 @@ pub struct Programs {
     /// Counters.
     pub metrics: Arc<ProgramMetrics>,
     /// Set by [`Programs::shutdown`]: no waiting program starts any more.
-    closing: std::sync::atomic::AtomicBool,
+    closing: AtomicBool,
     me: Weak<Programs>,
 }
 
@@ -185,7 +185,7 @@ impl Programs {
             rooms: Mutex::new(HashMap::new()),
             pool: Mutex::new(None),
             metrics: Arc::new(ProgramMetrics::default()),
-            closing: std::sync::atomic::AtomicBool::new(false),
+            closing: AtomicBool::new(false),
             me: me.clone(),
         })
     }
@@ -256,16 +256,50 @@ impl Programs {
                 return;
             };
             let Some(r) = g.get_mut(&room) else { return };
-            let publishers = std::mem::take(&mut r.waiting);
-            let waited = r.waiting_since.take().map(|t| t.elapsed());
+            // On failure the room keeps waiting with its publishers.
             if let Err(e) = self.start(&room, r) {
                 warn!(room, error = %e, "cannot start the waiting program");
                 return;
             }
+            let publishers = std::mem::take(&mut r.waiting);
+            let waited = r.waiting_since.take().map(|t| t.elapsed());
             info!(room, ?waited, "program slot free: waiting program started");
             for p in &publishers {
                 self.attach(&room, r, p);
             }
+        }
+    }
+
+    /// Queues `publisher` until a program slot frees (first come, first served); a program in
+    /// its grace period (no co-host left) yields its slot at once, and stop() then starts the
+    /// oldest waiting one.
+    fn wait_for_slot(
+        &self,
+        g: &mut HashMap<String, RoomProgram>,
+        room: &str,
+        publisher: &Arc<Publisher>,
+    ) {
+        let Some(r) = g.get_mut(room) else { return };
+        if r.waiting_since.is_none() {
+            r.waiting_since = Some(Instant::now());
+            self.metrics
+                .programs_deferred
+                .fetch_add(1, Ordering::Relaxed);
+            warn!(
+                room,
+                max_programs = self.config.max_programs,
+                "all program slots busy: the program waits for one"
+            );
+        }
+        r.waiting.retain(|p| p.identity != publisher.identity);
+        r.waiting.push(publisher.clone());
+        let idle = g
+            .iter()
+            .find(|(_, r)| r.running.as_ref().is_some_and(|x| x.feeders.is_empty()))
+            .map(|(k, _)| k.clone());
+        if let (Some(idle), Some(me)) = (idle, self.me.upgrade()) {
+            info!(room = %idle, "idle program stopped early: a room waits for its slot");
+            tokio::spawn(async move { me.stop(&idle, false).await });
         }
     }
 
@@ -892,29 +926,7 @@ impl ProgramSink for Programs {
             .or_insert_with(|| RoomProgram::new(self.config.default_mix.clone()));
         if r.running.is_none() {
             if full {
-                if r.waiting_since.is_none() {
-                    r.waiting_since = Some(Instant::now());
-                    self.metrics
-                        .programs_deferred
-                        .fetch_add(1, Ordering::Relaxed);
-                    warn!(
-                        room,
-                        max_programs = self.config.max_programs,
-                        "all program slots busy: the program waits for one"
-                    );
-                }
-                r.waiting.retain(|p| p.identity != publisher.identity);
-                r.waiting.push(publisher.clone());
-                // A program in its grace period (no co-host left) yields its slot to a room
-                // with co-hosts on air; stop() starts the waiting one.
-                let idle = g
-                    .iter()
-                    .find(|(_, r)| r.running.as_ref().is_some_and(|x| x.feeders.is_empty()))
-                    .map(|(k, _)| k.clone());
-                if let (Some(idle), Some(me)) = (idle, self.me.upgrade()) {
-                    info!(room = %idle, "idle program stopped early: a room waits for its slot");
-                    tokio::spawn(async move { me.stop(&idle, false).await });
-                }
+                self.wait_for_slot(&mut g, room, publisher);
                 return;
             }
             if let Err(e) = self.start(room, r) {

@@ -606,13 +606,7 @@ mod tests {
 
     #[test]
     fn driver_runs_in_real_time() {
-        let cfg = MixConfig {
-            width: 160,
-            height: 90,
-            fps: 20,
-            video_kbps: 200,
-            ..MixConfig::default()
-        };
+        let cfg = small_mix();
         let seen = Arc::new(Mutex::new((0usize, 0usize)));
         let s2 = Arc::clone(&seen);
         let d = MixerDriver::spawn(cfg, move |o| {
@@ -654,6 +648,17 @@ mod tests {
         assert!(a >= 15, "audio {a}");
     }
 
+    /// A small, cheap program for pool tests.
+    fn small_mix() -> MixConfig {
+        MixConfig {
+            width: 160,
+            height: 90,
+            fps: 20,
+            video_kbps: 200,
+            ..MixConfig::default()
+        }
+    }
+
     #[test]
     fn child_counters_add_to_their_parent() {
         let total = Arc::new(DriverCounters::default());
@@ -670,13 +675,7 @@ mod tests {
 
     #[test]
     fn pool_runs_many_mixers_and_stops_one() {
-        let cfg = MixConfig {
-            width: 160,
-            height: 90,
-            fps: 20,
-            video_kbps: 200,
-            ..MixConfig::default()
-        };
+        let cfg = small_mix();
         let pool = MixerPool::new(2).expect("pool");
         assert_eq!(pool.threads(), 2);
         let counts: Vec<Arc<Mutex<usize>>> = (0..5).map(|_| Arc::default()).collect();
@@ -723,13 +722,7 @@ mod tests {
 
     #[test]
     fn a_panicking_mixer_stops_alone() {
-        let cfg = MixConfig {
-            width: 160,
-            height: 90,
-            fps: 20,
-            video_kbps: 200,
-            ..MixConfig::default()
-        };
+        let cfg = small_mix();
         let pool = MixerPool::new(1).expect("pool");
         let bad = pool
             .spawn(cfg.clone(), Arc::default(), |o| {
