@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::header;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
@@ -102,6 +102,53 @@ pub fn router(state: AppState) -> Router {
     signaling::http::router(state.signaling.clone())
         .merge(app)
         .merge(web::router())
+        .layer(axum::middleware::map_response(json_errors))
+}
+
+/// Errors answered before a handler runs (unknown route, wrong method, body over the limit,
+/// a WebSocket request without upgrade) come as plain text from axum: give them the JSON
+/// error body every other error has.
+async fn json_errors(resp: Response) -> Response {
+    let st = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(st.is_client_error() || st.is_server_error()) || is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let code = match st.as_u16() {
+        400 => "bad_request",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        413 => "too_large",
+        415 => "unsupported_media_type",
+        426 => "upgrade_required",
+        _ if st.is_server_error() => "internal",
+        _ => "bad_request",
+    };
+    let message = if text.is_empty() {
+        st.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text
+    };
+    let mut out = (
+        st,
+        axum::Json(serde_json::json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response();
+    for (k, v) in &parts.headers {
+        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+            out.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    out
 }
 
 async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
@@ -213,7 +260,14 @@ pub async fn serve_with(
 }
 
 fn log_start(config: &Config, addr: SocketAddr) {
-    tracing::info!("cohost listening on http://{addr}/ (demo: http://{addr}/host.html)");
+    if config.dev_mode {
+        tracing::info!(
+            "cohost listening on http://{addr}/ (demo: http://{addr}/host.html?room=demo&key={})",
+            config.api_key
+        );
+    } else {
+        tracing::info!("cohost listening on http://{addr}/ (demo pages: http://{addr}/host.html)");
+    }
     if config.dev_mode {
         tracing::warn!(
             "DEVELOPMENT MODE: no --api-key/--api-secret configured; generated API key: {}",

@@ -170,8 +170,29 @@ async fn bad_input_is_refused_and_the_healthy_room_flows() {
         .await
         .unwrap();
     assert_eq!(r.status(), 415);
-    let (st, _, _) = post_sdp(&s.url("/whip/other"), &pub_token, &"v".repeat(200_000)).await;
+    let (st, _, body) = post_sdp(&s.url("/whip/other"), &pub_token, &"v".repeat(200_000)).await;
     assert_eq!(st, 413);
+    // Errors raised before a handler runs (body limit, unknown route, wrong method, a
+    // WebSocket request without upgrade) are JSON errors too.
+    let json_error = |st: u16, body: &str| {
+        let v: serde_json::Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{st}: not JSON ({e}): {body}"));
+        assert!(
+            v["error"]["code"].is_string() && v["error"]["message"].is_string(),
+            "{v}"
+        );
+    };
+    json_error(st, &body);
+    for (method, path) in [
+        (reqwest::Method::GET, "/api/nothing-here"),
+        (reqwest::Method::PATCH, "/api/rooms"),
+        (reqwest::Method::GET, "/ws?token=x"),
+    ] {
+        let r = http.request(method, s.url(path)).send().await.unwrap();
+        let st = r.status().as_u16();
+        assert!((400..500).contains(&st), "{path}: {st}");
+        json_error(st, &r.text().await.unwrap());
+    }
 
     // --- Garbage datagrams to every media port of the range.
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
