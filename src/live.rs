@@ -82,9 +82,9 @@ async fn add_output(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    s.signaling.require_host(&headers, &room)?;
+    s.signaling.require_admin(&headers)?;
     let req: AddOutput = json_body(&body)?;
-    if !s.signaling.room_exists(&room) {
+    if !s.signaling.keep_room(&room) {
         return Err(ApiError::new(
             404,
             "unknown_room",
@@ -106,7 +106,14 @@ async fn list_outputs(
     Path(room): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    s.signaling.require_host(&headers, &room)?;
+    s.signaling.require_admin(&headers)?;
+    if !s.signaling.room_exists(&room) {
+        return Err(ApiError::new(
+            404,
+            "unknown_room",
+            format!("no room `{room}`"),
+        ));
+    }
     let list = s
         .programs
         .outputs(&room, false)
@@ -120,7 +127,7 @@ async fn get_output(
     Path((room, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    s.signaling.require_host(&headers, &room)?;
+    s.signaling.require_admin(&headers)?;
     s.programs
         .outputs(&room, false)
         .and_then(|o| o.output(&id))
@@ -133,7 +140,7 @@ async fn delete_output(
     Path((room, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    s.signaling.require_host(&headers, &room)?;
+    s.signaling.require_admin(&headers)?;
     let Some(o) = s.programs.outputs(&room, false) else {
         return Err(ApiError::new(404, "not_found", format!("no output `{id}`")));
     };

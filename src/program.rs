@@ -31,6 +31,9 @@ use crate::output::{ProgramOutputs, ProgramOutputsConfig};
 use crate::rtc::RtcEngine;
 use crate::sfu::{ProgramControl, ProgramSink, Publisher, Sfu};
 
+/// Cue ids a room remembers for idempotency (as many as the mixer does).
+const CUE_IDS_KEPT: usize = 4096;
+
 /// Program settings.
 #[derive(Debug, Clone)]
 pub struct ProgramConfig {
@@ -124,11 +127,19 @@ struct RoomProgram {
     media_tx: broadcast::Sender<ProgramMedia>,
     viewers: HashMap<String, Viewer>,
     cue_times: VecDeque<Instant>,
+    /// Answers to the room's latest cues, by id (at most [`CUE_IDS_KEPT`]): a retried id gets
+    /// its first answer, even past the rate limit or after the program restarted.
+    cue_acks: HashMap<String, u64>,
+    cue_ack_order: VecDeque<String>,
     layout: Layout,
     /// Publishers ready while no program slot was free (`max_programs`), in order.
     waiting: Vec<Arc<Publisher>>,
     /// When the room began to wait for a program slot.
     waiting_since: Option<Instant>,
+    /// Created or configured through the API: its mix, layout and outputs outlive its
+    /// programs until the room is deleted. A room created by a join forgets them once its
+    /// program stops (unless it has outputs).
+    persistent: bool,
 }
 
 impl RoomProgram {
@@ -150,8 +161,11 @@ impl RoomProgram {
             media_tx: broadcast::channel(512).0,
             viewers: HashMap::new(),
             cue_times: VecDeque::new(),
+            cue_acks: HashMap::new(),
+            cue_ack_order: VecDeque::new(),
             waiting: Vec::new(),
             waiting_since: None,
+            persistent: false,
         }
     }
 }
@@ -196,13 +210,13 @@ impl Programs {
     }
 
     /// The outputs of a room, created on demand (so outputs can be added before the show).
+    /// `create`: the caller adds an output, which makes the room's program state persistent.
     pub fn outputs(&self, room: &str, create: bool) -> Option<ProgramOutputs> {
         let mut g = lock(&self.rooms);
-        if create && !g.contains_key(room) {
-            g.insert(
-                room.to_owned(),
-                RoomProgram::new(self.config.default_mix.clone()),
-            );
+        if create {
+            g.entry(room.to_owned())
+                .or_insert_with(|| RoomProgram::new(self.config.default_mix.clone()))
+                .persistent = true;
         }
         g.get(room).map(|r| r.outputs.clone())
     }
@@ -701,7 +715,7 @@ impl Programs {
             }
             let run = r.running.take();
             let viewers: Vec<Viewer> = r.viewers.drain().map(|(_, v)| v).collect();
-            let keep = !close && !r.outputs.outputs().is_empty();
+            let keep = !close && (r.persistent || !r.outputs.outputs().is_empty());
             let outputs = if keep {
                 None
             } else {
@@ -899,7 +913,7 @@ impl Programs {
         Ok(answer)
     }
 
-    async fn remove_viewer(&self, room: &str, viewer: &str) {
+    async fn remove_viewer(&self, room: &str, viewer: &str) -> bool {
         let v = lock(&self.rooms).get_mut(room).and_then(|r| {
             let v = r.viewers.remove(viewer);
             if let (true, Some(run)) = (r.viewers.is_empty(), &r.running) {
@@ -907,10 +921,12 @@ impl Programs {
             }
             v
         });
-        if let Some((pc, tasks)) = v {
-            tasks.iter().for_each(|t| t.abort());
-            let _ = pc.close().await;
-        }
+        let Some((pc, tasks)) = v else {
+            return false;
+        };
+        tasks.iter().for_each(|t| t.abort());
+        let _ = pc.close().await;
+        true
     }
 }
 
@@ -1033,9 +1049,12 @@ impl ProgramControl for Programs {
             Some(r) => {
                 r.layout = mix.layout.clone();
                 r.mix = mix;
+                r.persistent = true;
             }
             None => {
-                g.insert(room.to_owned(), RoomProgram::new(mix));
+                let mut r = RoomProgram::new(mix);
+                r.persistent = true;
+                g.insert(room.to_owned(), r);
             }
         }
         Ok(())
@@ -1113,6 +1132,13 @@ impl ProgramControl for Programs {
         }
         let driver = {
             let mut g = lock(&self.rooms);
+            if let Some(&pts_ms) = g.get(room).and_then(|r| r.cue_acks.get(id)) {
+                return Ok(CueAck {
+                    id: id.to_owned(),
+                    pts_ms,
+                    duplicate: true,
+                });
+            }
             let r = match g.get_mut(room) {
                 Some(r) if r.running.is_some() => r,
                 other => return Err(self.no_program(room, other.map(|r| &*r))),
@@ -1159,6 +1185,16 @@ impl ProgramControl for Programs {
         if !ack.duplicate {
             self.metrics.cues.fetch_add(1, Ordering::Relaxed);
         }
+        if let Some(r) = lock(&self.rooms).get_mut(room) {
+            if r.cue_acks.insert(ack.id.clone(), ack.pts_ms).is_none() {
+                r.cue_ack_order.push_back(ack.id.clone());
+                while r.cue_ack_order.len() > CUE_IDS_KEPT {
+                    if let Some(old) = r.cue_ack_order.pop_front() {
+                        r.cue_acks.remove(&old);
+                    }
+                }
+            }
+        }
         Ok(CueAck {
             id: ack.id,
             pts_ms: ack.pts_ms,
@@ -1175,7 +1211,7 @@ impl ProgramControl for Programs {
         self.add_viewer(room, viewer, offer).await
     }
 
-    async fn unsubscribe(&self, room: &str, viewer: &str) {
-        self.remove_viewer(room, viewer).await;
+    async fn unsubscribe(&self, room: &str, viewer: &str) -> bool {
+        self.remove_viewer(room, viewer).await
     }
 }

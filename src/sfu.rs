@@ -372,6 +372,15 @@ impl Sfu {
             video_remote: Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
         });
+        // A mute the host set before this publication holds for it too.
+        publisher
+            .audio
+            .muted
+            .store(opts.audio_muted, Ordering::Relaxed);
+        publisher
+            .video
+            .muted
+            .store(opts.video_muted, Ordering::Relaxed);
         let answer = match peer.answer(offer).await {
             Ok(a) => a,
             Err(e) => {
@@ -790,13 +799,13 @@ impl MediaBackend for SfuBackend {
             .start_subscribe(room, subscriber, target, offer)
             .await
     }
-    async fn unsubscribe(&self, room: &str, subscriber: &str, target: &str) {
+    async fn unsubscribe(&self, room: &str, subscriber: &str, target: &str) -> bool {
         let sub = self
             .sfu
             .lock()
             .get_mut(room)
             .and_then(|r| r.subs.remove(&(subscriber.to_owned(), target.to_owned())));
-        drop(sub);
+        sub.is_some()
     }
     async fn add_candidate(
         &self,
@@ -951,9 +960,10 @@ impl MediaBackend for SfuBackend {
             )),
         }
     }
-    async fn unsubscribe_program(&self, room: &str, viewer: &str) {
-        if let Some(p) = &self.program {
-            p.unsubscribe(room, viewer).await;
+    async fn unsubscribe_program(&self, room: &str, viewer: &str) -> bool {
+        match &self.program {
+            Some(p) => p.unsubscribe(room, viewer).await,
+            None => false,
         }
     }
 }
@@ -989,8 +999,8 @@ pub trait ProgramControl: Send + Sync + 'static {
         viewer: &str,
         offer: String,
     ) -> Result<String, MediaError>;
-    /// Ends a WHEP program viewer.
-    async fn unsubscribe(&self, room: &str, viewer: &str);
+    /// Ends a WHEP program viewer; `false` if there was none.
+    async fn unsubscribe(&self, room: &str, viewer: &str) -> bool;
 }
 
 /// The [`MediaBackend`] the server hands to signaling: the SFU plus, when attached, the program.

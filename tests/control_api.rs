@@ -214,8 +214,18 @@ async fn control_routes_answer_errors_and_work() {
         .0,
         403
     );
+    // Outputs are the operator's (stream keys, where the program goes): a host token of the
+    // room is refused, unlike for layout and cues.
+    for (m, url) in [
+        (M::POST, ou.clone()),
+        (M::GET, ou.clone()),
+        (M::DELETE, format!("{ou}/x")),
+    ] {
+        let body = (m == M::POST).then(|| json!({"url": "rtmp://127.0.0.1/live/x"}).to_string());
+        assert_eq!(call(m, url, Some(&host), body).await.0, 403);
+    }
     assert_eq!(
-        call(M::POST, ou.clone(), Some(&host), Some("[]".into()))
+        call(M::POST, ou.clone(), Some(API_KEY), Some("[]".into()))
             .await
             .0,
         400
@@ -232,7 +242,7 @@ async fn control_routes_answer_errors_and_work() {
         let (st, v) = call(
             M::POST,
             ou.clone(),
-            Some(&host),
+            Some(API_KEY),
             Some(json!({"url": bad}).to_string()),
         )
         .await;
@@ -249,11 +259,17 @@ async fn control_routes_answer_errors_and_work() {
         .0,
         404
     );
+    assert_eq!(
+        call(M::GET, u("/api/rooms/nope/outputs"), Some(API_KEY), None)
+            .await
+            .0,
+        404
+    );
     // An output to a closed port is accepted and retries (nothing listens there).
     let (st, v) = call(
         M::POST,
         ou.clone(),
-        Some(&host),
+        Some(API_KEY),
         Some(json!({"url": "rtmp://127.0.0.1:9/live/secret-key"}).to_string()),
     )
     .await;
@@ -263,17 +279,17 @@ async fn control_routes_answer_errors_and_work() {
         "the stream key is masked: {v}"
     );
     let id = v["id"].as_str().unwrap().to_owned();
-    let (st, v) = call(M::GET, ou.clone(), Some(&host), None).await;
+    let (st, v) = call(M::GET, ou.clone(), Some(API_KEY), None).await;
     assert_eq!(st, 200);
     assert_eq!(v["outputs"][0]["id"], id.as_str());
     assert_eq!(
-        call(M::DELETE, format!("{ou}/nope"), Some(&host), None)
+        call(M::DELETE, format!("{ou}/nope"), Some(API_KEY), None)
             .await
             .0,
         404
     );
     assert_eq!(
-        call(M::DELETE, format!("{ou}/{id}"), Some(&host), None)
+        call(M::DELETE, format!("{ou}/{id}"), Some(API_KEY), None)
             .await
             .0,
         204
@@ -292,8 +308,8 @@ async fn control_routes_answer_errors_and_work() {
     let (_p, _r, _stop) = whip_publish(&s, room, "h", "host", 320, 240).await;
     eventually("program running", 10, || true).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let (st, _) = call(
+    let first = loop {
+        let (st, v) = call(
             M::POST,
             cu.clone(),
             Some(&host),
@@ -301,14 +317,15 @@ async fn control_routes_answer_errors_and_work() {
         )
         .await;
         if st == 202 {
-            break;
+            break v;
         }
         assert!(
             std::time::Instant::now() < deadline,
             "program never started: {st}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    };
+    assert!(first["pts_ms"].is_u64(), "{first}");
     assert_eq!(
         call(
             M::POST,
@@ -386,7 +403,7 @@ async fn control_routes_answer_errors_and_work() {
     )
     .await;
     assert_eq!(st, 200);
-    assert_eq!(again["id"], "first");
+    assert_eq!(again, first, "the first answer again");
     // Flood: the room's limit (20 per 10 s) answers 429 past it.
     let mut codes = Vec::new();
     for i in 0..25 {
@@ -403,5 +420,149 @@ async fn control_routes_answer_errors_and_work() {
     }
     assert_eq!(codes.iter().filter(|c| **c == 202).count(), 19, "{codes:?}");
     assert!(codes[19..].iter().all(|c| *c == 429), "{codes:?}");
+    // A retried id still gets its first answer while new cues are refused.
+    let (st, again) = call(
+        M::POST,
+        cu.clone(),
+        Some(&host),
+        Some(json!({"id": "first", "data": 3}).to_string()),
+    )
+    .await;
+    assert_eq!((st, &again), (200, &first), "a retry is not a new cue");
     assert!(s.metric("cohost_program_cues_total").await >= 20);
+}
+
+/// A room created through the API keeps its mix and layout from one show to the next (a
+/// program stops when its co-hosts leave; the next one starts with the room's settings) until
+/// it is deleted. A room created by a join forgets them with its program, unless an operator
+/// gave it an output: then it stays (listed, deletable) and deleting it ends the outputs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_keep_their_settings_between_shows_until_deleted() {
+    use reqwest::Method as M;
+    let s = start_server_with(|c| c.program.grace = std::time::Duration::from_millis(200)).await;
+    let u = |p: &str| s.url(p);
+    let mix = json!({"width": 640, "height": 360, "fps": 15, "layout": {"template": "pip"}});
+    let (st, v) = call(
+        M::POST,
+        u("/api/rooms"),
+        Some(API_KEY),
+        Some(json!({"name": "show", "mix": mix}).to_string()),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let (st, _) = call(
+        M::PUT,
+        u("/api/rooms/show/layout"),
+        Some(API_KEY),
+        Some(json!({"template": "speaker"}).to_string()),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let program = |v: &Value| v["media"]["program"].clone();
+    for show in 0..2 {
+        let (_p, res, stop) = whip_publish(&s, "show", "host", "host", 320, 240).await;
+        eventually_async("program running", 15, || async {
+            program(&s.get_api("/api/rooms/show").await)["frames"]
+                .as_u64()
+                .is_some_and(|n| n > 0)
+        })
+        .await;
+        let p = program(&s.get_api("/api/rooms/show").await);
+        assert_eq!(p["mix"]["width"], 640, "show {show}: {p}");
+        assert_eq!(p["mix"]["fps"], 15, "show {show}: {p}");
+        assert_eq!(p["layout"]["template"], "speaker", "show {show}: {p}");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            delete(&res, &s.token("show", "host", "host").await).await,
+            200
+        );
+        eventually_async("program stopped", 15, || async {
+            s.metric("cohost_programs_running").await == 0
+        })
+        .await;
+        let p = program(&s.get_api("/api/rooms/show").await);
+        assert_eq!(p["running"], false, "show {show}: {p}");
+        assert_eq!(p["mix"]["height"], 360, "kept after the show: {p}");
+        assert_eq!(
+            p["layout"]["template"], "speaker",
+            "kept after the show: {p}"
+        );
+    }
+    let (st, _) = call(M::DELETE, u("/api/rooms/show"), Some(API_KEY), None).await;
+    assert_eq!(st, 204);
+    assert_eq!(
+        call(M::GET, u("/api/rooms/show"), Some(API_KEY), None)
+            .await
+            .0,
+        404
+    );
+
+    // A room made by a join, given an output, outlives its co-hosts.
+    let (_p, res, stop) = whip_publish(&s, "adhoc", "host", "host", 320, 240).await;
+    let (st, v) = call(
+        M::POST,
+        u("/api/rooms/adhoc/outputs"),
+        Some(API_KEY),
+        Some(json!({"url": "rtmp://127.0.0.1:9/live/k"}).to_string()),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        delete(&res, &s.token("adhoc", "host", "host").await).await,
+        200
+    );
+    eventually_async("program stopped", 15, || async {
+        s.metric("cohost_programs_running").await == 0
+    })
+    .await;
+    let (st, v) = call(M::GET, u("/api/rooms"), Some(API_KEY), None).await;
+    assert_eq!(st, 200);
+    assert!(
+        v["rooms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "adhoc"),
+        "{v}"
+    );
+    let (st, v) = call(M::GET, u("/api/rooms/adhoc/outputs"), Some(API_KEY), None).await;
+    assert_eq!((st, v["outputs"].as_array().map(Vec::len)), (200, Some(1)));
+    assert!(
+        s.metrics()
+            .await
+            .contains("cohost_rtmp_output_state{room=\"adhoc\""),
+        "the output is in the metrics"
+    );
+    let (st, _) = call(M::DELETE, u("/api/rooms/adhoc"), Some(API_KEY), None).await;
+    assert_eq!(st, 204);
+    assert_eq!(
+        call(M::GET, u("/api/rooms/adhoc/outputs"), Some(API_KEY), None)
+            .await
+            .0,
+        404
+    );
+    eventually_async("outputs gone", 10, || async {
+        !s.metrics().await.contains("room=\"adhoc\"")
+    })
+    .await;
+
+    // A room made by a join without outputs is forgotten with its program.
+    let (_p, res, stop) = whip_publish(&s, "brief", "host", "host", 320, 240).await;
+    eventually_async("program running", 15, || async {
+        s.metric("cohost_programs_running").await == 1
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        delete(&res, &s.token("brief", "host", "host").await).await,
+        200
+    );
+    eventually_async("room gone", 15, || async {
+        call(M::GET, u("/api/rooms/brief"), Some(API_KEY), None)
+            .await
+            .0
+            == 404
+    })
+    .await;
 }

@@ -263,3 +263,92 @@ async fn host_and_two_guests_receive_each_other() {
         c.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// The host's mute holds for the muted co-host's publications: set before the guest publishes,
+/// it holds when it does (its audio reaches no one, its video does), and publishing again
+/// does not undo it; unmuting lifts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_mute_holds_across_publications() {
+    let s = start_server().await;
+    let room = "mute-1";
+    let mut host_ws = Ws::connect(&s, &s.token(room, "host", "host").await).await;
+    host_ws.send(json!({"type": "join"}));
+    host_ws.wait_type("joined").await;
+    let mut g_ws = Ws::connect(&s, &s.token(room, "g", "guest").await).await;
+    g_ws.send(json!({"type": "join"}));
+    g_ws.wait_type("joined").await;
+    host_ws.send(json!({"type": "invite", "identity": "g"}));
+    g_ws.wait_type("invited").await;
+    g_ws.send(json!({"type": "accept_invite"}));
+    g_ws.wait_type("on_air").await;
+
+    // Muted before it publishes anything.
+    host_ws.send(json!({"type": "mute", "identity": "g", "kind": "audio", "muted": true}));
+    host_ws
+        .wait("mute announced", |v| {
+            v["type"] == "participant_updated"
+                && v["participant"]["identity"] == "g"
+                && v["participant"]["audio_muted"] == true
+        })
+        .await;
+    let audio_muted = |info: serde_json::Value| {
+        info["media"]["tracks"]
+            .as_array()
+            .and_then(|t| t.iter().find(|t| t["identity"] == "g").cloned())
+            .and_then(|t| t["audio_muted"].as_bool())
+    };
+    let (_pub1, stop1) = publish(&mut g_ws, "g", 160, 120).await;
+    wait_publishing(&mut host_ws, "g").await;
+    assert_eq!(
+        audio_muted(s.get_api(&format!("/api/rooms/{room}")).await),
+        Some(true)
+    );
+
+    // On the media plane: the host receives g's video and none of its audio.
+    let mut host = CoHost {
+        name: "host",
+        ws: host_ws,
+        _pub_peer: client_peer().await,
+        stop: Arc::new(AtomicBool::new(false)),
+        subs: HashMap::new(),
+        got: HashMap::new(),
+    };
+    subscribe(&mut host, "g").await;
+    let peer = host.subs.get_mut("g").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while let Ok(Some(t)) = tokio::time::timeout_at(deadline.into(), peer.tracks.recv()).await {
+        let kind = t.kind().await;
+        host.got.insert(("g".into(), kind), collect(t, kind));
+    }
+    let video = host.got[&("g".to_string(), RtpCodecKind::Video)].clone();
+    eventually("g's video decodes at the host", 10, || {
+        decode_h264(&video.lock().unwrap().frames)
+            .iter()
+            .filter(|d| **d == (160, 120))
+            .count()
+            >= 10
+    })
+    .await;
+    let audio_packets = host
+        .got
+        .get(&("g".to_string(), RtpCodecKind::Audio))
+        .map_or(0, |a| a.lock().unwrap().packets);
+    assert_eq!(audio_packets, 0, "muted audio was forwarded");
+
+    // Publishing again does not lift the mute.
+    stop1.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (_pub2, stop2) = publish(&mut g_ws, "g", 160, 120).await;
+    assert_eq!(
+        audio_muted(s.get_api(&format!("/api/rooms/{room}")).await),
+        Some(true),
+        "a new publication must not undo the host's mute"
+    );
+    // Unmuting lifts it.
+    host.ws
+        .send(json!({"type": "mute", "identity": "g", "kind": "audio", "muted": false}));
+    eventually_async("unmuted", 10, || async {
+        audio_muted(s.get_api(&format!("/api/rooms/{room}")).await) == Some(false)
+    })
+    .await;
+    stop2.store(true, std::sync::atomic::Ordering::Relaxed);
+}

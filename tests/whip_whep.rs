@@ -53,6 +53,18 @@ async fn whip_publisher_reaches_whep_subscriber() {
         .status();
     assert_eq!(st, 405);
 
+    // A WHEP session can be ended by its owner or the host, not by anyone else in the room,
+    // and its id cannot be guessed: the owner's identity with other random bits is unknown.
+    let someone = s.token(room, "someone", "guest").await;
+    assert_eq!(delete(&whep_resource, &someone).await, 403);
+    let (base, _) = whep_resource.rsplit_once('/').unwrap();
+    let guessed = format!("{base}/{}.{}", hex("app-host"), "0".repeat(32));
+    assert_eq!(delete(&guessed, &host_token).await, 404);
+    assert_eq!(
+        delete(&format!("{base}/not-a-session"), &host_token).await,
+        404
+    );
+
     // DELETE ends the WHIP session: the subscriber's media stops.
     let guest_token = s.token(room, "obs", "guest").await;
     assert_eq!(delete(&resource, &guest_token).await, 200);
@@ -72,7 +84,45 @@ async fn whip_publisher_reaches_whep_subscriber() {
         s.metric("cohost_publishers_alive").await == 0
     })
     .await;
-    // Deleting again is a 404; the WHEP resource can still be deleted cleanly.
+    // Deleting again is a 404; the WHEP session ended with its publication: 404 too.
     assert_eq!(delete(&resource, &guest_token).await, 404);
-    assert_eq!(delete(&whep_resource, &host_token).await, 200);
+    assert_eq!(delete(&whep_resource, &host_token).await, 404);
+}
+
+fn hex(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Resource URLs work for any identity: percent-encoded in `Location`, decoded on `DELETE`;
+/// a co-host called `program` does not collide with the program viewers' resources.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_of_any_identity_round_trip() {
+    let s = start_server().await;
+    let room = "odd-names";
+    let who = "OBS Studio/1 \u{fc}";
+    let token = s.token(room, who, "guest").await;
+    let peer = client_peer().await;
+    let sender = add_sender(&peer, "odd").await;
+    let offer = peer.offer().await;
+    let (st, loc, answer) = post_sdp(&s.url(&format!("/whip/{room}")), &token, &offer).await;
+    assert_eq!(st, 201, "{answer}");
+    peer.set_answer(&answer).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    sender.spawn(160, 120, 120.0, stop.clone());
+    let loc = loc.unwrap();
+    assert_eq!(loc, "/whip/odd-names/OBS%20Studio%2F1%20%C3%BC");
+    let resource = s.url(&loc);
+
+    let (_p2, program_res, stop2) = whip_publish(&s, room, "program", "guest", 160, 120).await;
+    let host = s.token(room, "h", "host").await;
+    let (_sub, whep_res) = whep_subscribe(&s, room, "program", &host).await;
+    assert!(whep_res.contains("/whep/odd-names/program/"), "{whep_res}");
+    assert_eq!(delete(&whep_res, &host).await, 200);
+    assert_eq!(delete(&whep_res, &host).await, 404);
+
+    assert_eq!(delete(&resource, &token).await, 200);
+    assert_eq!(delete(&resource, &token).await, 404);
+    assert_eq!(delete(&program_res, &host).await, 200);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop2.store(true, std::sync::atomic::Ordering::Relaxed);
 }

@@ -77,6 +77,10 @@ pub struct PublishOptions {
     pub whip: bool,
     /// The publisher is the room's host (the mixer's speaker/pip layouts feature it).
     pub host: bool,
+    /// The host has muted this participant's audio: the publication starts muted.
+    pub audio_muted: bool,
+    /// The host has muted this participant's video: the publication starts muted.
+    pub video_muted: bool,
 }
 
 /// What the media plane reports to signaling.
@@ -122,8 +126,8 @@ pub trait MediaBackend: Send + Sync + 'static {
         target: &str,
         offer: String,
     ) -> Result<String, MediaError>;
-    /// Ends a subscription.
-    async fn unsubscribe(&self, room: &str, subscriber: &str, target: &str);
+    /// Ends a subscription; `false` if there was none.
+    async fn unsubscribe(&self, room: &str, subscriber: &str, target: &str) -> bool;
     /// Adds a trickled candidate to `identity`'s peer connection `pc`.
     async fn add_candidate(
         &self,
@@ -168,6 +172,6 @@ pub trait MediaBackend: Send + Sync + 'static {
         viewer: &str,
         offer: String,
     ) -> Result<String, MediaError>;
-    /// Ends a program viewer.
-    async fn unsubscribe_program(&self, room: &str, viewer: &str);
+    /// Ends a program viewer; `false` if there was none.
+    async fn unsubscribe_program(&self, room: &str, viewer: &str) -> bool;
 }

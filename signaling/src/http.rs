@@ -20,7 +20,9 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::auth::{valid_name, Auth, AuthError, Claims, Role};
 use crate::backend::{MediaBackend, MediaError, MediaEvent, PublishOptions};
-use crate::protocol::{parse_client_message, ClientMessage, ServerMessage, MAX_MESSAGE_BYTES};
+use crate::protocol::{
+    parse_client_message, ClientMessage, MediaKind, ServerMessage, MAX_MESSAGE_BYTES,
+};
 use crate::room::{Effect, MediaCommand, Room, Via};
 
 /// Signaling's own settings.
@@ -218,26 +220,52 @@ impl Signaling {
         }
     }
 
+    /// How `identity` publishes: its role and the mutes the host has set on it (a new
+    /// publication starts with them, so publishing again does not undo a mute).
+    fn publish_options(&self, room: &str, identity: &str, whip: bool) -> PublishOptions {
+        let g = self.lock();
+        let p = g.rooms.get(room).and_then(|r| r.room.participant(identity));
+        PublishOptions {
+            whip,
+            host: p.is_some_and(|p| p.role == Role::Host),
+            audio_muted: p.is_some_and(|p| p.audio_muted),
+            video_muted: p.is_some_and(|p| p.video_muted),
+        }
+    }
+
+    /// A mute the host set while the publication was being set up reached no publication:
+    /// apply it now.
+    async fn reapply_mutes(&self, room: &str, identity: &str, was: PublishOptions) {
+        let now = self.publish_options(room, identity, was.whip);
+        if now.audio_muted != was.audio_muted {
+            self.backend
+                .set_muted(room, identity, MediaKind::Audio, now.audio_muted)
+                .await;
+        }
+        if now.video_muted != was.video_muted {
+            self.backend
+                .set_muted(room, identity, MediaKind::Video, now.video_muted)
+                .await;
+        }
+    }
+
     async fn media(self: &Arc<Self>, room: &str, cmd: MediaCommand) {
         let b = &self.backend;
         match cmd {
             MediaCommand::Publish { identity, sdp } => {
-                let host = self
-                    .lock()
-                    .rooms
-                    .get(room)
-                    .and_then(|r| r.room.participant(&identity).map(|p| p.role == Role::Host))
-                    .unwrap_or(false);
-                let opts = PublishOptions { whip: false, host };
+                let opts = self.publish_options(room, &identity, false);
                 match b.publish(room, &identity, sdp, opts).await {
-                    Ok(sdp) => self.send_to(
-                        room,
-                        &identity,
-                        ServerMessage::Answer {
-                            pc: "publish".into(),
-                            sdp,
-                        },
-                    ),
+                    Ok(sdp) => {
+                        self.reapply_mutes(room, &identity, opts).await;
+                        self.send_to(
+                            room,
+                            &identity,
+                            ServerMessage::Answer {
+                                pc: "publish".into(),
+                                sdp,
+                            },
+                        )
+                    }
                     Err(e) => self.send_to(
                         room,
                         &identity,
@@ -266,7 +294,7 @@ impl Signaling {
                 ),
             },
             MediaCommand::Unsubscribe { identity, target } => {
-                b.unsubscribe(room, &identity, &target).await
+                b.unsubscribe(room, &identity, &target).await;
             }
             MediaCommand::Candidate {
                 identity,
@@ -628,21 +656,20 @@ async fn whip_post(
     };
     s.apply(&room, fx);
     let span = info_span!("participant", room = %room, identity = %me);
+    let opts = s.publish_options(&room, &me, true);
     match s
         .backend
-        .publish(
-            &room,
-            &me,
-            offer,
-            PublishOptions {
-                whip: true,
-                host: claims.role == Role::Host,
-            },
-        )
+        .publish(&room, &me, offer, opts)
         .instrument(span)
         .await
     {
-        Ok(answer) => Ok(sdp_created(format!("/whip/{room}/{me}"), answer)),
+        Ok(answer) => {
+            s.reapply_mutes(&room, &me, opts).await;
+            Ok(sdp_created(
+                format!("/whip/{room}/{}", path_segment(&me)),
+                answer,
+            ))
+        }
         Err(e) => {
             s.leave(&room, &me, Via::Whip);
             Err(e.into())
@@ -697,19 +724,45 @@ async fn whep_post(
             format!("`{identity}` is not publishing in `{room}`"),
         ));
     }
-    let session = format!(
-        "whep-{}-{}",
-        claims.identity,
-        s.next_conn.fetch_add(1, Ordering::Relaxed)
-    );
+    let session = whep_session_id(&claims.identity);
     let answer = s
         .backend
         .subscribe(&room, &session, &identity, offer)
         .await?;
     Ok(sdp_created(
-        format!("/whep/{room}/{identity}/{session}"),
+        format!("/whep/{room}/{}/{session}", path_segment(&identity)),
         answer,
     ))
+}
+
+/// A WHEP session id: its owner's identity (hex, so any identity fits and the id parses back)
+/// and 128 random bits, so a session cannot be guessed by others in the room.
+fn whep_session_id(owner: &str) -> String {
+    let hex: String = owner.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("{hex}.{:032x}", rand::random::<u128>())
+}
+
+/// The owner of a session id made by [`whep_session_id`].
+fn whep_session_owner(session: &str) -> Option<String> {
+    let (hex, _) = session.split_once('.')?;
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// `s` as one URL path segment (percent-encoded), so any identity round-trips.
+fn path_segment(s: &str) -> String {
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 async fn whep_delete(
@@ -717,13 +770,20 @@ async fn whep_delete(
     Path((room, identity, session)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    s.auth.verify_for_room(bearer(&headers)?, &room, now_s())?;
-    if identity == "program" {
-        s.backend.unsubscribe_program(&room, &session).await;
-    } else {
-        s.backend.unsubscribe(&room, &session, &identity).await;
+    let claims = s.auth.verify_for_room(bearer(&headers)?, &room, now_s())?;
+    let not_found = || ApiError::new(404, "not_found", "no such WHEP session");
+    let owner = whep_session_owner(&session).ok_or_else(not_found)?;
+    if owner != claims.identity && claims.role != Role::Host {
+        return Err(AuthError::Forbidden(claims.role).into());
     }
-    Ok(StatusCode::OK)
+    // A co-host may be called `program`: its subscriptions are tried after the program's.
+    let ended = (identity == "program" && s.backend.unsubscribe_program(&room, &session).await)
+        || s.backend.unsubscribe(&room, &session, &identity).await;
+    if ended {
+        Ok(StatusCode::OK)
+    } else {
+        Err(not_found())
+    }
 }
 
 async fn whep_program_post(
@@ -735,11 +795,7 @@ async fn whep_program_post(
     let claims = s.auth.verify_for_room(bearer(&headers)?, &room, now_s())?;
     require_sdp(&headers)?;
     let offer = body_text(body)?;
-    let viewer = format!(
-        "whep-{}-{}",
-        claims.identity,
-        s.next_conn.fetch_add(1, Ordering::Relaxed)
-    );
+    let viewer = whep_session_id(&claims.identity);
     let answer = s.backend.subscribe_program(&room, &viewer, offer).await?;
     Ok(sdp_created(
         format!("/whep/{room}/program/{viewer}"),
@@ -917,6 +973,18 @@ impl Signaling {
     /// `true` if the room exists.
     pub fn room_exists(&self, room: &str) -> bool {
         self.lock().rooms.contains_key(room)
+    }
+
+    /// Keeps an existing room until it is deleted through the API, as if created there (an
+    /// operator gave it an output). `false` if there is no such room.
+    pub fn keep_room(&self, room: &str) -> bool {
+        match self.lock().rooms.get_mut(room) {
+            Some(r) => {
+                r.persistent = true;
+                true
+            }
+            None => false,
+        }
     }
 }
 

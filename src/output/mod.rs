@@ -21,7 +21,7 @@ pub mod rtmp_output;
 mod test_server;
 
 pub use hls::{HlsConfig, HlsSegmenter, HlsStore};
-pub use program::{render_metrics, OutputInfo, ProgramOutputs, ProgramOutputsConfig};
+pub use program::{OutputInfo, ProgramOutputs, ProgramOutputsConfig};
 pub use rtmp::{RtmpError, RtmpPublisher, RtmpUrl, RtmpUrlError, TagKind};
 pub use rtmp_output::{
     FlvTag, OutputState, OutputStatus, RtmpOutput, RtmpOutputConfig, SequenceHeaders,

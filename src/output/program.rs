@@ -273,78 +273,6 @@ impl ProgramOutputs {
     }
 }
 
-fn escape_label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// Prometheus text for the outputs of several rooms (HELP/TYPE written once):
-/// `cohost_rtmp_output_bytes_sent_total`, `cohost_rtmp_output_reconnects_total`,
-/// `cohost_rtmp_output_state` (1 for the current state) and `cohost_hls_segments_total`,
-/// labelled by `room` (and `output`).
-pub fn render_metrics(rooms: &[(&str, &ProgramOutputs)]) -> String {
-    use std::fmt::Write as _;
-    let mut o = String::new();
-    let mut rows = Vec::new();
-    for (room, p) in rooms {
-        for info in p.outputs() {
-            rows.push((escape_label(room), info));
-        }
-    }
-    let _ = writeln!(
-        o,
-        "# HELP cohost_rtmp_output_bytes_sent_total Bytes written to the RTMP output's sockets.\n\
-         # TYPE cohost_rtmp_output_bytes_sent_total counter"
-    );
-    for (room, i) in &rows {
-        let _ = writeln!(
-            o,
-            "cohost_rtmp_output_bytes_sent_total{{room=\"{room}\",output=\"{}\"}} {}",
-            i.id, i.status.bytes_sent
-        );
-    }
-    let _ = writeln!(
-        o,
-        "# HELP cohost_rtmp_output_reconnects_total Reconnection attempts of the RTMP output.\n\
-         # TYPE cohost_rtmp_output_reconnects_total counter"
-    );
-    for (room, i) in &rows {
-        let _ = writeln!(
-            o,
-            "cohost_rtmp_output_reconnects_total{{room=\"{room}\",output=\"{}\"}} {}",
-            i.id, i.status.reconnects
-        );
-    }
-    let _ = writeln!(
-        o,
-        "# HELP cohost_rtmp_output_state 1 for the RTMP output's current state.\n\
-         # TYPE cohost_rtmp_output_state gauge"
-    );
-    for (room, i) in &rows {
-        let _ = writeln!(
-            o,
-            "cohost_rtmp_output_state{{room=\"{room}\",output=\"{}\",state=\"{}\"}} 1",
-            i.id,
-            i.status.state.as_str()
-        );
-    }
-    let _ = writeln!(
-        o,
-        "# HELP cohost_hls_segments_total HLS segments produced.\n\
-         # TYPE cohost_hls_segments_total counter"
-    );
-    for (room, p) in rooms {
-        let n = p.hls().sequences().last().map_or(0, |s| s + 1);
-        let _ = writeln!(
-            o,
-            "cohost_hls_segments_total{{room=\"{}\"}} {n}",
-            escape_label(room)
-        );
-    }
-    o
-}
-
 fn info(id: u64, o: &RtmpOutput) -> OutputInfo {
     OutputInfo {
         id: format_id(id),
@@ -461,16 +389,6 @@ mod tests {
         assert!(json["bytes_sent"].is_u64() && json["reconnects"].is_u64());
         assert!(p.output("rtmp-9").is_none());
         assert!(!p.remove_rtmp("nope").await);
-        let m = render_metrics(&[("r\"1", &p)]);
-        assert!(
-            m.contains("cohost_rtmp_output_bytes_sent_total{room=\"r\\\"1\",output=\"rtmp-1\"} "),
-            "{m}"
-        );
-        assert!(
-            m.contains("cohost_hls_segments_total{room=\"r\\\"1\"} 1\n"),
-            "{m}"
-        );
-        assert!(m.contains("# TYPE cohost_rtmp_output_state gauge\n"));
         assert!(p.remove_rtmp("rtmp-1").await);
         assert!(p.outputs().is_empty());
         p.shutdown().await;
