@@ -422,8 +422,9 @@ fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
+            // The scheme name is case-insensitive (RFC 9110 §11.1).
+            let (scheme, token) = v.trim_start().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(token)
         })
         .map(str::trim)
         .filter(|t| !t.is_empty())
@@ -1053,4 +1054,46 @@ async fn post_cue(
         Json(serde_json::json!({"id": ack.id, "pts_ms": ack.pts_ms})),
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, v.parse().expect("header"));
+        h
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for v in ["Bearer abc", "bearer abc", "BEARER abc", "  Bearer   abc "] {
+            assert_eq!(bearer(&auth(v)).ok(), Some("abc"), "{v}");
+        }
+        for v in ["Basic abc", "Bearer ", "Bearerabc", "abc"] {
+            assert!(bearer(&auth(v)).is_err(), "{v}");
+        }
+        assert!(bearer(&HeaderMap::new()).is_err());
+    }
+
+    #[test]
+    fn whep_session_ids_name_their_owner_and_differ() {
+        for owner in ["alice", "a-1", "OBS Studio/1 \u{fc}", "x.y"] {
+            let a = whep_session_id(owner);
+            let b = whep_session_id(owner);
+            assert_ne!(a, b);
+            assert_eq!(whep_session_owner(&a).as_deref(), Some(owner));
+            assert!(a.bytes().all(|c| c.is_ascii_hexdigit() || c == b'.'), "{a}");
+        }
+        for bad in ["", "nodot", "6.x", "zz.00", "ff.00"] {
+            assert_eq!(whep_session_owner(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn path_segments_are_percent_encoded() {
+        assert_eq!(path_segment("a-b_c.d~e"), "a-b_c.d~e");
+        assert_eq!(path_segment("a b/c\u{fc}"), "a%20b%2Fc%C3%BC");
+    }
 }
