@@ -73,12 +73,18 @@ fn check_program_streams(v: &Value) {
         .unwrap();
     let fps = n.parse::<f64>().unwrap() / d.parse::<f64>().unwrap();
     assert!((fps - 30.0).abs() < 1.5, "fps {fps}");
+    // What every player and CDN takes: constrained baseline, no B-frames, 4:2:0.
+    assert_eq!(video["profile"], "Constrained Baseline", "{video}");
+    assert_eq!(video["has_b_frames"], 0, "{video}");
+    assert_eq!(video["pix_fmt"], "yuv420p", "{video}");
     let audio = streams
         .iter()
         .find(|s| s["codec_type"] == "audio")
         .expect("an audio stream");
     assert_eq!(audio["codec_name"], "aac");
     assert_eq!(audio["sample_rate"], "48000");
+    assert_eq!(audio["profile"], "LC", "{audio}");
+    assert_eq!(audio["channels"], 2, "{audio}");
 }
 
 fn decodes(url: &str, frames: u32) -> usize {
