@@ -305,18 +305,22 @@ impl Sfu {
         self.lock().get(room)?.layout.clone()
     }
 
+    /// Ends `identity`'s publication (only the one on `pc_id`, if given); `true` if it did.
     fn remove_publisher(
         self: &Arc<Self>,
         room: &str,
         identity: &str,
         pc_id: Option<&Arc<dyn PeerConnection>>,
-    ) {
+    ) -> bool {
         let removed = {
             let mut g = self.lock();
-            let Some(r) = g.get_mut(room) else { return };
+            let Some(r) = g.get_mut(room) else {
+                return false;
+            };
             match (r.publishers.get(identity), pc_id) {
-                (Some(p), Some(pc)) if !Arc::ptr_eq(&p.pc, pc) => return, // a newer publication
-                (None, _) => return,
+                // A newer publication replaced this one.
+                (Some(p), Some(pc)) if !Arc::ptr_eq(&p.pc, pc) => return false,
+                (None, _) => return false,
                 _ => {}
             }
             let p = r.publishers.remove(identity);
@@ -339,6 +343,7 @@ impl Sfu {
                 publishing: false,
             });
         }
+        true
     }
 
     async fn start_publish(
@@ -478,8 +483,9 @@ impl Sfu {
                     }
                 }
                 let whip = p.via_whip.load(Ordering::Relaxed);
-                sfu.remove_publisher(&room, &p.identity, Some(&p.pc));
-                if whip {
+                // A publication replaced by a newer one (a WHIP publisher posting again) does
+                // not end the participant's session.
+                if sfu.remove_publisher(&room, &p.identity, Some(&p.pc)) && whip {
                     let _ = sfu.events.send(MediaEvent::WhipEnded {
                         room: room.clone(),
                         identity: p.identity.clone(),

@@ -126,3 +126,51 @@ async fn resources_of_any_identity_round_trip() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     stop2.store(true, std::sync::atomic::Ordering::Relaxed);
 }
+
+/// A WHIP publisher that posts again with the same identity (OBS reconnecting after a network
+/// blip) replaces its old session instead of getting 409 until the old one times out: the
+/// room has one participant, one publication (the old one freed), and subscribers get the new
+/// publication's pictures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whip_publisher_posting_again_replaces_its_session() {
+    let s = start_server().await;
+    let room = "reconnect";
+    let (_old, _old_res, stop_old) = whip_publish(&s, room, "obs", "guest", 320, 240).await;
+    eventually_async("first publication", 10, || async {
+        s.metric("cohost_publishers").await == 1
+    })
+    .await;
+    let (_new, res, stop_new) = whip_publish(&s, room, "obs", "guest", 160, 120).await;
+    let host = s.token(room, "h", "host").await;
+    let (mut sub, _) = whep_subscribe(&s, room, "obs", &host).await;
+    let (video, _audio) = collect_both(&mut sub).await;
+    eventually("the new publication's pictures arrive", 20, || {
+        decode_h264(&video.lock().unwrap().frames)
+            .iter()
+            .filter(|d| **d == (160, 120))
+            .count()
+            >= 10
+    })
+    .await;
+    assert_eq!(s.metric("cohost_publishers").await, 1);
+    eventually_async("the old publication is freed", 10, || async {
+        s.metric("cohost_publishers_alive").await == 1
+    })
+    .await;
+    let info = s.get_api(&format!("/api/rooms/{room}")).await;
+    let parts = info["participants"].as_array().unwrap();
+    assert_eq!(parts.len(), 1, "{info}");
+    assert_eq!(parts[0]["identity"], "obs");
+    assert_eq!(parts[0]["publishing"], true, "{info}");
+    stop_old.store(true, std::sync::atomic::Ordering::Relaxed);
+    // The (shared) resource URL ends the live session.
+    assert_eq!(
+        delete(&res, &s.token(room, "obs", "guest").await).await,
+        200
+    );
+    stop_new.store(true, std::sync::atomic::Ordering::Relaxed);
+    eventually_async("publication ended", 10, || async {
+        s.metric("cohost_publishers").await == 0
+    })
+    .await;
+}

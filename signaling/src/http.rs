@@ -72,7 +72,18 @@ struct RoomEntry {
 struct Inner {
     rooms: HashMap<String, RoomEntry>,
     conns: HashMap<u64, mpsc::Sender<Outbound>>,
+    /// One queue of media work per participant (room, identity), see [`Signaling::enqueue`].
+    queues: HashMap<(String, String), mpsc::UnboundedSender<MediaJob>>,
 }
+
+/// A piece of media work run in its participant's queue.
+type MediaJob = Box<
+    dyn FnOnce(Arc<Signaling>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+        + Send,
+>;
+
+/// A participant's media queue ends after this long without work.
+const QUEUE_IDLE: Duration = Duration::from_secs(30);
 
 /// Shared signaling state: rooms, live connections, auth and the media backend.
 pub struct Signaling {
@@ -180,7 +191,52 @@ impl Signaling {
         self.apply(room, fx);
     }
 
-    /// Carries out room effects: sends, closes, and media commands (spawned).
+    /// Runs `job` after every media job queued before it for `identity` in `room`, and before
+    /// those queued after it. A participant's peer-connection work (publish, unpublish,
+    /// subscribe, candidates, mutes, leave) thus happens in the order signaling decided it —
+    /// `publish` then `unpublish` is never reordered, and a replaced session's `leave` runs
+    /// before the new session's `publish` — while different participants do not wait on
+    /// each other. The queue's task ends after [`QUEUE_IDLE`] without work.
+    fn enqueue(self: &Arc<Self>, room: &str, identity: &str, job: MediaJob) {
+        let key = (room.to_owned(), identity.to_owned());
+        let mut g = self.lock();
+        // A queue whose task is gone (it panicked) is replaced.
+        let job = match g.queues.get(&key) {
+            Some(tx) => match tx.send(job) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(job)) => job,
+            },
+            None => job,
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel::<MediaJob>();
+        let _ = tx.send(job);
+        g.queues.insert(key.clone(), tx);
+        drop(g);
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                match tokio::time::timeout(QUEUE_IDLE, rx.recv()).await {
+                    Ok(Some(job)) => {
+                        let Some(s) = weak.upgrade() else { return };
+                        job(s).await;
+                    }
+                    Ok(None) => return,
+                    Err(_) => {
+                        let Some(s) = weak.upgrade() else { return };
+                        // Jobs are sent under the lock: seen empty here, none can follow.
+                        let mut g = s.lock();
+                        if rx.is_empty() {
+                            g.queues.remove(&key);
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Carries out room effects: sends, closes, and media commands (a participant's in its
+    /// queue, in order; layout and cues at once).
     fn apply(self: &Arc<Self>, room: &str, fx: Vec<Effect>) {
         for e in fx {
             match e {
@@ -192,9 +248,24 @@ impl Signaling {
                     }
                 }
                 Effect::Media(cmd) => {
-                    let s = self.clone();
                     let room = room.to_owned();
-                    tokio::spawn(async move { s.media(&room, cmd).await });
+                    match &cmd {
+                        // The program's work, not a peer connection's: no order to keep.
+                        MediaCommand::SetLayout { .. } | MediaCommand::Cue { .. } => {
+                            let s = self.clone();
+                            tokio::spawn(async move { s.media(&room, cmd).await });
+                        }
+                        _ => {
+                            let who = cmd.identity().to_owned();
+                            self.enqueue(
+                                &room.clone(),
+                                &who,
+                                Box::new(move |s| {
+                                    Box::pin(async move { s.media(&room, cmd).await })
+                                }),
+                            );
+                        }
+                    }
                 }
             }
         }
@@ -655,22 +726,35 @@ async fn whip_post(
             .join(&me, &name, claims.role, Via::Whip)
             .map_err(|e| ApiError::new(409, e.code(), e.to_string()))?
     };
+    // A replaced WHIP session's media is dropped (queued by `join`) before this publication
+    // starts: both go through the participant's media queue.
     s.apply(&room, fx);
     let span = info_span!("participant", room = %room, identity = %me);
     let opts = s.publish_options(&room, &me, true);
-    match s
-        .backend
-        .publish(&room, &me, offer, opts)
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (room2, me2) = (room.clone(), me.clone());
+    s.enqueue(
+        &room,
+        &me,
+        Box::new(move |s| {
+            Box::pin(async move {
+                let res = s.backend.publish(&room2, &me2, offer, opts).await;
+                if res.is_ok() {
+                    s.reapply_mutes(&room2, &me2, opts).await;
+                }
+                let _ = tx.send(res);
+            })
+        }),
+    );
+    let res = rx
         .instrument(span)
         .await
-    {
-        Ok(answer) => {
-            s.reapply_mutes(&room, &me, opts).await;
-            Ok(sdp_created(
-                format!("/whip/{room}/{}", path_segment(&me)),
-                answer,
-            ))
-        }
+        .unwrap_or_else(|_| Err(MediaError::Internal("the publication was dropped".into())));
+    match res {
+        Ok(answer) => Ok(sdp_created(
+            format!("/whip/{room}/{}", path_segment(&me)),
+            answer,
+        )),
         Err(e) => {
             s.leave(&room, &me, Via::Whip);
             Err(e.into())
@@ -1059,6 +1143,7 @@ async fn post_cue(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::CueAck;
 
     fn auth(v: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -1089,6 +1174,163 @@ mod tests {
         for bad in ["", "nodot", "6.x", "zz.00", "ff.00"] {
             assert_eq!(whep_session_owner(bad), None, "{bad}");
         }
+    }
+
+    /// Records the calls it gets; `publish` takes a while, as a real one does.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl Recorder {
+        fn log(&self, s: String) {
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).push(s);
+        }
+        fn calls(&self) -> Vec<String> {
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl MediaBackend for Recorder {
+        async fn publish(
+            &self,
+            _: &str,
+            who: &str,
+            offer: String,
+            _: PublishOptions,
+        ) -> Result<String, MediaError> {
+            self.log(format!("publish {who} {offer} start"));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            self.log(format!("publish {who} {offer} done"));
+            Ok("answer".into())
+        }
+        async fn unpublish(&self, _: &str, who: &str) {
+            self.log(format!("unpublish {who}"));
+        }
+        async fn subscribe(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+            _: String,
+        ) -> Result<String, MediaError> {
+            Ok(String::new())
+        }
+        async fn unsubscribe(&self, _: &str, _: &str, _: &str) -> bool {
+            false
+        }
+        async fn add_candidate(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+            _: serde_json::Value,
+        ) -> Result<(), MediaError> {
+            Ok(())
+        }
+        async fn set_muted(&self, _: &str, who: &str, _: MediaKind, muted: bool) {
+            self.log(format!("mute {who} {muted}"));
+        }
+        async fn leave(&self, _: &str, who: &str) {
+            self.log(format!("leave {who}"));
+        }
+        async fn create_room(
+            &self,
+            _: &str,
+            _: Option<serde_json::Value>,
+        ) -> Result<(), MediaError> {
+            Ok(())
+        }
+        async fn close_room(&self, _: &str) {}
+        async fn room_info(&self, _: &str) -> serde_json::Value {
+            serde_json::Value::Null
+        }
+        async fn set_layout(
+            &self,
+            _: &str,
+            l: serde_json::Value,
+        ) -> Result<serde_json::Value, MediaError> {
+            Ok(l)
+        }
+        async fn cue(
+            &self,
+            _: &str,
+            _: &str,
+            _: serde_json::Value,
+            _: u32,
+            _: Option<f64>,
+        ) -> Result<CueAck, MediaError> {
+            Err(MediaError::Unavailable("no program".into()))
+        }
+        async fn subscribe_program(
+            &self,
+            _: &str,
+            _: &str,
+            _: String,
+        ) -> Result<String, MediaError> {
+            Ok(String::new())
+        }
+        async fn unsubscribe_program(&self, _: &str, _: &str) -> bool {
+            false
+        }
+    }
+
+    #[tokio::test]
+    async fn a_participants_media_work_runs_in_order_others_do_not_wait() {
+        let rec = Arc::new(Recorder::default());
+        let (_tx, rx) = media_events();
+        let s = Signaling::new(Auth::new("k", "s"), rec.clone(), Config::default(), rx);
+        let cmd = |c: MediaCommand| Effect::Media(c);
+        let publish = |who: &str, sdp: &str| {
+            cmd(MediaCommand::Publish {
+                identity: who.into(),
+                sdp: sdp.into(),
+            })
+        };
+        // alice: publish (slow), publish again, unpublish, mute, leave — decided in this order.
+        // bob's publish, decided after them, does not wait for alice's.
+        s.apply(
+            "r",
+            vec![
+                publish("alice", "1"),
+                publish("alice", "2"),
+                cmd(MediaCommand::Unpublish {
+                    identity: "alice".into(),
+                }),
+                cmd(MediaCommand::SetMuted {
+                    identity: "alice".into(),
+                    kind: MediaKind::Audio,
+                    muted: true,
+                }),
+                cmd(MediaCommand::Leave {
+                    identity: "alice".into(),
+                }),
+                publish("bob", "3"),
+            ],
+        );
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let calls = rec.calls();
+        let alice: Vec<&str> = calls
+            .iter()
+            .map(String::as_str)
+            .filter(|c| c.contains("alice"))
+            .collect();
+        assert_eq!(
+            alice,
+            [
+                "publish alice 1 start",
+                "publish alice 1 done",
+                "publish alice 2 start",
+                "publish alice 2 done",
+                "unpublish alice",
+                "mute alice true",
+                "leave alice",
+            ]
+        );
+        let pos = |c: &str| calls.iter().position(|x| x == c).expect(c);
+        assert!(
+            pos("publish bob 3 start") < pos("publish alice 1 done"),
+            "bob waited for alice: {calls:?}"
+        );
     }
 
     #[test]

@@ -114,6 +114,24 @@ pub enum MediaCommand {
     },
 }
 
+impl MediaCommand {
+    /// The participant whose peer connections (or, for layout and cues, whose request) the
+    /// command concerns: the muted co-host for `SetMuted`, else the one who asked.
+    pub fn identity(&self) -> &str {
+        match self {
+            MediaCommand::Publish { identity, .. }
+            | MediaCommand::Unpublish { identity }
+            | MediaCommand::Subscribe { identity, .. }
+            | MediaCommand::Unsubscribe { identity, .. }
+            | MediaCommand::Candidate { identity, .. }
+            | MediaCommand::SetMuted { identity, .. }
+            | MediaCommand::SetLayout { identity, .. }
+            | MediaCommand::Cue { identity, .. }
+            | MediaCommand::Leave { identity } => identity,
+        }
+    }
+}
+
 /// Why the room refused something; becomes an `error` message with [`RoomError::code`].
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
@@ -228,7 +246,9 @@ impl Room {
 
     /// `identity` enters with a verified token's `role`. A WHIP publisher with a host or guest
     /// token is on air at once; over signaling only the host is, a guest or viewer goes on air
-    /// through the co-host flow. The same identity joining again replaces the old session.
+    /// through the co-host flow. The same identity joining again replaces the old session
+    /// (a WHIP publisher posting again, e.g. OBS reconnecting, replaces its old WHIP session);
+    /// only the same WebSocket joining twice is an error.
     pub fn join(
         &mut self,
         identity: &str,
@@ -238,7 +258,7 @@ impl Room {
     ) -> Result<Vec<Effect>, RoomError> {
         let mut fx = Vec::new();
         if let Some(old) = self.participants.get(identity) {
-            if old.via == via {
+            if old.via == via && via != Via::Whip {
                 return Err(RoomError::AlreadyJoined);
             }
             // Replace: the old session leaves first, exactly as if it had disconnected.

@@ -565,6 +565,27 @@ fn whip_rules() {
         r.participant("w").unwrap().on_air,
         "a guest token used with WHIP is on air"
     );
+    // Posting again (a publisher reconnecting) replaces the old WHIP session: its media is
+    // dropped first, then the new session is announced.
+    r.join("o", "o", Role::Guest, Via::Ws(3)).unwrap();
+    let fx = r.join("w", "w", Role::Guest, Via::Whip).unwrap();
+    let leave = fx
+        .iter()
+        .position(|e| {
+            *e == Effect::Media(M::Leave {
+                identity: "w".into(),
+            })
+        })
+        .expect("the old session's media is dropped");
+    let joined = fx
+        .iter()
+        .position(|e| {
+            matches!(e, Effect::Send { to, msg: S::ParticipantJoined { participant } }
+                if to == "o" && participant.identity == "w")
+        })
+        .expect("the others see the new session");
+    assert!(leave < joined, "{fx:?}");
+    assert!(r.participant("w").unwrap().on_air);
 }
 
 #[test]
