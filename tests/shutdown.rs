@@ -140,3 +140,79 @@ async fn sigterm_closes_a_live_room_and_exits() {
     );
     eprintln!("graceful shutdown took {:?}", t0.elapsed());
 }
+
+/// The binary's configuration surface: `--help` lists the flags with their environment
+/// variables, a bad `--log` filter or port range is refused with exit code 2, and settings
+/// given only through `COHOST_*` variables take effect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configuration_from_flags_and_environment() {
+    let bin = env!("CARGO_BIN_EXE_cohost");
+    let help = Command::new(bin).arg("--help").output().unwrap();
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    for s in [
+        "--max-programs",
+        "COHOST_MAX_PROGRAMS",
+        "--udp-ports",
+        "COHOST_API_KEY",
+    ] {
+        assert!(text.contains(s), "--help lacks {s}: {text}");
+    }
+    for args in [["--log", "info,=[bad"], ["--udp-ports", "9000-8000"]] {
+        let out = Command::new(bin)
+            .args(["--bind", "127.0.0.1:0"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("cohost"),
+            "{args:?}: a message on stderr"
+        );
+    }
+
+    let port = common::nginx::free_port();
+    let udp = 46000 + (std::process::id() % 50) as u16 * 20;
+    let mut child = tokio::process::Command::new(bin)
+        .env("COHOST_BIND", format!("127.0.0.1:{port}"))
+        .env("COHOST_MEDIA_IP", "127.0.0.1")
+        .env("COHOST_UDP_PORTS", format!("{udp}-{}", udp + 19))
+        .env("COHOST_API_KEY", API_KEY)
+        .env("COHOST_API_SECRET", API_SECRET)
+        .env("COHOST_MAX_PROGRAMS", "3")
+        .env("COHOST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.lines().any(|l| l == "cohost_programs_max 3"),
+        "COHOST_MAX_PROGRAMS not applied"
+    );
+    // The API key came from the environment.
+    let st = http
+        .get(format!("{base}/api/rooms"))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(st, 200);
+    let _ = child.kill().await;
+}
