@@ -68,6 +68,10 @@ pub struct ServeArgs {
     /// slot (its co-hosts still see and hear each other). 0 = no limit. [default: 0]
     #[arg(long, env = "COHOST_MAX_PROGRAMS")]
     pub max_programs: Option<usize>,
+    /// Most WHEP viewers of one room's program; past it `POST /whep/{room}` answers 503
+    /// (the audience watches HLS or the CDN). 0 = no limit. [default: 50]
+    #[arg(long, env = "COHOST_MAX_WHEP_VIEWERS")]
+    pub max_whep_viewers: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,6 +86,7 @@ struct FileConfig {
     log: Option<String>,
     mixer_threads: Option<usize>,
     max_programs: Option<usize>,
+    max_whep_viewers: Option<usize>,
 }
 
 /// Media (WebRTC) settings.
@@ -210,6 +215,9 @@ impl Config {
         if let Some(n) = args.max_programs.or(file.max_programs) {
             c.program.max_programs = n;
         }
+        if let Some(n) = args.max_whep_viewers.or(file.max_whep_viewers) {
+            c.program.max_viewers = n;
+        }
         if let Some(l) = args.log.clone().or(file.log) {
             c.log = l;
         }
@@ -266,7 +274,7 @@ mod tests {
         let p = dir.join("c.toml");
         std::fs::write(
             &p,
-            "bind = \"127.0.0.1:9000\"\nudp_ports = \"40000-40010\"\nmax_programs = 6\n",
+            "bind = \"127.0.0.1:9000\"\nudp_ports = \"40000-40010\"\nmax_programs = 6\nmax_whep_viewers = 7\n",
         )
         .unwrap();
         let a = ServeArgs {
@@ -278,6 +286,8 @@ mod tests {
         assert_eq!(c.bind.port(), 9000);
         assert_eq!((c.rtc.port_min, c.rtc.port_max), (41000, 41001));
         assert_eq!(c.program.max_programs, 6);
+        assert_eq!(c.program.max_viewers, 7);
+        assert_eq!(Config::default().program.max_viewers, 50);
         std::fs::write(&p, "nope = 1\n").unwrap();
         assert!(Config::from_args(&a).is_err());
     }

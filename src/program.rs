@@ -52,6 +52,10 @@ pub struct ProgramConfig {
     /// still talk through the SFU. Set it from the rooms-per-machine measurement, so that the
     /// programs that run stay real time instead of all of them falling behind.
     pub max_programs: usize,
+    /// Most WHEP viewers of one room's program (0 = no limit). Each is a peer connection
+    /// with its own encryption: the WHEP view is for a studio's monitors, the audience
+    /// watches the CDN (RTMP) or HLS.
+    pub max_viewers: usize,
 }
 
 impl Default for ProgramConfig {
@@ -63,6 +67,7 @@ impl Default for ProgramConfig {
             cue_window: Duration::from_secs(10),
             mixer_threads: 0,
             max_programs: 0,
+            max_viewers: 50,
         }
     }
 }
@@ -752,6 +757,9 @@ impl Programs {
                 .get(room)
                 .filter(|r| r.running.is_some())
                 .ok_or_else(|| self.no_program(room, g.get(room)))?;
+            if self.viewers_full(r) {
+                return Err(self.viewers_full_error(room));
+            }
             (
                 r.media_tx.subscribe(),
                 r.running.as_ref().map(|x| x.driver.clone()),
@@ -902,15 +910,40 @@ impl Programs {
                 me.remove_viewer(&room2, &viewer2).await;
             }
         });
-        if let Some(r) = lock(&self.rooms).get_mut(room) {
-            r.viewers
-                .insert(viewer.to_owned(), (pc, vec![task, watcher]));
-            if let Some(run) = &r.running {
-                let _ = run.driver.set_opus_output(true);
+        let refused: Option<Viewer> = {
+            let entry = (pc, vec![task, watcher]);
+            let mut g = lock(&self.rooms);
+            match g.get_mut(room) {
+                // Others took the last places while this one was being set up.
+                Some(r) if self.viewers_full(r) => Some(entry),
+                Some(r) => {
+                    r.viewers.insert(viewer.to_owned(), entry);
+                    if let Some(run) = &r.running {
+                        let _ = run.driver.set_opus_output(true);
+                    }
+                    None
+                }
+                None => None,
             }
+        };
+        if let Some((pc, tasks)) = refused {
+            tasks.iter().for_each(|t| t.abort());
+            let _ = pc.close().await;
+            return Err(self.viewers_full_error(room));
         }
         info!(room, viewer, "program viewer");
         Ok(answer)
+    }
+
+    fn viewers_full(&self, r: &RoomProgram) -> bool {
+        self.config.max_viewers > 0 && r.viewers.len() >= self.config.max_viewers
+    }
+
+    fn viewers_full_error(&self, room: &str) -> MediaError {
+        MediaError::Unavailable(format!(
+            "the program of `{room}` has its {} WHEP viewers; the audience watches /live/{room}/index.m3u8 or the CDN",
+            self.config.max_viewers
+        ))
     }
 
     async fn remove_viewer(&self, room: &str, viewer: &str) -> bool {

@@ -9,7 +9,10 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{delete, eventually_async, start_server_with, whip_publish, TestServer, API_KEY};
+use common::{
+    client_peer, collect_both, decode_h264, delete, eventually, eventually_async, post_sdp,
+    start_server_with, whip_publish, TestServer, API_KEY,
+};
 use serde_json::{json, Value};
 
 async fn cue(s: &TestServer, room: &str, id: &str) -> (u16, Value) {
@@ -183,4 +186,57 @@ async fn shutdown_does_not_start_waiting_programs() {
     assert_eq!(s.state.programs.running(), 0);
     assert_eq!(s.state.programs.waiting(), 0);
     assert_eq!(s.metric("cohost_programs_running").await, 0);
+}
+
+/// `max_viewers`: past a room's WHEP viewer limit `POST /whep/{room}` answers 503 with the
+/// reason while the viewers in place keep watching; a place freed by `DELETE` is taken again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whep_program_viewers_past_the_limit_are_refused() {
+    let s = start_server_with(|c| c.program.max_viewers = 1).await;
+    let room = "monitors";
+    let (_p, _res, _stop) = whip_publish(&s, room, "host", "host", 320, 240).await;
+    let token = s.token(room, "fan", "viewer").await;
+    let url = s.url(&format!("/whep/{room}"));
+    let mut first = client_peer().await;
+    first.add_recv().await;
+    let offer = first.offer().await;
+    let mut tries = 0;
+    let (loc, answer) = loop {
+        let (st, loc, body) = post_sdp(&url, &token, &offer).await;
+        if st == 503 && tries < 100 {
+            // The program is starting.
+            tries += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        assert_eq!(st, 201, "{body}");
+        break (loc.unwrap(), body);
+    };
+    first.set_answer(&answer).await;
+    let (video, _audio) = collect_both(&mut first).await;
+
+    let second = client_peer().await;
+    second.add_recv().await;
+    let (st, _, body) = post_sdp(&url, &token, &second.offer().await).await;
+    assert_eq!(st, 503, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"]["code"], "unavailable", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("WHEP viewers"),
+        "{v}"
+    );
+    assert_eq!(s.metric("cohost_whep_program_viewers").await, 1);
+    eventually("the first viewer still decodes the program", 20, || {
+        decode_h264(&video.lock().unwrap().frames).len() >= 10
+    })
+    .await;
+
+    assert_eq!(delete(&s.url(&loc), &token).await, 200);
+    let third = client_peer().await;
+    third.add_recv().await;
+    let (st, _, body) = post_sdp(&url, &token, &third.offer().await).await;
+    assert_eq!(st, 201, "a freed place is taken again: {body}");
 }
