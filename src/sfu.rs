@@ -15,7 +15,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use signaling::backend::{CueAck, MediaBackend, MediaError, MediaEvent, PublishOptions};
-use signaling::protocol::MediaKind;
+use signaling::protocol::{MediaKind, TrackInfo};
 use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tracing::{debug, info, info_span, Instrument};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -341,6 +341,7 @@ impl Sfu {
                 room: room.to_owned(),
                 identity: identity.to_owned(),
                 publishing: false,
+                tracks: Vec::new(),
             });
         }
         true
@@ -524,10 +525,20 @@ impl Sfu {
             if let Some(sink) = self.program() {
                 sink.publisher_ready(room, p);
             }
+            let tracks = [(MediaKind::Video, &p.video), (MediaKind::Audio, &p.audio)]
+                .into_iter()
+                .filter_map(|(kind, t)| {
+                    Some(TrackInfo {
+                        kind,
+                        codec: t.codec()?.mime_type,
+                    })
+                })
+                .collect();
             let _ = self.events.send(MediaEvent::Publishing {
                 room: room.to_owned(),
                 identity: p.identity.clone(),
                 publishing: true,
+                tracks,
             });
         }
         let pt = p.clone();

@@ -1,7 +1,8 @@
 //! The signaling messages not covered elsewhere, on the wire against the real server with
 //! webrtc-rs peers: `candidate` (accepted for a live peer connection, refused for an unknown
 //! one or a malformed candidate), `unsubscribe` (the subscriber's media stops), `unpublish`
-//! (the others see `publishing: false`, the publication is freed), `leave` (the others see
+//! (the others see `publishing: false` and `track_unpublished`, the publication is freed;
+//! `track_published` with each codec announced it), `leave` (the others see
 //! `participant_left`, the socket is closed), and keep-alive: a client that answers the
 //! server's pings stays, a silent one is dropped after the idle timeout.
 
@@ -90,14 +91,29 @@ async fn candidate_unsubscribe_unpublish_leave_and_keepalive() {
         host.seen
     );
 
-    // The guest subscribes to the host and receives its video.
-    guest
+    // The guest subscribes to the host and receives its video. It was told which tracks the
+    // host publishes, with their codecs.
+    let up = guest
         .wait("host publishing", |v| {
             v["type"] == "participant_updated"
                 && v["participant"]["identity"] == "host"
                 && v["participant"]["publishing"] == true
         })
         .await;
+    assert_eq!(
+        up["participant"]["tracks"],
+        json!([{"kind": "video", "codec": "video/H264"}, {"kind": "audio", "codec": "audio/opus"}])
+    );
+    for (kind, codec) in [("video", "video/H264"), ("audio", "audio/opus")] {
+        guest
+            .wait("track_published", |v| {
+                v["type"] == "track_published"
+                    && v["identity"] == "host"
+                    && v["track"]["kind"] == kind
+                    && v["track"]["codec"] == codec
+            })
+            .await;
+    }
     let mut sub = client_peer().await;
     sub.add_recv().await;
     let offer = sub.offer().await;
@@ -174,8 +190,16 @@ async fn candidate_unsubscribe_unpublish_leave_and_keepalive() {
             v["type"] == "participant_updated"
                 && v["participant"]["identity"] == "host"
                 && v["participant"]["publishing"] == false
+                && v["participant"]["tracks"] == json!([])
         })
         .await;
+    for kind in ["video", "audio"] {
+        guest
+            .wait("track_unpublished", |v| {
+                v["type"] == "track_unpublished" && v["identity"] == "host" && v["kind"] == kind
+            })
+            .await;
+    }
     stop.store(true, Ordering::Relaxed);
     eventually_async("publication freed", 10, || async {
         s.metric("cohost_publishers").await == 0 && s.metric("cohost_publishers_alive").await == 0

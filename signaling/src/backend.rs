@@ -94,6 +94,8 @@ pub enum MediaEvent {
         identity: String,
         /// State.
         publishing: bool,
+        /// Its live tracks (empty when `publishing` is false).
+        tracks: Vec<crate::protocol::TrackInfo>,
     },
     /// A WHIP session's connection failed or timed out: the participant leaves.
     WhipEnded {

@@ -160,11 +160,12 @@ impl Signaling {
                 room,
                 identity,
                 publishing,
+                tracks,
             } => {
                 let fx = {
                     let mut g = self.lock();
                     match g.rooms.get_mut(&room) {
-                        Some(r) => r.room.set_publishing(&identity, publishing),
+                        Some(r) => r.room.set_publishing(&identity, publishing, tracks),
                         None => Vec::new(),
                     }
                 };

@@ -141,6 +141,18 @@ pub struct ParticipantInfo {
     pub audio_muted: bool,
     /// Video muted by the host.
     pub video_muted: bool,
+    /// The tracks it publishes (empty while it publishes nothing).
+    #[serde(default)]
+    pub tracks: Vec<TrackInfo>,
+}
+
+/// One published track.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackInfo {
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// Codec MIME type as negotiated (`video/H264`, `audio/opus`).
+    pub codec: String,
 }
 
 /// A message from the server to a client.
@@ -165,6 +177,20 @@ pub enum ServerMessage {
     ParticipantUpdated {
         /// New state.
         participant: ParticipantInfo,
+    },
+    /// A participant's track is live: it can be subscribed to.
+    TrackPublished {
+        /// Publisher.
+        identity: String,
+        /// The track.
+        track: TrackInfo,
+    },
+    /// A participant's track ended.
+    TrackUnpublished {
+        /// Publisher.
+        identity: String,
+        /// Its kind.
+        kind: MediaKind,
     },
     /// Someone left.
     ParticipantLeft {

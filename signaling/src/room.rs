@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::auth::Role;
-use crate::protocol::{ClientMessage, MediaKind, ParticipantInfo, ServerMessage};
+use crate::protocol::{ClientMessage, MediaKind, ParticipantInfo, ServerMessage, TrackInfo};
 
 /// How a participant is connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -287,6 +287,7 @@ impl Room {
             publishing: false,
             audio_muted: false,
             video_muted: false,
+            tracks: Vec::new(),
         };
         let others = self.participants();
         for o in &others {
@@ -333,17 +334,39 @@ impl Room {
         fx
     }
 
-    /// The media backend reports that `identity` started (`true`) or stopped publishing.
-    pub fn set_publishing(&mut self, identity: &str, publishing: bool) -> Vec<Effect> {
+    /// The media backend reports that `identity` started (`true`, with its `tracks`) or
+    /// stopped publishing. Everyone gets `participant_updated`, then `track_unpublished` for
+    /// each track that ended and `track_published` for each new one.
+    pub fn set_publishing(
+        &mut self,
+        identity: &str,
+        publishing: bool,
+        tracks: Vec<TrackInfo>,
+    ) -> Vec<Effect> {
+        let tracks = if publishing { tracks } else { Vec::new() };
         let Some(p) = self.participants.get_mut(identity) else {
             return Vec::new();
         };
-        if p.info.publishing == publishing {
+        if p.info.publishing == publishing && p.info.tracks == tracks {
             return Vec::new();
         }
+        let old = std::mem::replace(&mut p.info.tracks, tracks.clone());
         p.info.publishing = publishing;
         let info = p.info.clone();
-        self.to_all(ServerMessage::ParticipantUpdated { participant: info })
+        let mut fx = self.to_all(ServerMessage::ParticipantUpdated { participant: info });
+        for t in old.iter().filter(|t| !tracks.contains(t)) {
+            fx.extend(self.to_all(ServerMessage::TrackUnpublished {
+                identity: identity.to_owned(),
+                kind: t.kind,
+            }));
+        }
+        for t in tracks.iter().filter(|t| !old.contains(t)) {
+            fx.extend(self.to_all(ServerMessage::TrackPublished {
+                identity: identity.to_owned(),
+                track: t.clone(),
+            }));
+        }
+        fx
     }
 
     /// Handles one message from a joined participant.

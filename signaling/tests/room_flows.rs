@@ -16,6 +16,7 @@ fn info(id: &str, role: Role, on_air: bool) -> ParticipantInfo {
         publishing: false,
         audio_muted: false,
         video_muted: false,
+        tracks: Vec::new(),
     }
 }
 
@@ -274,7 +275,7 @@ fn host_removes_and_mutes() {
     )
     .unwrap();
     r.handle("g", C::AcceptInvite).unwrap();
-    r.set_publishing("g", true);
+    r.set_publishing("g", true, Vec::new());
     let fx = r
         .handle(
             "h",
@@ -472,9 +473,13 @@ fn subscribe_rules() {
         ),
         Err(RoomError::NotPublishing("h".into()))
     );
-    let fx = r.set_publishing("h", true);
+    let fx = r.set_publishing("h", true, Vec::new());
     assert_eq!(fx.len(), 3);
-    assert_eq!(r.set_publishing("h", true), vec![], "no duplicate update");
+    assert_eq!(
+        r.set_publishing("h", true, Vec::new()),
+        vec![],
+        "no duplicate update"
+    );
     assert_eq!(
         r.handle(
             "v",
@@ -618,4 +623,64 @@ fn parse_errors_are_classified() {
     ));
     assert!(matches!(p(&" ".repeat(70_000)), Err(E::TooLarge(_))));
     assert_eq!(p(r#"{"type":"join"}"#), Ok(C::Join { name: None }));
+}
+
+#[test]
+fn track_events_follow_publishing() {
+    use signaling::protocol::TrackInfo;
+    let mut r = Room::new("r");
+    r.join("h", "h", Role::Host, Via::Ws(1)).unwrap();
+    r.join("g", "g", Role::Guest, Via::Ws(2)).unwrap();
+    let video = TrackInfo {
+        kind: MediaKind::Video,
+        codec: "video/H264".into(),
+    };
+    let audio = TrackInfo {
+        kind: MediaKind::Audio,
+        codec: "audio/opus".into(),
+    };
+    let fx = r.set_publishing("h", true, vec![video.clone(), audio.clone()]);
+    let to_g: Vec<&S> = fx
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send { to, msg } if to == "g" => Some(msg),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        matches!(to_g[0], S::ParticipantUpdated { participant } if participant.tracks == vec![video.clone(), audio.clone()])
+    );
+    assert_eq!(
+        to_g[1..],
+        [
+            &S::TrackPublished {
+                identity: "h".into(),
+                track: video.clone()
+            },
+            &S::TrackPublished {
+                identity: "h".into(),
+                track: audio.clone()
+            }
+        ]
+    );
+    assert_eq!(r.participant("h").unwrap().tracks.len(), 2);
+    // The same state again changes nothing.
+    assert!(r
+        .set_publishing("h", true, vec![video.clone(), audio.clone()])
+        .is_empty());
+    // Publishing ends: both tracks are unpublished, the participant has none.
+    let fx = r.set_publishing("h", false, vec![video]);
+    let ended: Vec<MediaKind> = fx
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send {
+                to,
+                msg: S::TrackUnpublished { identity, kind },
+            } if to == "g" && identity == "h" => Some(*kind),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ended, [MediaKind::Video, MediaKind::Audio]);
+    assert!(r.participant("h").unwrap().tracks.is_empty());
+    assert!(!r.participant("h").unwrap().publishing);
 }
