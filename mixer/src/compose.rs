@@ -89,6 +89,16 @@ impl I420Frame {
 
     /// Copies a picture with arbitrary strides (e.g. a decoder output).
     pub fn from_yuv_source(src: &impl openh264::formats::YUVSource) -> Option<Self> {
+        Self::from_yuv_source_into(src, Vec::new())
+    }
+
+    /// [`from_yuv_source`](Self::from_yuv_source) into a recycled buffer (e.g. from
+    /// [`into_bytes`](Self::into_bytes) of an older picture): no fresh allocation, no page
+    /// faults, when the size is unchanged.
+    pub fn from_yuv_source_into(
+        src: &impl openh264::formats::YUVSource,
+        mut data: Vec<u8>,
+    ) -> Option<Self> {
         let (w, h) = src.dimensions();
         let (sy, su, sv) = src.strides();
         let (w32, h32) = (u32::try_from(w).ok()?, u32::try_from(h).ok()?);
@@ -96,7 +106,8 @@ impl I420Frame {
             return None;
         }
         let (cw, ch) = (chroma(w32) as usize, chroma(h32) as usize);
-        let mut data = Vec::with_capacity(w * h + 2 * cw * ch);
+        data.clear();
+        data.reserve(w * h + 2 * cw * ch);
         for (plane, stride, pw, ph) in [
             (src.y(), sy, w, h),
             (src.u(), su, cw, ch),
@@ -125,6 +136,10 @@ impl I420Frame {
     /// All planes packed: Y, then U, then V.
     pub fn as_bytes(&self) -> &[u8] {
         &self.data
+    }
+    /// The picture's buffer, to be reused.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.data
     }
     fn plane_range(&self, p: usize) -> std::ops::Range<usize> {
         let ys = (self.width * self.height) as usize;
