@@ -566,3 +566,54 @@ async fn rooms_keep_their_settings_between_shows_until_deleted() {
     })
     .await;
 }
+
+/// `POST /api/tokens`: the default lifetime is 6 h, `ttl_s` sets it (capped at 30 days), a
+/// `name` travels in the token and shows in the room; a token past `expires_at` is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minted_tokens_carry_lifetime_and_name() {
+    use reqwest::Method as M;
+    let s = start_server().await;
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    };
+    let mint = |body: Value| {
+        call(
+            M::POST,
+            s.url("/api/tokens"),
+            Some(API_KEY),
+            Some(body.to_string()),
+        )
+    };
+    let (st, v) = mint(json!({"room": "t", "identity": "a", "role": "guest"})).await;
+    assert_eq!(st, 200, "{v}");
+    let left = v["expires_at"].as_i64().unwrap() - now();
+    assert!(
+        (6 * 3600 - 5..=6 * 3600).contains(&left),
+        "default lifetime: {left} s"
+    );
+    let (_, v) =
+        mint(json!({"room": "t", "identity": "a", "role": "guest", "ttl_s": 10_000_000_000u64}))
+            .await;
+    let left = v["expires_at"].as_i64().unwrap() - now();
+    assert!(
+        (30 * 86400 - 5..=30 * 86400).contains(&left),
+        "capped: {left} s"
+    );
+
+    // The name shows in the room; a 1 s token is refused once expired.
+    let (_, v) =
+        mint(json!({"room": "t", "identity": "n", "role": "host", "name": "Ann Lee", "ttl_s": 2}))
+            .await;
+    let token = v["token"].as_str().unwrap().to_owned();
+    let mut ws = Ws::connect(&s, &token).await;
+    ws.send(json!({"type": "join"}));
+    let j = ws.wait_type("joined").await;
+    assert_eq!(j["you"]["name"], "Ann Lee");
+    // Expiry is checked with no leeway.
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    let (st, v) = call(M::GET, s.url("/api/rooms/t"), Some(&token), None).await;
+    assert_eq!(st, 401, "an expired token: {v}");
+}
