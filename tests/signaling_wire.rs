@@ -218,3 +218,51 @@ async fn candidate_unsubscribe_unpublish_leave_and_keepalive() {
         "the socket stays open after leave"
     );
 }
+
+/// A client flooding the socket is limited (token bucket per connection): past the burst its
+/// messages are dropped with one `rate_limited` error a second, the others in the room are
+/// served, and it is served again once it slows down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_client_is_rate_limited() {
+    let s = start_server_with(|c| {
+        c.signaling.message_rate = 5.0;
+        c.signaling.message_burst = 5.0;
+    })
+    .await;
+    let room = "flood";
+    let mut flood = Ws::connect(&s, &s.token(room, "f", "guest").await).await;
+    flood.send(json!({"type": "join"}));
+    flood.wait_type("joined").await;
+    let mut calm = Ws::connect(&s, &s.token(room, "c", "guest").await).await;
+    calm.send(json!({"type": "join"}));
+    calm.wait_type("joined").await;
+    flood.forget();
+    for i in 0..40 {
+        flood.send(json!({"type": "ping", "ts": i}));
+    }
+    let e = flood.wait_type("error").await;
+    assert_eq!(e["code"], "rate_limited", "{e}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while let Ok(v) = flood.rx.try_recv() {
+        flood.seen.push(v);
+    }
+    let pongs = flood.seen.iter().filter(|v| v["type"] == "pong").count();
+    let errors = flood.seen.iter().filter(|v| v["type"] == "error").count();
+    // The burst (5, the join used one) plus what refilled while they arrived.
+    assert!(
+        (3..=8).contains(&pongs),
+        "{pongs} pongs of 40: {:#?}",
+        flood.seen
+    );
+    assert_eq!(errors, 1, "one error, not one per dropped message");
+    // The others are served meanwhile.
+    calm.send(json!({"type": "ping", "ts": 1}));
+    calm.wait_type("pong").await;
+    // Slowed down, the flooder is served again.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    flood.forget();
+    flood.send(json!({"type": "ping", "ts": 99}));
+    let p = flood.wait_type("pong").await;
+    assert_eq!(p["ts"].as_f64(), Some(99.0));
+    assert!(s.metric("cohost_signaling_errors_total").await >= 30);
+}

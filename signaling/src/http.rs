@@ -34,6 +34,10 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Default lifetime of minted tokens.
     pub default_token_ttl: Duration,
+    /// Messages a WebSocket client may send per second, sustained ...
+    pub message_rate: f64,
+    /// ... and in a burst (a browser trickling its ICE candidates sends a dozen at once).
+    pub message_burst: f64,
 }
 
 impl Default for Config {
@@ -42,6 +46,43 @@ impl Default for Config {
             ping_interval: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(45),
             default_token_ttl: Duration::from_secs(6 * 3600),
+            message_rate: 50.0,
+            message_burst: 100.0,
+        }
+    }
+}
+
+/// A token bucket: `rate` tokens a second up to `burst`; one per message. Clock-driven (the
+/// caller passes `now`), so it is tested without sleeping.
+#[derive(Debug, Clone)]
+pub struct RateLimit {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: tokio::time::Instant,
+}
+
+impl RateLimit {
+    /// A full bucket at `now`.
+    pub fn new(rate: f64, burst: f64, now: tokio::time::Instant) -> Self {
+        RateLimit {
+            rate: rate.max(0.0),
+            burst: burst.max(1.0),
+            tokens: burst.max(1.0),
+            last: now,
+        }
+    }
+
+    /// Takes a token if there is one.
+    pub fn allow(&mut self, now: tokio::time::Instant) -> bool {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now.max(self.last);
+        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
         }
     }
 }
@@ -585,6 +626,9 @@ async fn run_socket(s: Arc<Signaling>, claims: Claims, mut socket: WebSocket) {
     let mut joined = false;
     let mut ping = tokio::time::interval(s.config.ping_interval);
     let mut last_heard = tokio::time::Instant::now();
+    let mut limit = RateLimit::new(s.config.message_rate, s.config.message_burst, last_heard);
+    // When a flooding client was last told so (at most once a second).
+    let mut told: Option<tokio::time::Instant> = None;
     info!("signaling connected");
     loop {
         tokio::select! {
@@ -602,6 +646,22 @@ async fn run_socket(s: Arc<Signaling>, claims: Claims, mut socket: WebSocket) {
                     _ => continue,
                 };
                 s.metrics.messages.fetch_add(1, Ordering::Relaxed);
+                if !limit.allow(last_heard) {
+                    // Dropped unread: a flood costs us a counter, not a parse or a media job.
+                    s.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                    if told.is_none_or(|t| last_heard.duration_since(t) >= Duration::from_secs(1)) {
+                        told = Some(last_heard);
+                        warn!("signaling messages over the rate limit; dropping");
+                        let _ = tx.try_send(Outbound::Msg(ServerMessage::error(
+                            "rate_limited",
+                            format!(
+                                "more than {} messages a second (bursts of {}): messages dropped",
+                                s.config.message_rate, s.config.message_burst
+                            ),
+                        )));
+                    }
+                    continue;
+                }
                 let msg = match parse_client_message(text.as_str()) {
                     Ok(m) => m,
                     Err(e) => {
@@ -1332,6 +1392,23 @@ mod tests {
             pos("publish bob 3 start") < pos("publish alice 1 done"),
             "bob waited for alice: {calls:?}"
         );
+    }
+
+    #[test]
+    fn rate_limit_allows_bursts_then_the_rate() {
+        let t0 = tokio::time::Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut l = RateLimit::new(10.0, 5.0, t0);
+        // A burst of 5 at once, then nothing.
+        assert_eq!((0..8).filter(|_| l.allow(t0)).count(), 5);
+        // 10 a second: one more after 100 ms, not before.
+        assert!(!l.allow(ms(50)));
+        assert!(l.allow(ms(100)));
+        assert!(!l.allow(ms(100)));
+        // A long pause refills only up to the burst.
+        assert_eq!((0..20).filter(|_| l.allow(ms(60_000))).count(), 5);
+        // A clock going backwards gives nothing.
+        assert!(!l.allow(ms(1)));
     }
 
     #[test]
