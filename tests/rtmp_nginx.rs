@@ -237,7 +237,7 @@ async fn rtmp_output_publishes_to_nginx_and_survives_a_restart() {
     let mut cfg = RtmpOutputConfig::new(url);
     cfg.backoff_initial = Duration::from_millis(200);
     cfg.backoff_max = Duration::from_secs(1);
-    cfg.max_consecutive_failures = None;
+    cfg.max_consecutive_rejections = None;
     let pusher = spawn_pusher(&clip, tags_tx.clone());
     let output = RtmpOutput::spawn(cfg, headers_rx, tags_rx);
 

@@ -50,8 +50,9 @@ pub struct ProgramOutputsConfig {
     pub backoff_initial: Duration,
     /// Longest reconnect delay (default 10 s).
     pub backoff_max: Duration,
-    /// Consecutive failed attempts before an output is `failed` (default 60; `None`: never).
-    pub max_consecutive_failures: Option<u32>,
+    /// Consecutive refusals by the RTMP server (bad app or stream key) before an output is
+    /// `failed` (default 20; `None`: never). Network failures are retried for ever.
+    pub max_consecutive_rejections: Option<u32>,
 }
 
 impl ProgramOutputsConfig {
@@ -64,7 +65,7 @@ impl ProgramOutputsConfig {
             channel_capacity: 1024,
             backoff_initial: Duration::from_millis(500),
             backoff_max: Duration::from_secs(10),
-            max_consecutive_failures: Some(60),
+            max_consecutive_rejections: Some(20),
         }
     }
 }
@@ -204,7 +205,7 @@ impl ProgramOutputs {
         let config = RtmpOutputConfig {
             backoff_initial: c.backoff_initial,
             backoff_max: c.backoff_max,
-            max_consecutive_failures: c.max_consecutive_failures,
+            max_consecutive_rejections: c.max_consecutive_rejections,
             ..RtmpOutputConfig::new(url)
         };
         let output = Arc::new(RtmpOutput::spawn(

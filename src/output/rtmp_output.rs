@@ -63,7 +63,7 @@ pub enum OutputState {
     Live,
     /// The connection dropped or failed; waiting to reconnect (or reconnecting).
     Retrying,
-    /// Gave up after too many consecutive failures.
+    /// Gave up: the server refused the publication too many times in a row.
     Failed,
     /// Stopped on request (or because the tag source ended).
     Stopped,
@@ -104,9 +104,13 @@ pub struct RtmpOutputConfig {
     pub backoff_initial: Duration,
     /// Longest retry delay (default 10 s).
     pub backoff_max: Duration,
-    /// Give up (state `failed`) after this many consecutive failed attempts; `None`
-    /// retries forever. Default 60 (about 10 minutes at the longest delay).
-    pub max_consecutive_failures: Option<u32>,
+    /// Give up (state `failed`) after the server refused `connect`/`publish` this many
+    /// times in a row (a wrong app or stream key does not fix itself; a few refusals right
+    /// after a reconnect are normal while the server still holds the old stream). Network
+    /// failures — refused or reset connections, timeouts, a CDN down for an hour — are
+    /// retried for ever at the longest delay. `None`: never give up. Default 20 (about 3
+    /// minutes of refusals).
+    pub max_consecutive_rejections: Option<u32>,
     /// Bound on connect + publish handshake and on each socket write (default 10 s).
     pub io_timeout: Duration,
 }
@@ -118,7 +122,7 @@ impl RtmpOutputConfig {
             url,
             backoff_initial: Duration::from_millis(500),
             backoff_max: Duration::from_secs(10),
-            max_consecutive_failures: Some(60),
+            max_consecutive_rejections: Some(20),
             io_timeout: Duration::from_secs(10),
         }
     }
@@ -245,7 +249,7 @@ async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = config.backoff_initial;
-    let mut failures: u32 = 0;
+    let mut rejections: u32 = 0;
     let mut attempt: u32 = 0;
     loop {
         if *stop.borrow() {
@@ -264,7 +268,7 @@ async fn run(
             Ok(conn) => {
                 info!(url = %config.url.redacted(), "RTMP output live");
                 shared.set_state(OutputState::Live);
-                failures = 0;
+                rejections = 0;
                 backoff = config.backoff_initial;
                 // Start from what the producer sends now, not from stale buffered tags.
                 tags = tags.resubscribe();
@@ -277,10 +281,14 @@ async fn run(
             SessionEnd::Failed(e) => {
                 warn!(url = %config.url.redacted(), error = %e, "RTMP output: connection failed");
                 shared.set_error(&e);
-                failures += 1;
+                if matches!(e, RtmpError::Rejected { .. }) {
+                    rejections += 1;
+                } else {
+                    rejections = 0;
+                }
                 if config
-                    .max_consecutive_failures
-                    .is_some_and(|m| failures >= m)
+                    .max_consecutive_rejections
+                    .is_some_and(|m| rejections >= m)
                 {
                     shared.set_state(OutputState::Failed);
                     return;
@@ -435,16 +443,20 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn refused_connection_retries_then_fails_and_stop_works() {
-        // A port with nothing listening: bind then drop to get a free one.
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        drop(l);
+    async fn rejections_fail_the_output_network_failures_retry_for_ever() {
+        // A server that refuses the publication (a wrong stream key): `failed` after the
+        // configured number of refusals in a row.
+        let (port, _ev) =
+            super::super::test_server::start(super::super::test_server::MockBehaviour {
+                reject_publish: true,
+                ..Default::default()
+            })
+            .await;
         let url = RtmpUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/x")).unwrap();
         let mut cfg = RtmpOutputConfig::new(url);
         cfg.backoff_initial = Duration::from_millis(10);
         cfg.backoff_max = Duration::from_millis(40);
-        cfg.max_consecutive_failures = Some(4);
+        cfg.max_consecutive_rejections = Some(4);
         let (_htx, hrx) = watch::channel(SequenceHeaders::default());
         let (ttx, trx) = broadcast::channel(16);
         let out = RtmpOutput::spawn(cfg, hrx, trx);
@@ -458,26 +470,33 @@ mod tests {
         .unwrap();
         let s = out.status();
         assert_eq!(s.reconnects, 3);
-        assert!(s.last_error.is_some());
+        assert!(
+            s.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("rejected")),
+            "{s:?}"
+        );
         out.stop().await;
         drop(ttx);
 
-        // Unlimited retries: stays retrying until stopped.
+        // Nothing listening (a CDN down): many more failures than that, still retrying.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
         let url = RtmpUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/x")).unwrap();
         let mut cfg = RtmpOutputConfig::new(url);
-        cfg.backoff_initial = Duration::from_millis(10);
-        cfg.max_consecutive_failures = None;
+        cfg.backoff_initial = Duration::from_millis(5);
+        cfg.backoff_max = Duration::from_millis(5);
+        cfg.max_consecutive_rejections = Some(4);
         let (_htx, hrx) = watch::channel(SequenceHeaders::default());
         let (_ttx, trx) = broadcast::channel(16);
         let out = RtmpOutput::spawn(cfg, hrx, trx);
-        let mut st = out.subscribe_state();
-        tokio::time::timeout(
-            Duration::from_secs(5),
-            st.wait_for(|s| *s == OutputState::Retrying),
-        )
-        .await
-        .unwrap()
-        .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while out.status().reconnects < 12 {
+            assert!(tokio::time::Instant::now() < deadline, "{:?}", out.status());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_ne!(out.state(), OutputState::Failed);
         out.stop().await;
         assert_eq!(out.state(), OutputState::Stopped);
     }
