@@ -239,11 +239,7 @@ async fn program_goes_out_by_rtmp_hls_and_whep() {
     peer.set_answer(&body).await;
     let (video, audio) = collect_both(&mut peer).await;
     eventually("program video over WHEP decodes at 1280x720", 20, || {
-        decode_h264(&video.lock().unwrap().frames)
-            .iter()
-            .filter(|d| **d == (1280, 720))
-            .count()
-            >= 10
+        decoded_at(&video, (1280, 720)) >= 10
     })
     .await;
     eventually("program audio over WHEP decodes", 10, || {

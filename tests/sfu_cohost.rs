@@ -322,11 +322,7 @@ async fn a_host_mute_holds_across_publications() {
     }
     let video = host.got[&("g".to_string(), RtpCodecKind::Video)].clone();
     eventually("g's video decodes at the host", 10, || {
-        decode_h264(&video.lock().unwrap().frames)
-            .iter()
-            .filter(|d| **d == (160, 120))
-            .count()
-            >= 10
+        decoded_at(&video, (160, 120)) >= 10
     })
     .await;
     let audio_packets = host

@@ -126,11 +126,7 @@ async fn candidate_unsubscribe_unpublish_leave_and_keepalive() {
     sub.set_answer(a["sdp"].as_str().unwrap()).await;
     let (video, _audio) = collect_both(&mut sub).await;
     eventually("the guest decodes the host", 15, || {
-        decode_h264(&video.lock().unwrap().frames)
-            .iter()
-            .filter(|d| **d == (160, 120))
-            .count()
-            >= 5
+        decoded_at(&video, (160, 120)) >= 5
     })
     .await;
 

@@ -19,12 +19,7 @@ async fn whip_publisher_reaches_whep_subscriber() {
     let (mut sub, whep_resource) = whep_subscribe(&s, room, "obs", &host_token).await;
     let (video, audio) = collect_both(&mut sub).await;
     eventually("WHEP video decodes at 320x240", 20, || {
-        let r = video.lock().unwrap();
-        decode_h264(&r.frames)
-            .iter()
-            .filter(|d| **d == (320, 240))
-            .count()
-            >= 10
+        decoded_at(&video, (320, 240)) >= 10
     })
     .await;
     eventually("WHEP audio decodes", 10, || {
@@ -145,11 +140,7 @@ async fn a_whip_publisher_posting_again_replaces_its_session() {
     let (mut sub, _) = whep_subscribe(&s, room, "obs", &host).await;
     let (video, _audio) = collect_both(&mut sub).await;
     eventually("the new publication's pictures arrive", 20, || {
-        decode_h264(&video.lock().unwrap().frames)
-            .iter()
-            .filter(|d| **d == (160, 120))
-            .count()
-            >= 10
+        decoded_at(&video, (160, 120)) >= 10
     })
     .await;
     assert_eq!(s.metric("cohost_publishers").await, 1);

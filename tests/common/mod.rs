@@ -581,6 +581,21 @@ pub fn decode_h264(frames: &[Vec<u8>]) -> Vec<(usize, usize)> {
     sizes
 }
 
+/// How many of the received access units decode with openh264 to a `size` picture.
+pub fn decoded_at(r: &Mutex<Received>, size: (usize, usize)) -> usize {
+    let frames = r.lock().unwrap().frames.clone();
+    decode_h264(&frames).iter().filter(|d| **d == size).count()
+}
+
+/// Waits (up to 20 s) until the server at `base` answers `/healthz`.
+pub async fn wait_healthy(http: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Decodes Opus packets; returns how many decoded and the RMS of the decoded audio.
 pub fn decode_opus(frames: &[Vec<u8>]) -> (usize, f64) {
     let mut dec = opus::Decoder::new(48000, opus::Channels::Stereo).unwrap();
