@@ -28,6 +28,7 @@ use webrtc::peer_connection::PeerConnection;
 
 use crate::depack::{Assembled, H264Assembler};
 use crate::output::{ProgramOutputs, ProgramOutputsConfig};
+use crate::reorder::{Released, ReorderBuffer, ReorderConfig, ReorderStats};
 use crate::rtc::RtcEngine;
 use crate::sfu::{ProgramControl, ProgramSink, Publisher, Sfu};
 
@@ -79,6 +80,10 @@ pub struct ProgramMetrics {
     pub frames_in: AtomicU64,
     /// Input access units the mixer queue refused (full).
     pub frames_dropped: AtomicU64,
+    /// Co-host video packets the mixer input gave up as lost (after waiting for a repair).
+    pub input_packets_lost: AtomicU64,
+    /// Co-host video packets that came late or retransmitted and filled their hole in time.
+    pub input_packets_repaired: AtomicU64,
     /// Program pictures encoded.
     pub frames_out: AtomicU64,
     /// Late pictures and mixing time, shared with every mixer thread.
@@ -390,6 +395,18 @@ impl Programs {
             m.frames_dropped.load(Ordering::Relaxed),
         );
         line(
+            "cohost_program_input_packets_lost_total",
+            "counter",
+            "Co-host video packets lost for good on the way into the mixer (after waiting for a retransmission).",
+            m.input_packets_lost.load(Ordering::Relaxed),
+        );
+        line(
+            "cohost_program_input_packets_repaired_total",
+            "counter",
+            "Co-host video packets that filled their hole in time (reordered or retransmitted).",
+            m.input_packets_repaired.load(Ordering::Relaxed),
+        );
+        line(
             "cohost_program_frames_out_total",
             "counter",
             "Program pictures encoded.",
@@ -618,32 +635,53 @@ impl Programs {
         tasks.push(tokio::spawn(
             async move {
                 let mut asm = H264Assembler::new();
+                let mut reorder = ReorderBuffer::new(ReorderConfig::default());
+                let mut counted = ReorderStats::default();
                 pv.request_keyframe();
                 loop {
-                    let pkt = match vrx.recv().await {
-                        Ok(p) => p,
-                        Err(broadcast::error::RecvError::Lagged(_)) => {
-                            asm = H264Assembler::new();
-                            pv.request_keyframe();
-                            continue;
-                        }
-                        Err(broadcast::error::RecvError::Closed) => break,
-                    };
-                    match asm.push(&pkt.packet) {
-                        Assembled::AccessUnit { data, rtp_ts } => {
-                            m.frames_in.fetch_add(1, Ordering::Relaxed);
-                            room_counters.frames_in.fetch_add(1, Ordering::Relaxed);
-                            if dv
-                                .push_video(&pv.identity, Bytes::from(data), rtp_ts)
-                                .is_err()
-                            {
-                                m.frames_dropped.fetch_add(1, Ordering::Relaxed);
-                            } else {
-                                fed.send_replace(Some(rtp_ts));
+                    let deadline = reorder.deadline();
+                    let released = tokio::select! {
+                        r = vrx.recv() => match r {
+                            Ok(p) => reorder.push(p.packet, p.at),
+                            Err(broadcast::error::RecvError::Lagged(_)) => {
+                                asm = H264Assembler::new();
+                                reorder = ReorderBuffer::new(ReorderConfig::default());
+                                counted = ReorderStats::default();
+                                pv.request_keyframe();
+                                continue;
                             }
+                            Err(broadcast::error::RecvError::Closed) => break,
+                        },
+                        () = sleep_until_opt(deadline) => reorder.poll(Instant::now()),
+                    };
+                    let st = reorder.stats();
+                    m.input_packets_lost
+                        .fetch_add(st.lost - counted.lost, Ordering::Relaxed);
+                    m.input_packets_repaired
+                        .fetch_add(st.repaired - counted.repaired, Ordering::Relaxed);
+                    counted = st;
+                    for r in released {
+                        let Released::Packet(pkt) = r else {
+                            // The assembler sees the gap in sequence numbers and drops frames
+                            // until a keyframe; it asks for one below.
+                            continue;
+                        };
+                        match asm.push(&pkt) {
+                            Assembled::AccessUnit { data, rtp_ts } => {
+                                m.frames_in.fetch_add(1, Ordering::Relaxed);
+                                room_counters.frames_in.fetch_add(1, Ordering::Relaxed);
+                                if dv
+                                    .push_video(&pv.identity, Bytes::from(data), rtp_ts)
+                                    .is_err()
+                                {
+                                    m.frames_dropped.fetch_add(1, Ordering::Relaxed);
+                                } else {
+                                    fed.send_replace(Some(rtp_ts));
+                                }
+                            }
+                            Assembled::NeedKeyframe => pv.request_keyframe(),
+                            Assembled::Pending => {}
                         }
-                        Assembled::NeedKeyframe => pv.request_keyframe(),
-                        Assembled::Pending => {}
                     }
                 }
             }
@@ -1017,6 +1055,14 @@ impl ProgramSink for Programs {
 }
 
 /// `a` is at or after `b` in RTP timestamp order (wrapping).
+/// Sleeps until `t`, or for ever when there is none.
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 fn rtp_at_or_after(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) >= 0
 }

@@ -8,8 +8,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rtc::interceptor::NackResponderBuilder;
 use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
+};
 use rtc::peer_connection::configuration::media_engine::{
     MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS,
 };
@@ -197,6 +200,21 @@ pub fn media_engine() -> Result<MediaEngine, RtcError> {
     Ok(me)
 }
 
+/// The interceptors of every server peer connection: webrtc-rs' defaults (NACK responder,
+/// TWCC feedback to publishers, sender/receiver reports), with cohost's own NACK generator
+/// ([`crate::nack`]) in place of the default one.
+fn interceptors(me: &mut MediaEngine) -> Result<Registry, rtc::shared::error::Error> {
+    configure_simulcast_extension_headers(me)?;
+    let registry = Registry::new()
+        .with(Slot::NackResponder, NackResponderBuilder::new().build())
+        .with(
+            Slot::NackGenerator,
+            crate::nack::NackGenerator::new(crate::nack::NackConfig::default()),
+        );
+    let registry = configure_twcc_receiver_only(registry, me)?;
+    Ok(configure_rtcp_reports(registry))
+}
+
 /// What a peer connection reports to its owner.
 #[derive(Clone)]
 pub enum PeerEvent {
@@ -277,7 +295,7 @@ impl RtcEngine {
     async fn build(&self, addr: SocketAddr) -> Result<Peer, RtcError> {
         let w = |e: rtc::shared::error::Error| RtcError::Webrtc(e.to_string());
         let mut me = media_engine()?;
-        let registry = register_default_interceptors(Registry::new(), &mut me).map_err(w)?;
+        let registry = interceptors(&mut me).map_err(w)?;
         let registry = registry.with(
             Slot::from(14_000),
             KeyframeRequestForwarder {
