@@ -121,8 +121,10 @@ struct Running {
     driver: Arc<MixerDriver>,
     counters: Arc<RoomCounters>,
     feeders: HashMap<String, Vec<JoinHandle<()>>>,
-    /// RTP timestamp of the last access unit handed to the mixer, per input.
+    /// RTP timestamp of the picture the mixer shows, per input (from its `Presented` events).
     fed: HashMap<String, watch::Receiver<Option<u32>>>,
+    /// The senders of `fed`, updated by the pump.
+    presented: Arc<Mutex<HashMap<String, watch::Sender<Option<u32>>>>>,
     pump: JoinHandle<()>,
     stop_timer: Option<JoinHandle<()>>,
 }
@@ -337,13 +339,8 @@ impl Programs {
         }
         let _ = run.driver.add_input(&publisher.identity, publisher.is_host);
         let (fed_tx, fed_rx) = watch::channel(None);
-        let tasks = self.feed(
-            room,
-            publisher,
-            run.driver.clone(),
-            run.counters.clone(),
-            fed_tx,
-        );
+        let tasks = self.feed(room, publisher, run.driver.clone(), run.counters.clone());
+        lock(&run.presented).insert(publisher.identity.clone(), fed_tx);
         run.fed.insert(publisher.identity.clone(), fed_rx);
         if let Some(old) = run.feeders.insert(publisher.identity.clone(), tasks) {
             old.iter().for_each(|t| t.abort());
@@ -562,6 +559,8 @@ impl Programs {
         let sfu = self.sfu.clone();
         let room_name = room.to_owned();
         let room_counters = counters.clone();
+        let presented: Arc<Mutex<HashMap<String, watch::Sender<Option<u32>>>>> = Arc::default();
+        let shown = presented.clone();
         let pump = tokio::spawn(
             async move {
                 while let Some(o) = rx.recv().await {
@@ -592,6 +591,11 @@ impl Programs {
                                 p.request_keyframe();
                             }
                         }
+                        MixerOutput::Event(MixerEvent::Presented { identity, rtp_ts }) => {
+                            if let Some(tx) = lock(&shown).get(&identity) {
+                                tx.send_replace(Some(rtp_ts));
+                            }
+                        }
                         MixerOutput::Event(e) => debug!(event = ?e, "mixer"),
                         _ => {}
                     }
@@ -614,6 +618,7 @@ impl Programs {
             counters,
             feeders: HashMap::new(),
             fed: HashMap::new(),
+            presented,
             pump,
             stop_timer: None,
         });
@@ -626,7 +631,6 @@ impl Programs {
         p: &Arc<Publisher>,
         driver: Arc<MixerDriver>,
         room_counters: Arc<RoomCounters>,
-        fed: watch::Sender<Option<u32>>,
     ) -> Vec<JoinHandle<()>> {
         let span = info_span!("program_input", room = %room, identity = %p.identity);
         let mut tasks = Vec::new();
@@ -675,8 +679,6 @@ impl Programs {
                                     .is_err()
                                 {
                                     m.frames_dropped.fetch_add(1, Ordering::Relaxed);
-                                } else {
-                                    fed.send_replace(Some(rtp_ts));
                                 }
                             }
                             Assembled::NeedKeyframe => pv.request_keyframe(),
@@ -1042,6 +1044,7 @@ impl ProgramSink for Programs {
             tasks.iter().for_each(|t| t.abort());
         }
         run.fed.remove(identity);
+        lock(&run.presented).remove(identity);
         let _ = run.driver.remove_input(identity);
         if run.feeders.is_empty() && run.stop_timer.is_none() {
             // No grace period when another room waits for this slot.

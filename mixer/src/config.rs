@@ -60,6 +60,10 @@ pub struct MixConfig {
     pub jitter_ms: u64,
     /// Minimum interval between two keyframe requests to the same input.
     pub keyframe_request_interval_ms: u64,
+    /// Hold each input's video back to within 20 ms of its audio, which plays `jitter_ms`
+    /// after arrival (lip sync; costs `jitter_ms - 20` ms of video delay). Off, video is
+    /// delayed only as much as its own jitter needs.
+    pub lip_sync: bool,
 }
 
 impl Default for MixConfig {
@@ -77,6 +81,7 @@ impl Default for MixConfig {
             stall_timeout_ms: 2000,
             jitter_ms: 60,
             keyframe_request_interval_ms: 1000,
+            lip_sync: true,
         }
     }
 }

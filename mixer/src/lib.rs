@@ -73,6 +73,7 @@ pub mod layout;
 pub mod mixer;
 pub mod mux;
 pub mod nal;
+pub mod playout;
 pub mod video;
 
 pub use config::{CueError, MixConfig, MixerError, Rgb};

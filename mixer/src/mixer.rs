@@ -14,6 +14,7 @@ use crate::config::{CueError, MixConfig, MixerError};
 use crate::encode::VideoEncoder;
 use crate::layout::{compute_regions, Fit, Layout, LayoutParticipant, Region, Template};
 use crate::nal;
+use crate::playout::VideoPlayout;
 use crate::video::{DecodeOutcome, InputDecoder};
 
 /// Largest cue SEI payload (16-byte UUID + JSON user data), per CONTRACT.
@@ -69,6 +70,23 @@ pub enum MixerEvent {
     InputStalled(String),
     /// The input's video is back.
     InputResumed(String),
+    /// A new picture of this input is on screen from the next program frame on: the one with
+    /// this RTP timestamp (90 kHz).
+    Presented {
+        /// The input.
+        identity: String,
+        /// RTP timestamp of the picture shown.
+        rtp_ts: u32,
+    },
+}
+
+/// Longest video play-out delay of an input (beyond it pictures are shown as they come).
+pub const MAX_VIDEO_DELAY: Duration = Duration::from_millis(400);
+
+/// Video is held back this long at least, so it stays within 20 ms of the input's audio,
+/// which the audio jitter buffer plays `jitter_ms` after arrival.
+pub fn av_sync_floor(jitter_ms: u64) -> Duration {
+    Duration::from_millis(jitter_ms.saturating_sub(20))
 }
 
 /// An item produced by [`Mixer::poll`].
@@ -137,6 +155,10 @@ struct Input {
     last_picture_at: Option<Duration>,
     stalled: bool,
     last_kf_request: Option<Duration>,
+    /// Access units waiting for their play-out time.
+    playout: VideoPlayout,
+    /// RTP timestamp of the picture on screen.
+    shown_ts: Option<u32>,
     jitter: JitterBuffer,
     level: LevelMeter,
 }
@@ -314,6 +336,14 @@ impl Mixer {
             last_picture_at: None,
             stalled: false,
             last_kf_request: Some(self.clock),
+            playout: {
+                let mut p = VideoPlayout::new(MAX_VIDEO_DELAY);
+                if self.cfg.lip_sync {
+                    p.set_floor(av_sync_floor(self.cfg.jitter_ms));
+                }
+                p
+            },
+            shown_ts: None,
             jitter: JitterBuffer::new(Duration::from_millis(self.cfg.jitter_ms)),
             level: LevelMeter::default(),
         });
@@ -332,8 +362,8 @@ impl Mixer {
 
     /// Feeds one H.264 access unit (Annex-B) of an input. `rtp_ts_90k` is its RTP
     /// timestamp, `arrival` the time it arrived on the mixer's clock. Unknown identities are
-    /// ignored. Undecodable data keeps the last good picture and queues a (throttled)
-    /// keyframe request.
+    /// ignored. The access unit is decoded when its play-out time comes ([`crate::playout`]);
+    /// undecodable data keeps the last good picture and queues a (throttled) keyframe request.
     pub fn push_video(
         &mut self,
         identity: &str,
@@ -341,29 +371,58 @@ impl Mixer {
         rtp_ts_90k: u32,
         arrival: Duration,
     ) {
-        let _ = rtp_ts_90k;
         self.clock = self.clock.max(arrival);
-        let interval = Duration::from_millis(self.cfg.keyframe_request_interval_ms);
         let Some(input) = self.inputs.iter_mut().find(|i| i.identity == identity) else {
             return;
         };
-        match input.video.decode(access_unit) {
-            DecodeOutcome::Picture => input.last_picture_at = Some(arrival),
-            DecodeOutcome::NoPicture => {}
-            outcome @ (DecodeOutcome::Error(_) | DecodeOutcome::WaitingForKeyframe) => {
-                if let DecodeOutcome::Error(e) = outcome {
-                    tracing::debug!(identity, error = %e, "input video decode failed");
-                }
-                let due = input
-                    .last_kf_request
-                    .is_none_or(|t| arrival.saturating_sub(t) >= interval || arrival < t);
-                if due {
-                    input.last_kf_request = Some(arrival);
-                    self.events
-                        .push_back(MixerEvent::RequestKeyframe(identity.to_owned()));
+        input
+            .playout
+            .push(Bytes::copy_from_slice(access_unit), rtp_ts_90k, arrival);
+    }
+
+    /// Decodes every access unit of every input due by `now`.
+    fn decode_due(&mut self, now: Duration) {
+        let interval = Duration::from_millis(self.cfg.keyframe_request_interval_ms);
+        for input in &mut self.inputs {
+            let mut shown = None;
+            while let Some(q) = input.playout.pop_due(now) {
+                match input.video.decode(&q.data) {
+                    DecodeOutcome::Picture => {
+                        input.last_picture_at = Some(now);
+                        shown = Some(q.rtp_ts);
+                    }
+                    DecodeOutcome::NoPicture => {}
+                    outcome @ (DecodeOutcome::Error(_) | DecodeOutcome::WaitingForKeyframe) => {
+                        if let DecodeOutcome::Error(e) = outcome {
+                            tracing::debug!(identity = %input.identity, error = %e, "input video decode failed");
+                        }
+                        let due = input
+                            .last_kf_request
+                            .is_none_or(|t| now.saturating_sub(t) >= interval || now < t);
+                        if due {
+                            input.last_kf_request = Some(now);
+                            self.events
+                                .push_back(MixerEvent::RequestKeyframe(input.identity.clone()));
+                        }
+                    }
                 }
             }
+            if let Some(ts) = shown {
+                input.shown_ts = Some(ts);
+                self.events.push_back(MixerEvent::Presented {
+                    identity: input.identity.clone(),
+                    rtp_ts: ts,
+                });
+            }
         }
+    }
+
+    /// The current video play-out delay of an input (beyond its fastest transit), if known.
+    pub fn video_delay(&self, identity: &str) -> Option<Duration> {
+        self.inputs
+            .iter()
+            .find(|i| i.identity == identity)
+            .map(|i| i.playout.delay())
     }
 
     /// Feeds one Opus packet of an input with its RTP timestamp (48 kHz clock).
@@ -603,6 +662,7 @@ impl Mixer {
     }
 
     fn produce_video(&mut self, due: Duration, out: &mut Vec<MixerOutput>) {
+        self.decode_due(due);
         let n = self.next_video;
         self.next_video += 1;
         let pts_ms = n * 1000 / u64::from(self.cfg.fps);

@@ -34,6 +34,7 @@ use webrtc::peer_connection::{
 };
 
 pub mod clip;
+pub mod impair;
 pub mod nginx;
 
 pub const API_KEY: &str = "test-api-key";
