@@ -45,6 +45,8 @@ pub struct JitterBuffer {
     pub decode_errors: u64,
     /// Blocks filled by loss concealment.
     pub concealed_blocks: u64,
+    /// Of those, blocks recovered from the next packet's in-band FEC.
+    pub fec_blocks: u64,
 }
 
 impl std::fmt::Debug for JitterBuffer {
@@ -72,6 +74,7 @@ impl JitterBuffer {
             late_packets: 0,
             decode_errors: 0,
             concealed_blocks: 0,
+            fec_blocks: 0,
         }
     }
 
@@ -135,6 +138,27 @@ impl JitterBuffer {
         self.next_ts = None;
         self.first_arrival = None;
         self.plc_run = 0;
+    }
+
+    /// Recovers the block before packet `k` from `k`'s in-band FEC (libopus falls back to PLC
+    /// when `k` carries none). False when nothing could be decoded.
+    fn decode_fec(&mut self, k: i64) -> bool {
+        let (Some(dec), Some(pkt)) = (self.decoder.as_mut(), self.packets.get(&k)) else {
+            return false;
+        };
+        let n = BLOCK_FRAMES * CHANNELS;
+        let Some(buf) = self.scratch.get_mut(..n) else {
+            return false;
+        };
+        match dec.decode_float(pkt, buf, true) {
+            Ok(frames) if frames > 0 => {
+                let n = (frames * CHANNELS).min(buf.len());
+                self.fifo.extend(buf.iter().take(n).copied());
+                self.fec_blocks += 1;
+                true
+            }
+            _ => false,
+        }
     }
 
     fn decode_into_fifo(&mut self, packet: Option<&[u8]>) -> usize {
@@ -221,8 +245,12 @@ impl JitterBuffer {
                     Some(k) if k - next > RESYNC_FRAMES => {
                         next = k;
                     }
-                    Some(_) => {
-                        self.decode_into_fifo(None);
+                    Some(k) => {
+                        // Missing: the next packet's in-band FEC (RFC 7587, `useinbandfec=1`)
+                        // carries a low-bitrate copy of this one; without it, PLC.
+                        if k != next + BLOCK_FRAMES as i64 || !self.decode_fec(k) {
+                            self.decode_into_fifo(None);
+                        }
                         self.concealed_blocks += 1;
                         next += BLOCK_FRAMES as i64;
                     }
@@ -565,6 +593,32 @@ mod tests {
         assert!(energy[4..].iter().all(|e| *e > 1.0), "{energy:?}");
         assert_eq!(jb.concealed_blocks, 1);
         assert_eq!(jb.late_packets, 0);
+    }
+
+    #[test]
+    fn a_lost_packet_is_recovered_from_the_next_ones_fec() {
+        let mut enc =
+            opus::Encoder::new(SAMPLE_RATE, opus::Channels::Stereo, opus::Application::Voip)
+                .expect("enc");
+        enc.set_inband_fec(true).expect("fec");
+        enc.set_packet_loss_perc(20).expect("loss");
+        enc.set_bitrate(opus::Bitrate::Bits(32_000)).expect("rate");
+        let pkts: Vec<Vec<u8>> = (0..20)
+            .map(|i| {
+                enc.encode_vec_float(&sine(440.0, 0.5, 960, i * 960), 4000)
+                    .expect("pkt")
+            })
+            .collect();
+        let mut jb = JitterBuffer::new(Duration::from_millis(40));
+        let mut out = vec![0.0; 1920];
+        for (k, p) in pkts.iter().enumerate() {
+            if k != 8 {
+                jb.push_opus(p, (k * 960) as u32, Duration::from_millis(k as u64 * 20));
+            }
+            jb.pull(&mut out, Duration::from_millis(k as u64 * 20));
+        }
+        assert_eq!(jb.concealed_blocks, 1);
+        assert_eq!(jb.fec_blocks, 1, "recovered from packet 9's FEC");
     }
 
     #[test]

@@ -359,6 +359,9 @@ impl ClientPeer {
 pub struct Sender {
     /// Wall-clock time (Unix ms) each frame number was captured (handed to the track).
     pub capture_ms: Arc<Mutex<Vec<f64>>>,
+    /// When set to `k`, the audio is silent but for a 100 ms tone starting exactly with the
+    /// capture of every `k`-th frame (A/V sync measurements); otherwise a steady tone.
+    pub beep_every: Option<u64>,
     pub video: Arc<TrackLocalStaticSample>,
     pub audio: Arc<TrackLocalStaticSample>,
     pub vssrc: u32,
@@ -422,6 +425,7 @@ pub async fn add_sender(peer: &ClientPeer, name: &str) -> Sender {
     }
     Sender {
         capture_ms: Arc::new(Mutex::new(Vec::new())),
+        beep_every: None,
         video,
         audio,
         vssrc,
@@ -443,6 +447,7 @@ impl Sender {
         let vssrc = self.vssrc;
         let assrc = self.assrc;
         let capture_ms = self.capture_ms.clone();
+        let beep_every = self.beep_every;
         tokio::spawn(async move {
             use openh264::encoder::{BitRate, Encoder, EncoderConfig, FrameRate, IntraFramePeriod};
             use openh264::formats::YUVBuffer;
@@ -466,7 +471,17 @@ impl Sender {
                     let mut pcm = vec![0i16; 960 * 2];
                     for i in 0..960 {
                         let t = (audio_n * 960 + i as u64) as f32 / 48000.0;
-                        let s = (t * 440.0 * std::f32::consts::TAU).sin() * 8000.0;
+                        let on = beep_every.is_none_or(|k| {
+                            // Milliseconds since the last beep's frame was captured.
+                            let ms = f64::from(t) * 1000.0;
+                            let period = k as f64 * 1000.0 / 30.0;
+                            ms % period < 100.0
+                        });
+                        let s = if on {
+                            (t * 440.0 * std::f32::consts::TAU).sin() * 8000.0
+                        } else {
+                            0.0
+                        };
                         pcm[2 * i] = s as i16;
                         pcm[2 * i + 1] = s as i16;
                     }
