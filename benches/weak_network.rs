@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cohost::depack::{Assembled, H264Assembler};
-use cohost::reorder::{ReorderBuffer, ReorderConfig, Released};
+use cohost::reorder::{Released, ReorderBuffer, ReorderConfig};
 use common::impair::{LinkConfig, Relay};
 use common::*;
 use openh264::formats::YUVSource;
@@ -172,7 +172,11 @@ fn beep_onsets(audio: &[(f64, Vec<u8>)]) -> Vec<f64> {
         let dur = n as f64 / 48.0;
         // 1 ms windows of the left channel.
         for (k, w) in buf[..n * 2].chunks(96).enumerate() {
-            let rms = (w.iter().step_by(2).map(|&s| f64::from(s).powi(2)).sum::<f64>()
+            let rms = (w
+                .iter()
+                .step_by(2)
+                .map(|&s| f64::from(s).powi(2))
+                .sum::<f64>()
                 / (w.len() / 2).max(1) as f64)
                 .sqrt();
             if rms > 1000.0 {
@@ -195,7 +199,11 @@ struct Condition {
     up: LinkConfig,
 }
 
-async fn measure(c: &Condition, secs: u64, seed: u64) -> (PathStats, PathStats, (f64, f64), u64) {
+async fn measure(
+    c: &Condition,
+    secs: u64,
+    seed: u64,
+) -> (PathStats, PathStats, (f64, f64), u64, f64, u64) {
     let s = start_server().await;
     let room = "weak-bench";
     let relay = Relay::start(c.up.clone(), LinkConfig::clean(), seed).await;
@@ -230,6 +238,12 @@ async fn measure(c: &Condition, secs: u64, seed: u64) -> (PathStats, PathStats, 
     let from = unix_ms();
     tokio::time::sleep(Duration::from_secs(secs)).await;
     let to = unix_ms();
+    let info = s.get_api(&format!("/api/rooms/{room}")).await;
+    let delay = info
+        .pointer("/media/program/inputs/0/video_delay_ms")
+        .and_then(|v| v.as_f64())
+        .unwrap_or(f64::NAN);
+    let plis = s.metric("cohost_keyframe_requests_total").await;
     stop.store(true, Ordering::Relaxed);
     let capture = sender.capture_ms.lock().unwrap().clone();
     let (pv, pa) = {
@@ -260,7 +274,7 @@ async fn measure(c: &Condition, secs: u64, seed: u64) -> (PathStats, PathStats, 
         .collect();
     let av = (pct(&mut skew, 0.5), pct(&mut skew, 0.95));
     let dropped = relay.stats().0.dropped_rtp;
-    (program, sfu_stats, av, dropped)
+    (program, sfu_stats, av, dropped, delay, plis)
 }
 
 fn main() {
@@ -313,20 +327,20 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    println!("| uplink | RTP dropped | SFU fresh/s | SFU longest freeze ms | SFU latency p50/p95 ms | program fresh/s | program longest freeze ms | program latency p50/p95 ms | program added p50 ms | program A/V skew p50/p95 ms |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| uplink | RTP dropped | SFU fresh/s | SFU longest freeze ms | SFU latency p50/p95 ms | program fresh/s | program longest freeze ms | program latency p50/p95 ms | program added p50 ms | program video delay ms | program A/V skew p50/p95 ms | PLIs to publisher |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut clean_p50 = None;
     for (i, c) in conditions.iter().enumerate() {
         if !only.is_empty() && !c.name.contains(only.as_str()) {
             continue;
         }
-        let (p, s, av, dropped) = rt.block_on(measure(c, secs, 1000 + i as u64));
+        let (p, s, av, dropped, delay, plis) = rt.block_on(measure(c, secs, 1000 + i as u64));
         if c.name == "clean" {
             clean_p50 = Some(p.latency_p50);
         }
         let added = clean_p50.map_or("-".to_owned(), |b| format!("{:.0}", p.latency_p50 - b));
         println!(
-            "| {} | {dropped} | {:.1} | {:.0} | {:.0}/{:.0} | {:.1} | {:.0} | {:.0}/{:.0} | {added} | {:.0}/{:.0} |",
+            "| {} | {dropped} | {:.1} | {:.0} | {:.0}/{:.0} | {:.1} | {:.0} | {:.0}/{:.0} | {added} | {delay:.0} | {:.0}/{:.0} | {plis} |",
             c.name,
             s.fresh_per_s,
             s.longest_freeze_ms,

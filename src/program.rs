@@ -19,7 +19,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use serde_json::{json, Value};
 use signaling::backend::{CueAck, MediaError};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, info_span, warn, Instrument};
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
@@ -121,10 +121,6 @@ struct Running {
     driver: Arc<MixerDriver>,
     counters: Arc<RoomCounters>,
     feeders: HashMap<String, Vec<JoinHandle<()>>>,
-    /// RTP timestamp of the picture the mixer shows, per input (from its `Presented` events).
-    fed: HashMap<String, watch::Receiver<Option<u32>>>,
-    /// The senders of `fed`, updated by the pump.
-    presented: Arc<Mutex<HashMap<String, watch::Sender<Option<u32>>>>>,
     pump: JoinHandle<()>,
     stop_timer: Option<JoinHandle<()>>,
 }
@@ -338,10 +334,7 @@ impl Programs {
             t.abort();
         }
         let _ = run.driver.add_input(&publisher.identity, publisher.is_host);
-        let (fed_tx, fed_rx) = watch::channel(None);
         let tasks = self.feed(room, publisher, run.driver.clone(), run.counters.clone());
-        lock(&run.presented).insert(publisher.identity.clone(), fed_tx);
-        run.fed.insert(publisher.identity.clone(), fed_rx);
         if let Some(old) = run.feeders.insert(publisher.identity.clone(), tasks) {
             old.iter().for_each(|t| t.abort());
         }
@@ -559,8 +552,6 @@ impl Programs {
         let sfu = self.sfu.clone();
         let room_name = room.to_owned();
         let room_counters = counters.clone();
-        let presented: Arc<Mutex<HashMap<String, watch::Sender<Option<u32>>>>> = Arc::default();
-        let shown = presented.clone();
         let pump = tokio::spawn(
             async move {
                 while let Some(o) = rx.recv().await {
@@ -591,11 +582,7 @@ impl Programs {
                                 p.request_keyframe();
                             }
                         }
-                        MixerOutput::Event(MixerEvent::Presented { identity, rtp_ts }) => {
-                            if let Some(tx) = lock(&shown).get(&identity) {
-                                tx.send_replace(Some(rtp_ts));
-                            }
-                        }
+                        MixerOutput::Event(MixerEvent::Presented { .. }) => {}
                         MixerOutput::Event(e) => debug!(event = ?e, "mixer"),
                         _ => {}
                     }
@@ -617,8 +604,6 @@ impl Programs {
             driver: Arc::new(driver),
             counters,
             feeders: HashMap::new(),
-            fed: HashMap::new(),
-            presented,
             pump,
             stop_timer: None,
         });
@@ -659,6 +644,14 @@ impl Programs {
                         () = sleep_until_opt(deadline) => reorder.poll(Instant::now()),
                     };
                     let st = reorder.stats();
+                    if st.lost > counted.lost || st.repaired > counted.repaired {
+                        debug!(
+                            lost = st.lost - counted.lost,
+                            repaired = st.repaired - counted.repaired,
+                            wait_ms = reorder.wait().as_millis() as u64,
+                            "video input holes"
+                        );
+                    }
                     m.input_packets_lost
                         .fetch_add(st.lost - counted.lost, Ordering::Relaxed);
                     m.input_packets_repaired
@@ -1043,8 +1036,6 @@ impl ProgramSink for Programs {
         if let Some(tasks) = run.feeders.remove(identity) {
             tasks.iter().for_each(|t| t.abort());
         }
-        run.fed.remove(identity);
-        lock(&run.presented).remove(identity);
         let _ = run.driver.remove_input(identity);
         if run.feeders.is_empty() && run.stop_timer.is_none() {
             // No grace period when another room waits for this slot.
@@ -1066,40 +1057,23 @@ async fn sleep_until_opt(t: Option<Instant>) {
     }
 }
 
-fn rtp_at_or_after(a: u32, b: u32) -> bool {
-    (a.wrapping_sub(b) as i32) >= 0
-}
-
 /// Longest a cue waits for the host frame it refers to.
 const CUE_WAIT_MAX: Duration = Duration::from_millis(1500);
 
 impl Programs {
-    /// Cues on time: waits until the host's frame captured at `at_capture_ms` (the host's own
-    /// clock, e.g. `performance.timeOrigin + performance.now()` when the button was pressed)
-    /// has been handed to the mixer, so the cue is stamped into the program frame composed from
-    /// it rather than into whatever frame is next when the request arrives. The capture time is
-    /// mapped to the host video's RTP clock through the host's RTCP sender reports (whose NTP
-    /// time is the same clock), so no clock needs to agree with the server's. Without a host
-    /// publishing or a sender report yet, or for a frame already mixed, it returns at once.
-    async fn wait_for_capture(&self, room: &str, at_capture_ms: f64) {
-        let Some(host) = self.sfu.upgrade().and_then(|s| s.host_publisher(room)) else {
-            return;
-        };
-        let Some(target) = host.video.rtp_at(at_capture_ms, 90_000.0) else {
-            return;
-        };
-        let fed = lock(&self.rooms)
-            .get(room)
-            .and_then(|r| r.running.as_ref())
-            .and_then(|x| x.fed.get(&host.identity).cloned());
-        let Some(mut fed) = fed else { return };
-        let reached = fed.wait_for(|ts| ts.is_some_and(|ts| rtp_at_or_after(ts, target)));
-        if tokio::time::timeout(CUE_WAIT_MAX, reached).await.is_err() {
-            debug!(
-                room,
-                "cue: the host frame did not arrive in time; stamping now"
-            );
-        }
+    /// Cues on time: the host's frame captured at `at_capture_ms` (the host's own clock, e.g.
+    /// `performance.timeOrigin + performance.now()` when the button was pressed) as (host
+    /// identity, RTP timestamp), so the mixer stamps the cue into the program frame that shows
+    /// it rather than into whatever frame is next when the request arrives. The capture time
+    /// is mapped to the host video's RTP clock through the host's RTCP sender reports (whose
+    /// NTP time is the same clock), so no clock needs to agree with the server's. `None`
+    /// without a host publishing or a sender report yet.
+    fn capture_rtp(&self, room: &str, at_capture_ms: f64) -> Option<(String, u32)> {
+        let host = self.sfu.upgrade().and_then(|s| s.host_publisher(room))?;
+        let ts = host.video.rtp_at(at_capture_ms, 90_000.0)?;
+        // The picture nearest the press, not the first after it: capture times and RTP
+        // timestamps each carry a few ms of rounding (half a frame at 30 fps).
+        Some((host.identity.clone(), ts.wrapping_sub(1500)))
     }
 }
 
@@ -1209,9 +1183,9 @@ impl ProgramControl for Programs {
         repeat: u32,
         at_capture_ms: Option<f64>,
     ) -> Result<CueAck, MediaError> {
-        if let Some(t) = at_capture_ms {
-            self.wait_for_capture(room, t).await;
-        }
+        // Cues on time: the host's frame captured at `at_capture_ms`, on the host video's RTP
+        // clock (through its sender reports).
+        let at = at_capture_ms.and_then(|t| self.capture_rtp(room, t));
         let driver = {
             let mut g = lock(&self.rooms);
             if let Some(&pts_ms) = g.get(room).and_then(|r| r.cue_acks.get(id)) {
@@ -1247,12 +1221,22 @@ impl ProgramControl for Programs {
             return Err(MediaError::Unavailable("no program".into()));
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
-        driver
-            .handle()
-            .cue_then(id, data, repeat, move |r| {
-                let _ = tx.send(r);
-            })
-            .map_err(|e| MediaError::Unavailable(e.to_string()))?;
+        let reply = move |r| {
+            let _ = tx.send(r);
+        };
+        match at {
+            Some((identity, rtp_ts)) => driver.handle().cue_when_shown_then(
+                id,
+                data,
+                repeat,
+                &identity,
+                rtp_ts,
+                CUE_WAIT_MAX,
+                reply,
+            ),
+            None => driver.handle().cue_then(id, data, repeat, reply),
+        }
+        .map_err(|e| MediaError::Unavailable(e.to_string()))?;
         let res = rx
             .await
             .map_err(|_| MediaError::Unavailable("the program stopped".into()))

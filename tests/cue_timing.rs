@@ -109,11 +109,12 @@ async fn cue_lands_on_the_frame_the_host_captured() {
     eprintln!(
         "cue timing error in frames: with at_capture_ms {timed_err:?}, without {untimed_err:?}"
     );
-    // Never before the pressed frame; at most the next one or two (the mixer shows the latest
-    // picture of each input, so a frame that the next one replaced before a program tick is
-    // never on screen; a loaded CI machine may add one).
+    // The mixer stamps the cue into the program frame that shows the pressed host frame (it
+    // waits for that picture to be presented); the only slack left is the sender-report
+    // mapping of the press time to the host's RTP clock (a few ms): the pressed frame or the
+    // next.
     assert!(
-        timed_err.iter().all(|e| (0..=2).contains(e)),
+        timed_err.iter().all(|e| (0..=1).contains(e)),
         "timed cues must land on the pressed frame or just after: {timed_err:?}"
     );
 }

@@ -47,6 +47,10 @@ pub struct JitterBuffer {
     pub concealed_blocks: u64,
     /// Of those, blocks recovered from the next packet's in-band FEC.
     pub fec_blocks: u64,
+    /// The newest packet: (extended RTP timestamp, arrival).
+    newest: Option<(i64, Duration)>,
+    /// Smoothed delay from a packet's arrival to its play-out, ms.
+    delay_ms: Option<f64>,
 }
 
 impl std::fmt::Debug for JitterBuffer {
@@ -75,6 +79,8 @@ impl JitterBuffer {
             decode_errors: 0,
             concealed_blocks: 0,
             fec_blocks: 0,
+            newest: None,
+            delay_ms: None,
         }
     }
 
@@ -112,6 +118,9 @@ impl JitterBuffer {
             return;
         }
         self.packets.insert(ext, packet.to_vec());
+        if self.newest.is_none_or(|(n, _)| ext > n) {
+            self.newest = Some((ext, arrival));
+        }
         while self.packets.len() > MAX_PACKETS {
             self.packets.pop_first();
         }
@@ -133,8 +142,17 @@ impl JitterBuffer {
         }
     }
 
+    /// How long audio waits here from arrival to play-out (smoothed over ~200 ms), once it
+    /// plays: what video must wait too to stay in sync.
+    pub fn delay(&self) -> Option<Duration> {
+        self.delay_ms
+            .map(|d| Duration::from_secs_f64(d.max(0.0) / 1000.0))
+    }
+
     fn reset(&mut self) {
         self.packets.clear();
+        self.newest = None;
+        self.delay_ms = None;
         self.next_ts = None;
         self.first_arrival = None;
         self.plc_run = 0;
@@ -274,6 +292,21 @@ impl JitterBuffer {
         }
         for o in out.iter_mut() {
             *o = self.fifo.pop_front().unwrap_or(0.0);
+        }
+        // The newest packet starts playing after this block, the decoded audio still queued
+        // and the packets before it: that, plus how long ago it arrived, is the audio's delay.
+        if let (Some(next), Some((ext, at))) = (self.next_ts, self.newest) {
+            if ext >= next {
+                let block_ms = (want / CHANNELS) as f64 / 48.0;
+                let d = now.saturating_sub(at).as_secs_f64() * 1000.0
+                    + block_ms
+                    + (self.fifo.len() / CHANNELS) as f64 / 48.0
+                    + (ext - next) as f64 / 48.0;
+                self.delay_ms = Some(match self.delay_ms {
+                    None => d,
+                    Some(x) => x * 0.9 + d * 0.1,
+                });
+            }
         }
     }
 }
@@ -593,6 +626,23 @@ mod tests {
         assert!(energy[4..].iter().all(|e| *e > 1.0), "{energy:?}");
         assert_eq!(jb.concealed_blocks, 1);
         assert_eq!(jb.late_packets, 0);
+    }
+
+    #[test]
+    fn the_measured_delay_is_the_wait_from_arrival_to_play_out() {
+        let pkts = opus_packets(100);
+        let mut jb = JitterBuffer::new(Duration::from_millis(60));
+        let mut out = vec![0.0; 1920];
+        assert_eq!(jb.delay(), None);
+        for (k, p) in pkts.iter().enumerate() {
+            // Packets arrive 5 ms into each 20 ms block.
+            let at = Duration::from_millis(k as u64 * 20 + 5);
+            jb.push_opus(p, (k * 960) as u32, at);
+            jb.pull(&mut out, Duration::from_millis(k as u64 * 20 + 20));
+        }
+        // The 60 ms target, plus the phase of the 20 ms blocks against the arrivals.
+        let d = jb.delay().expect("measured").as_secs_f64() * 1000.0;
+        assert!((60.0..=100.0).contains(&d), "{d} ms");
     }
 
     #[test]

@@ -56,11 +56,22 @@ enum Command {
     Pcm(String, Vec<f32>),
     SetLayout(Layout),
     Cue(String, serde_json::Value, u32, CueReply),
+    CueWhenShown(CueWhenShown, CueReply),
     RequestKeyframe,
     OpusOutput(bool),
     Headers(SyncSender<Headers>),
     State(SyncSender<MixState>),
     Stop,
+}
+
+/// A cue waiting for a picture ([`Mixer::cue_when_shown`]).
+struct CueWhenShown {
+    id: String,
+    data: serde_json::Value,
+    repeat: u32,
+    identity: String,
+    rtp_ts: u32,
+    give_up_after: Duration,
 }
 
 /// Codec headers muxers need.
@@ -196,6 +207,36 @@ impl MixerHandle {
         F: FnOnce(Result<CueAck, CueError>) + Send + 'static,
     {
         self.send(Command::Cue(id.to_owned(), data, repeat, Box::new(reply)))
+    }
+
+    /// Queues a cue for the first program frame showing `identity`'s picture with RTP
+    /// timestamp `rtp_ts` or later (at most `give_up_after` later); `reply` gets its answer
+    /// once it is stamped.
+    #[allow(clippy::too_many_arguments)]
+    pub fn cue_when_shown_then<F>(
+        &self,
+        id: &str,
+        data: serde_json::Value,
+        repeat: u32,
+        identity: &str,
+        rtp_ts: u32,
+        give_up_after: Duration,
+        reply: F,
+    ) -> Result<(), MixerError>
+    where
+        F: FnOnce(Result<CueAck, CueError>) + Send + 'static,
+    {
+        self.send(Command::CueWhenShown(
+            CueWhenShown {
+                id: id.to_owned(),
+                data,
+                repeat,
+                identity: identity.to_owned(),
+                rtp_ts,
+                give_up_after,
+            },
+            Box::new(reply),
+        ))
     }
 
     /// Queues a cue and waits for its answer (at most about one frame).
@@ -365,6 +406,8 @@ struct Job {
     sink: Sink,
     start: Instant,
     counters: Arc<DriverCounters>,
+    /// Replies of deferred cues, by id.
+    cue_replies: HashMap<String, Vec<CueReply>>,
     /// Dropped with the job: tells the driver the mixer is gone.
     _done: SyncSender<()>,
 }
@@ -429,6 +472,7 @@ impl MixerPool {
             sink: Box::new(sink),
             start,
             counters,
+            cue_replies: HashMap::new(),
             _done: done_tx,
         });
         let mut st = lock(&self.shared.state);
@@ -569,6 +613,11 @@ impl Job {
         for o in outs {
             (self.sink)(o);
         }
+        for (id, r) in self.mixer.take_cue_answers() {
+            for reply in self.cue_replies.remove(&id).unwrap_or_default() {
+                reply(r.clone());
+            }
+        }
         true
     }
 
@@ -583,6 +632,18 @@ impl Job {
             Command::Pcm(id, s) => mixer.push_pcm(&id, &s),
             Command::SetLayout(l) => mixer.set_layout(l),
             Command::Cue(id, data, repeat, reply) => reply(mixer.cue(&id, data, repeat)),
+            Command::CueWhenShown(c, reply) => match mixer.cue_when_shown(
+                &c.id,
+                c.data,
+                c.repeat,
+                &c.identity,
+                c.rtp_ts,
+                c.give_up_after,
+            ) {
+                Ok(Some(ack)) => reply(Ok(ack)),
+                Ok(None) => self.cue_replies.entry(c.id).or_default().push(reply),
+                Err(e) => reply(Err(e)),
+            },
             Command::RequestKeyframe => mixer.request_keyframe(),
             Command::OpusOutput(on) => mixer.set_opus_output(on),
             Command::Headers(reply) => {

@@ -83,10 +83,14 @@ pub enum MixerEvent {
 /// Longest video play-out delay of an input (beyond it pictures are shown as they come).
 pub const MAX_VIDEO_DELAY: Duration = Duration::from_millis(400);
 
-/// Video is held back this long at least, so it stays within 20 ms of the input's audio,
-/// which the audio jitter buffer plays `jitter_ms` after arrival.
+/// With lip sync, video is held back until 10 ms before its audio plays (well inside the
+/// ±40 ms viewers do not notice; a little early beats late, as in broadcast practice).
+pub const LIP_SYNC_LEAD: Duration = Duration::from_millis(10);
+
+/// The video hold-back before an input's audio delay is measured: the audio jitter buffer
+/// aims at playing `jitter_ms` after arrival.
 pub fn av_sync_floor(jitter_ms: u64) -> Duration {
-    Duration::from_millis(jitter_ms.saturating_sub(20))
+    Duration::from_millis(jitter_ms).saturating_sub(LIP_SYNC_LEAD)
 }
 
 /// An item produced by [`Mixer::poll`].
@@ -128,6 +132,12 @@ pub struct InputState {
     pub pictures: u64,
     /// Access units that failed.
     pub decode_errors: u64,
+    /// Video play-out delay now, beyond the fastest transit (jitter, repairs, lip sync), ms.
+    pub video_delay_ms: f64,
+    /// Audio concealed (lost or late), in 20 ms blocks; of those recovered from FEC.
+    pub audio_concealed_blocks: u64,
+    /// Audio blocks recovered from in-band FEC.
+    pub audio_fec_blocks: u64,
     /// Audio level 0..=1.
     pub audio_level: f32,
 }
@@ -161,6 +171,22 @@ struct Input {
     shown_ts: Option<u32>,
     jitter: JitterBuffer,
     level: LevelMeter,
+}
+
+struct DeferredCue {
+    id: String,
+    data: serde_json::Value,
+    repeat: u32,
+    identity: String,
+    rtp_ts: u32,
+    give_up_after: Duration,
+    /// Set at the first frame after the request (the mixer's clock may not be known before).
+    give_up_at: Option<Duration>,
+}
+
+/// Is RTP time `a` at or after `b` (modulo wrap-around)?
+fn rtp_at_or_after(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) >= 0
 }
 
 struct PendingCue {
@@ -261,6 +287,10 @@ pub struct Mixer {
     in_buf: Vec<f32>,
     events: VecDeque<MixerEvent>,
     cues: Vec<PendingCue>,
+    /// Cues waiting for an input's picture to be on screen.
+    deferred: Vec<DeferredCue>,
+    /// Answers of deferred cues, for [`Mixer::take_cue_answers`].
+    cue_answers: Vec<(String, Result<CueAck, CueError>)>,
     cue_acks: HashMap<String, CueAck>,
     cue_order: VecDeque<String>,
     last_regions: Option<Vec<Region>>,
@@ -306,6 +336,8 @@ impl Mixer {
             in_buf: vec![0.0; BLOCK_FRAMES * CHANNELS],
             events: VecDeque::new(),
             cues: Vec::new(),
+            deferred: Vec::new(),
+            cue_answers: Vec::new(),
             cue_acks: HashMap::new(),
             cue_order: VecDeque::new(),
             last_regions: None,
@@ -516,6 +548,93 @@ impl Mixer {
         Ok(ack)
     }
 
+    /// Like [`Mixer::cue`], stamped into the first program frame that shows `identity`'s
+    /// picture with RTP timestamp `rtp_ts` or a later one (the frame a host captured when it
+    /// pressed the button), or after `give_up_after` if that picture never comes. `Ok(None)`:
+    /// deferred, its answer comes from [`Mixer::take_cue_answers`] once stamped. Answers at once
+    /// when the picture is already on screen or the input is unknown.
+    pub fn cue_when_shown(
+        &mut self,
+        id: &str,
+        data: serde_json::Value,
+        repeat: u32,
+        identity: &str,
+        rtp_ts: u32,
+        give_up_after: Duration,
+    ) -> Result<Option<CueAck>, CueError> {
+        let shown = self
+            .inputs
+            .iter()
+            .find(|i| i.identity == identity)
+            .map(|i| i.shown_ts.is_some_and(|t| rtp_at_or_after(t, rtp_ts)));
+        if self.cue_acks.contains_key(id) || shown != Some(false) {
+            return self.cue(id, data, repeat).map(Some);
+        }
+        if id.is_empty() {
+            return Err(CueError::InvalidId);
+        }
+        if self.deferred.iter().any(|d| d.id == id) {
+            // The same cue again while it waits: one cue, answered once stamped.
+            return Ok(None);
+        }
+        // The size with the largest program time it may get.
+        let late_pts = self.next_pts_ms() + give_up_after.as_millis() as u64 + 1000;
+        let size = 16 + cue_sei_json(id, late_pts, &data).len();
+        if size > MAX_CUE_PAYLOAD {
+            return Err(CueError::TooLarge {
+                size,
+                max: MAX_CUE_PAYLOAD,
+            });
+        }
+        self.deferred.push(DeferredCue {
+            id: id.to_owned(),
+            data,
+            repeat,
+            identity: identity.to_owned(),
+            rtp_ts,
+            give_up_after,
+            give_up_at: None,
+        });
+        Ok(None)
+    }
+
+    /// Answers of deferred cues stamped (or refused) since the last call.
+    pub fn take_cue_answers(&mut self) -> Vec<(String, Result<CueAck, CueError>)> {
+        std::mem::take(&mut self.cue_answers)
+    }
+
+    /// Turns deferred cues whose picture is on screen (or whose wait is over) into cues of
+    /// the frame being made.
+    fn release_deferred(&mut self, now: Duration) {
+        if self.deferred.is_empty() {
+            return;
+        }
+        let mut ready = Vec::new();
+        let mut i = 0;
+        while i < self.deferred.len() {
+            let d = &mut self.deferred[i];
+            let give_up_at = *d.give_up_at.get_or_insert(now + d.give_up_after);
+            let d = &self.deferred[i];
+            let input = self.inputs.iter().find(|x| x.identity == d.identity);
+            let go = match input {
+                None => true,
+                Some(x) => x.shown_ts.is_some_and(|t| rtp_at_or_after(t, d.rtp_ts)),
+            } || now >= give_up_at;
+            if go {
+                ready.push(self.deferred.remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        for d in ready {
+            if d.give_up_at.is_some_and(|t| now >= t) {
+                tracing::debug!(id = %d.id, "cue: the picture did not come in time; stamping now");
+            }
+            let r = self.cue(&d.id, d.data, d.repeat);
+            self.cue_answers.push((d.id, r));
+        }
+    }
+
     /// The AAC AudioSpecificConfig (AAC-LC, 48 kHz, stereo).
     pub fn audio_specific_config(&self) -> Vec<u8> {
         self.aac.audio_specific_config().to_vec()
@@ -549,6 +668,9 @@ impl Mixer {
                     video_live: i.last_picture_at.is_some() && !i.stalled,
                     pictures: i.video.pictures,
                     decode_errors: i.video.errors,
+                    video_delay_ms: i.playout.delay().as_secs_f64() * 1000.0,
+                    audio_concealed_blocks: i.jitter.concealed_blocks,
+                    audio_fec_blocks: i.jitter.fec_blocks,
                     audio_level: i.level.level(),
                 })
                 .collect(),
@@ -663,6 +785,7 @@ impl Mixer {
 
     fn produce_video(&mut self, due: Duration, out: &mut Vec<MixerOutput>) {
         self.decode_due(due);
+        self.release_deferred(due);
         let n = self.next_video;
         self.next_video += 1;
         let pts_ms = n * 1000 / u64::from(self.cfg.fps);
@@ -767,6 +890,14 @@ impl Mixer {
         let mut loudest: Option<(usize, f32)> = None;
         for (idx, input) in self.inputs.iter_mut().enumerate() {
             input.jitter.pull(&mut self.in_buf, due);
+            if self.cfg.lip_sync {
+                if let Some(d) = input.jitter.delay() {
+                    // A picture waits as long as its audio: the audio's wait after arrival,
+                    // plus how late a typical frame arrives behind the fastest one.
+                    let floor = (d + input.playout.median_lateness()).saturating_sub(LIP_SYNC_LEAD);
+                    input.playout.set_floor(floor);
+                }
+            }
             let level = input.level.update(&self.in_buf);
             if level > 0.5 && loudest.is_none_or(|(_, l)| level > l) {
                 loudest = Some((idx, level));

@@ -76,6 +76,17 @@ impl VideoPlayout {
         Duration::from_secs_f64(self.delay.max(self.floor.as_secs_f64()))
     }
 
+    /// The median lateness of recent frames (how far a typical frame arrives behind the
+    /// fastest transit).
+    pub fn median_lateness(&self) -> Duration {
+        let mut v: Vec<f64> = self.lateness.iter().copied().collect();
+        if v.is_empty() {
+            return Duration::ZERO;
+        }
+        v.sort_by(f64::total_cmp);
+        Duration::from_secs_f64(v[v.len() / 2].max(0.0))
+    }
+
     /// Access units waiting.
     pub fn queued(&self) -> usize {
         self.queue.len()

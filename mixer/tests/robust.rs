@@ -504,3 +504,58 @@ fn custom_regions_z_order_and_letterbox() {
     assert_eq!(j["regions"][1]["identity"], "b");
     assert_eq!(j["regions"][1]["z"], 1);
 }
+
+#[test]
+fn a_cue_waits_for_the_picture_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let red = Yuv::from_rgb(220, 30, 30);
+    let mut deferred = None;
+    let mut answers = Vec::new();
+    // Asked for at 0 ms for input frame 20 (RTP 60000), which arrives at ~667 ms.
+    let res = run(
+        cfg(320, 180),
+        &[solo("alice", pattern(red, 40), None)],
+        40,
+        dir.path(),
+        "cue_when_shown",
+        |m, t| {
+            if t == 0 {
+                deferred = Some(m.cue_when_shown(
+                    "press",
+                    json!({"k": 1}),
+                    1,
+                    "alice",
+                    20 * 3000,
+                    std::time::Duration::from_secs(2),
+                ));
+            }
+            answers.extend(m.take_cue_answers());
+        },
+    );
+    assert!(matches!(deferred, Some(Ok(None))), "{deferred:?}");
+    // The program frame made right after alice's frame 20 went on screen carries the cue.
+    let mut shown = false;
+    let mut carrier = None;
+    for o in &res.outputs {
+        match o {
+            MixerOutput::Event(MixerEvent::Presented { rtp_ts, .. }) if *rtp_ts >= 60_000 => {
+                shown = true
+            }
+            MixerOutput::Video(v) => {
+                let has = !nal::find_user_data(&v.data, &CUE_SEI_UUID).is_empty();
+                if has {
+                    assert!(shown, "cue stamped at {} ms before its picture", v.pts_ms);
+                    carrier.get_or_insert(v.pts_ms);
+                } else if shown {
+                    assert!(carrier.is_some(), "the frame showing it has no cue");
+                }
+            }
+            _ => {}
+        }
+    }
+    let pts = carrier.expect("cue stamped");
+    assert!((600..=733).contains(&pts), "stamped at {pts} ms");
+    // The answer came once it was stamped, with that frame's time.
+    assert_eq!(answers.len(), 1);
+    assert_eq!(answers[0].1.as_ref().map(|a| a.pts_ms), Ok(pts));
+}
