@@ -218,17 +218,7 @@ async fn measure(
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     sender.spawn(320, 240, 600.0, stop.clone());
     let viewer = s.token(room, "fan", "viewer").await;
-    let mut prog = client_peer().await;
-    prog.add_recv().await;
-    let offer = prog.offer().await;
-    let body = loop {
-        let (st, _, body) = post_sdp(&s.url(&format!("/whep/{room}")), &viewer, &offer).await;
-        if st == 201 {
-            break body;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    prog.set_answer(&body).await;
+    let mut prog = whep_program(&s, room, &viewer).await;
     let guest = s.token(room, "guest", "guest").await;
     let (mut sfu, _) = whep_subscribe(&s, room, "host", &guest).await;
     let pg = watch(&mut prog).await;

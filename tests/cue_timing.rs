@@ -22,20 +22,7 @@ async fn cue_lands_on_the_frame_the_host_captured() {
     let (_host, captures, _stop) = whip_publish_timed(&s, room, "host", "host", 320, 240).await;
     let viewer = s.token(room, "fan", "viewer").await;
     // The program exists once the host's tracks are up.
-    let mut peer = client_peer().await;
-    peer.add_recv().await;
-    let offer = peer.offer().await;
-    let mut tries = 0;
-    let body = loop {
-        let (st, _, body) = post_sdp(&s.url(&format!("/whep/{room}")), &viewer, &offer).await;
-        if st == 201 {
-            break body;
-        }
-        tries += 1;
-        assert!(tries < 100, "no program: {st} {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    peer.set_answer(&body).await;
+    let mut peer = whep_program(&s, room, &viewer).await;
     let (video, _audio) = collect_both(&mut peer).await;
     // Sender reports (about one per second) map the host's clock to its RTP clock.
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -90,20 +90,7 @@ async fn run(up: LinkConfig, seed: u64, secs: u64) -> Run {
     let (_host, _loc, stop, _sender) =
         whip_publish_via(&s, room, "host", "host", 320, 240, &relay).await;
     let viewer = s.token(room, "fan", "viewer").await;
-    let mut prog = client_peer().await;
-    prog.add_recv().await;
-    let offer = prog.offer().await;
-    let mut tries = 0;
-    let body = loop {
-        let (st, _, body) = post_sdp(&s.url(&format!("/whep/{room}")), &viewer, &offer).await;
-        if st == 201 {
-            break body;
-        }
-        tries += 1;
-        assert!(tries < 100, "no program: {st} {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    prog.set_answer(&body).await;
+    let mut prog = whep_program(&s, room, &viewer).await;
     let guest = s.token(room, "guest", "guest").await;
     let (mut sfu, _) = whep_subscribe(&s, room, "host", &guest).await;
     let (pv, pa) = collect_both(&mut prog).await;

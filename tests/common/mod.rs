@@ -759,6 +759,26 @@ pub async fn whep_subscribe(
     }
 }
 
+/// A WHEP viewer of the room's program (`/whep/{room}`), retrying for up to 10 s while the
+/// program is not up yet (it starts once a co-host's tracks are up).
+pub async fn whep_program(s: &TestServer, room: &str, token: &str) -> ClientPeer {
+    let peer = client_peer().await;
+    peer.add_recv().await;
+    let offer = peer.offer().await;
+    let mut tries = 0;
+    let body = loop {
+        let (st, _, body) = post_sdp(&s.url(&format!("/whep/{room}")), token, &offer).await;
+        if st == 201 {
+            break body;
+        }
+        tries += 1;
+        assert!(tries < 100, "no program: {st} {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    peer.set_answer(&body).await;
+    peer
+}
+
 /// Waits for the two tracks of a subscription and starts collecting them.
 pub async fn collect_both(peer: &mut ClientPeer) -> (Arc<Mutex<Received>>, Arc<Mutex<Received>>) {
     let mut video = None;
