@@ -172,13 +172,7 @@ fn beep_onsets(audio: &[(f64, Vec<u8>)]) -> Vec<f64> {
         let dur = n as f64 / 48.0;
         // 1 ms windows of the left channel.
         for (k, w) in buf[..n * 2].chunks(96).enumerate() {
-            let rms = (w
-                .iter()
-                .step_by(2)
-                .map(|&s| f64::from(s).powi(2))
-                .sum::<f64>()
-                / (w.len() / 2).max(1) as f64)
-                .sqrt();
+            let rms = rms_left(w);
             if rms > 1000.0 {
                 if quiet_ms > 300.0 {
                     // The packet arrived when its last sample was due: its first sample is

@@ -67,17 +67,6 @@ struct StreamState {
     missing: BTreeMap<u64, Missing>,
 }
 
-impl StreamState {
-    /// Extends a 16-bit sequence number to the one nearest the highest seen.
-    fn extend(&self, seq: u16) -> u64 {
-        let Some(h) = self.highest else {
-            return u64::from(seq) + (1 << 16);
-        };
-        let diff = seq.wrapping_sub(h as u16) as i16;
-        h.saturating_add_signed(i64::from(diff))
-    }
-}
-
 /// The pure NACK core: per stream, which packets are missing and when to ask for them.
 #[derive(Debug)]
 pub struct NackCore {
@@ -142,7 +131,7 @@ impl NackCore {
         let Some(st) = self.streams.get_mut(&ssrc) else {
             return;
         };
-        let ext = st.extend(seq);
+        let ext = crate::reorder::extend_seq(st.highest, seq);
         match st.highest {
             None => st.highest = Some(ext),
             Some(h) if ext > h => {

@@ -13,6 +13,17 @@ use std::time::{Duration, Instant};
 
 use rtc::rtp;
 
+/// A 16-bit RTP sequence number extended to 64 bits: the value nearest `reference` (an
+/// extended number seen before); the first one starts one cycle up, so a little reordering
+/// before it stays positive.
+pub fn extend_seq(reference: Option<u64>, seq: u16) -> u64 {
+    let Some(r) = reference else {
+        return u64::from(seq) + (1 << 16);
+    };
+    let diff = seq.wrapping_sub(r as u16) as i16;
+    r.saturating_add_signed(i64::from(diff))
+}
+
 /// Limits of a [`ReorderBuffer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReorderConfig {
@@ -97,18 +108,10 @@ impl ReorderBuffer {
         (self.repair * 2 + Duration::from_millis(10)).clamp(self.cfg.min_wait, self.cfg.max_wait)
     }
 
-    fn extend(&self, seq: u16) -> u64 {
-        let Some(n) = self.next else {
-            return u64::from(seq) + (1 << 16);
-        };
-        let diff = seq.wrapping_sub(n as u16) as i16;
-        n.saturating_add_signed(i64::from(diff))
-    }
-
     /// Feeds one packet that arrived at `now`; returns what can be released.
     pub fn push(&mut self, pkt: rtp::Packet, now: Instant) -> Vec<Released> {
         let mut out = Vec::new();
-        let ext = self.extend(pkt.header.sequence_number);
+        let ext = extend_seq(self.next, pkt.header.sequence_number);
         let Some(next) = self.next else {
             self.next = Some(ext + 1);
             self.stats.released += 1;

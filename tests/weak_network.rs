@@ -57,13 +57,7 @@ fn longest_audio_gap_ms(packets: &[Vec<u8>]) -> usize {
     let mut longest = 0;
     let mut run = 0;
     for w in pcm.chunks(480) {
-        let rms = (w
-            .iter()
-            .step_by(2)
-            .map(|&s| f64::from(s).powi(2))
-            .sum::<f64>()
-            / (w.len() / 2).max(1) as f64)
-            .sqrt();
+        let rms = rms_left(w);
         if rms < 300.0 {
             run += 5;
             longest = longest.max(run);

@@ -28,6 +28,19 @@ const MAX_PLC_BLOCKS: u32 = 3;
 /// A jump in RTP time larger than this (frames) re-synchronises instead of concealing.
 const RESYNC_FRAMES: i64 = 10 * BLOCK_FRAMES as i64;
 
+/// A 32-bit RTP timestamp unwrapped to the value nearest `*newest` (the largest seen so far,
+/// which it updates).
+pub(crate) fn unwrap_rtp(newest: &mut Option<i64>, ts: u32) -> i64 {
+    let ext = match *newest {
+        None => i64::from(ts),
+        Some(last) => last + i64::from(ts.wrapping_sub(last as u32) as i32),
+    };
+    if newest.is_none_or(|l| ext > l) {
+        *newest = Some(ext);
+    }
+    ext
+}
+
 /// Per-input jitter buffer ordered by (unwrapped) RTP timestamp, with an Opus decoder.
 pub struct JitterBuffer {
     packets: BTreeMap<i64, Vec<u8>>,
@@ -85,14 +98,7 @@ impl JitterBuffer {
     }
 
     fn unwrap_ts(&mut self, ts: u32) -> i64 {
-        let ext = match self.last_ext {
-            None => i64::from(ts),
-            Some(last) => last + i64::from(ts.wrapping_sub(last as u32) as i32),
-        };
-        if self.last_ext.is_none_or(|l| ext > l) {
-            self.last_ext = Some(ext);
-        }
-        ext
+        unwrap_rtp(&mut self.last_ext, ts)
     }
 
     /// Adds an Opus packet with its RTP timestamp (48 kHz clock) and arrival time.

@@ -627,7 +627,7 @@ impl Job {
         match cmd {
             Command::AddInput(id, host) => mixer.add_input(&id, host),
             Command::RemoveInput(id) => mixer.remove_input(&id),
-            Command::Video(id, au, ts, at) => mixer.push_video(&id, &au, ts, since(at)),
+            Command::Video(id, au, ts, at) => mixer.push_video_bytes(&id, au, ts, since(at)),
             Command::Opus(id, p, ts, at) => mixer.push_opus(&id, &p, ts, since(at)),
             Command::Pcm(id, s) => mixer.push_pcm(&id, &s),
             Command::SetLayout(l) => mixer.set_layout(l),

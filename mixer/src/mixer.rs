@@ -403,13 +403,26 @@ impl Mixer {
         rtp_ts_90k: u32,
         arrival: Duration,
     ) {
+        self.push_video_bytes(
+            identity,
+            Bytes::copy_from_slice(access_unit),
+            rtp_ts_90k,
+            arrival,
+        );
+    }
+
+    /// [`Mixer::push_video`] for an access unit already in [`Bytes`] (no copy).
+    pub fn push_video_bytes(
+        &mut self,
+        identity: &str,
+        access_unit: Bytes,
+        rtp_ts_90k: u32,
+        arrival: Duration,
+    ) {
         self.clock = self.clock.max(arrival);
-        let Some(input) = self.inputs.iter_mut().find(|i| i.identity == identity) else {
-            return;
-        };
-        input
-            .playout
-            .push(Bytes::copy_from_slice(access_unit), rtp_ts_90k, arrival);
+        if let Some(input) = self.inputs.iter_mut().find(|i| i.identity == identity) {
+            input.playout.push(access_unit, rtp_ts_90k, arrival);
+        }
     }
 
     /// Decodes every access unit of every input due by `now`.

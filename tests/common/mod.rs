@@ -612,6 +612,16 @@ pub async fn wait_healthy(http: &reqwest::Client, base: &str) {
     }
 }
 
+/// RMS of the left channel of interleaved stereo samples.
+pub fn rms_left(stereo: &[i16]) -> f64 {
+    let sum: f64 = stereo
+        .iter()
+        .step_by(2)
+        .map(|&s| f64::from(s).powi(2))
+        .sum();
+    (sum / (stereo.len() / 2).max(1) as f64).sqrt()
+}
+
 /// Decodes Opus packets; returns how many decoded and the RMS of the decoded audio.
 pub fn decode_opus(frames: &[Vec<u8>]) -> (usize, f64) {
     let mut dec = opus::Decoder::new(48000, opus::Channels::Stereo).unwrap();
