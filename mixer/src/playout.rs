@@ -73,7 +73,7 @@ impl VideoPlayout {
 
     /// The current play-out delay (beyond the fastest transit).
     pub fn delay(&self) -> Duration {
-        Duration::from_secs_f64(self.delay.max(self.floor.as_secs_f64()))
+        Duration::from_secs_f64(self.delay)
     }
 
     /// The median lateness of recent frames (how far a typical frame arrives behind the
@@ -90,17 +90,6 @@ impl VideoPlayout {
     /// Access units waiting.
     pub fn queued(&self) -> usize {
         self.queue.len()
-    }
-
-    fn unwrap(&mut self, ts: u32) -> i64 {
-        let ext = match self.last_ext {
-            None => i64::from(ts),
-            Some(last) => last + i64::from(ts.wrapping_sub(last as u32) as i32),
-        };
-        if self.last_ext.is_none_or(|l| ext > l) {
-            self.last_ext = Some(ext);
-        }
-        ext
     }
 
     fn reset(&mut self) {
@@ -141,7 +130,7 @@ impl VideoPlayout {
     /// Queues an access unit that arrived at `arrival` (mixer clock).
     pub fn push(&mut self, data: Bytes, rtp_ts: u32, arrival: Duration) {
         let prev = self.last_ext;
-        let ext = self.unwrap(rtp_ts);
+        let ext = crate::audio::unwrap_rtp(&mut self.last_ext, rtp_ts);
         if prev.is_some_and(|p| ext == p) {
             // No timing to go by (a repeated timestamp): show it as it comes, after the
             // frames before it.
@@ -173,14 +162,18 @@ impl VideoPlayout {
         let mut sorted: Vec<f64> = self.lateness.iter().copied().collect();
         sorted.sort_by(f64::total_cmp);
         let p99 = sorted[(sorted.len() * 99 / 100).min(sorted.len() - 1)];
-        let target = (p99 + p99.min(MARGIN.as_secs_f64())).min(self.max_delay.as_secs_f64());
+        // The lip-sync floor moves with the audio's measured delay: it is part of the target,
+        // so a falling floor too lowers the delay by at most 1 ms a frame (a sudden drop would
+        // make two frames due in one program tick).
+        let target = (p99 + p99.min(MARGIN.as_secs_f64()))
+            .max(self.floor.as_secs_f64())
+            .min(self.max_delay.as_secs_f64());
         self.delay = if target > self.delay {
             target
         } else {
             (self.delay - 0.001).max(target)
         };
-        let delay = self.delay.max(self.floor.as_secs_f64());
-        let due_s = (slope * x + intercept + delay).max(0.0);
+        let due_s = (slope * x + intercept + self.delay).max(0.0);
         let due = Duration::from_secs_f64(due_s).min(arrival + self.max_delay);
         self.queue.push_back(Queued { data, rtp_ts, due });
     }
