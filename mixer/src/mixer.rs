@@ -425,12 +425,14 @@ impl Mixer {
         }
     }
 
-    /// Decodes every access unit of every input due by `now`.
+    /// Decodes the access units of every input for the program picture at `now` (see
+    /// [`crate::playout::VideoPlayout::pop_for_tick`]).
     fn decode_due(&mut self, now: Duration) {
         let interval = Duration::from_millis(self.cfg.keyframe_request_interval_ms);
+        let frame = self.video_due(1);
         for input in &mut self.inputs {
             let mut shown = None;
-            while let Some(q) = input.playout.pop_due(now) {
+            while let Some(q) = input.playout.pop_for_tick(now, frame, shown.is_some()) {
                 match input.video.decode(&q.data) {
                     DecodeOutcome::Picture => {
                         input.last_picture_at = Some(now);

@@ -186,6 +186,22 @@ impl VideoPlayout {
             None
         }
     }
+
+    /// Takes the next access unit to decode for the program picture at `now`, whose ticks
+    /// are `frame` apart; `shown` says whether this tick already has a new picture of this
+    /// input. The first picture of a tick is the next one due by `now`. A second one is
+    /// taken (and the one before it never shown) only when it too is more than half a frame
+    /// late: due times that wobble by a few milliseconds around a tick (a moving lip-sync
+    /// floor, a late frame) cost one tick of delay instead of a picture that is never on
+    /// screen. Only a real backlog (a burst after a stall, a falling delay) skips pictures.
+    pub fn pop_for_tick(&mut self, now: Duration, frame: Duration, shown: bool) -> Option<Queued> {
+        let by = if shown {
+            now.checked_sub(frame / 2)?
+        } else {
+            now
+        };
+        self.pop_due(by)
+    }
 }
 
 #[cfg(test)]
@@ -219,7 +235,7 @@ mod tests {
                 next += 1;
             }
             let mut got = false;
-            while p.pop_due(now).is_some() {
+            while p.pop_for_tick(now, ms(1000.0 / 30.0), got).is_some() {
                 got = true;
             }
             if got {
@@ -273,6 +289,53 @@ mod tests {
             latest_wins < 520,
             "premise: latest-wins shows {latest_wins}"
         );
+    }
+
+    #[test]
+    fn due_times_wobbling_around_a_tick_cost_no_pictures() {
+        // A steady input whose lip-sync floor moves by a few ms (it rises at once and falls
+        // 1 ms a frame), with due times right on the program ticks: each wobble would put two
+        // pictures in one tick and none in the next.
+        let frame = ms(1000.0 / 30.0);
+        let shown_with = |tick_policy: bool| {
+            let mut p = VideoPlayout::new(Duration::from_millis(500));
+            let mut shown = 0;
+            let mut next = 0u32;
+            for tick in 0..330u32 {
+                // Due = arrival (5 ms + i frames) + 90 ms floor: ticks at 95 ms + k frames.
+                let now = ms(f64::from(tick) * 1000.0 / 30.0 + 95.0);
+                while next < 300 && ms(f64::from(next) * 1000.0 / 30.0 + 5.0) <= now {
+                    p.set_floor(ms(if next % 12 < 3 { 92.5 } else { 89.5 }));
+                    p.push(
+                        Bytes::new(),
+                        next * 3000,
+                        ms(f64::from(next) * 1000.0 / 30.0 + 5.0),
+                    );
+                    next += 1;
+                }
+                let mut got = false;
+                loop {
+                    let q = if tick_policy {
+                        p.pop_for_tick(now, frame, got)
+                    } else {
+                        p.pop_due(now)
+                    };
+                    if q.is_none() {
+                        break;
+                    }
+                    got = true;
+                }
+                shown += usize::from(got);
+            }
+            shown
+        };
+        let latest_wins = shown_with(false);
+        assert!(
+            latest_wins < 290,
+            "premise: latest-wins shows {latest_wins}"
+        );
+        let shown = shown_with(true);
+        assert!(shown >= 299, "{shown} of 300 shown");
     }
 
     #[test]
