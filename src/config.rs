@@ -72,6 +72,14 @@ pub struct ServeArgs {
     /// (the audience watches HLS or the CDN). 0 = no limit. [default: 50]
     #[arg(long, env = "COHOST_MAX_WHEP_VIEWERS")]
     pub max_whep_viewers: Option<usize>,
+    /// Most open HTTP connections (WebSockets included); past it new ones get `503` and are
+    /// closed. Also capped to half the process's descriptor limit, which is raised to its
+    /// hard maximum at start. [default: 10000]
+    #[arg(long, env = "COHOST_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Most open HTTP connections from one IP address. [default: 256]
+    #[arg(long, env = "COHOST_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -87,6 +95,8 @@ struct FileConfig {
     mixer_threads: Option<usize>,
     max_programs: Option<usize>,
     max_whep_viewers: Option<usize>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
 }
 
 /// Media (WebRTC) settings.
@@ -132,6 +142,8 @@ pub struct Config {
     pub signaling: signaling::http::Config,
     /// Live programs (mix defaults, grace period, cue limits).
     pub program: crate::program::ProgramConfig,
+    /// HTTP connection limits and timeouts.
+    pub http: crate::conn::HttpLimits,
 }
 
 impl Default for Config {
@@ -145,6 +157,7 @@ impl Default for Config {
             rtc: RtcConfig::default(),
             signaling: signaling::http::Config::default(),
             program: crate::program::ProgramConfig::default(),
+            http: crate::conn::HttpLimits::default(),
         }
     }
 }
@@ -217,6 +230,12 @@ impl Config {
         }
         if let Some(n) = args.max_whep_viewers.or(file.max_whep_viewers) {
             c.program.max_viewers = n;
+        }
+        if let Some(n) = args.max_connections.or(file.max_connections) {
+            c.http.max_connections = n.max(1);
+        }
+        if let Some(n) = args.max_connections_per_ip.or(file.max_connections_per_ip) {
+            c.http.max_connections_per_ip = n.max(1);
         }
         if let Some(l) = args.log.clone().or(file.log) {
             c.log = l;

@@ -24,6 +24,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 pub mod config;
+pub mod conn;
 pub mod depack;
 mod live;
 pub mod metrics;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub extra_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
     /// The rooms' live programs.
     pub programs: Arc<program::Programs>,
+    /// Counters of the HTTP layer (connections open, refused, timed out).
+    pub http: Arc<conn::HttpStats>,
 }
 
 /// A running server's parts, for tests and embedding.
@@ -89,6 +92,7 @@ pub fn build(config: &Config) -> Server {
             Arc::new(move || p.render_metrics())
         }),
         programs,
+        http: Arc::default(),
     };
     let router = router(state.clone());
     Server { state, router }
@@ -169,7 +173,26 @@ pub async fn run(
     let server = build(&config);
     let addr = listener.local_addr()?;
     log_start(&config, addr);
-    serve(listener, server.router.clone(), shutdown).await;
+    let mut limits = config.http.clone();
+    if let Some(fds) = conn::raise_fd_limit() {
+        let budget = conn::connection_budget(fds).max(16);
+        if limits.max_connections > budget {
+            tracing::warn!(
+                fd_limit = fds,
+                max_connections = budget,
+                "descriptor limit below --max-connections: HTTP connections capped to keep half the descriptors for media"
+            );
+            limits.max_connections = budget;
+        }
+    }
+    conn::serve_limited(
+        listener,
+        server.router.clone(),
+        shutdown,
+        limits,
+        server.state.http.clone(),
+    )
+    .await;
     // Upgraded WebSockets and media are not HTTP requests: end the programs cleanly (RTMP
     // outputs unpublish, HLS playlists end) within a bound, then the runtime drops the rest.
     tracing::info!("closing programs");
@@ -190,9 +213,9 @@ pub async fn run(
 pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Serves `router` on `listener` (HTTP/1.1 with WebSocket upgrades, and HTTP/2) until
-/// `shutdown` resolves; then stops accepting and waits up to 5 s for requests in flight.
-/// Unlike `axum::serve`, a connection that sends no complete request head within
-/// [`HEADER_READ_TIMEOUT`] (including an idle keep-alive one) is closed.
+/// `shutdown` resolves, with the default [`conn::HttpLimits`]; then stops accepting and waits
+/// up to 5 s for requests in flight. Unlike `axum::serve`, connections are bounded: see
+/// [`conn`].
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -208,57 +231,11 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
     header_read_timeout: std::time::Duration,
 ) {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto::Builder;
-    use hyper_util::server::graceful::GracefulShutdown;
-    use hyper_util::service::TowerToHyperService;
-
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
-    builder.http2().enable_connect_protocol();
-    let graceful = GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Out of descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        let service = TowerToHyperService::new(router.clone());
-        let (builder, watcher) = (builder.clone(), graceful.watcher());
-        tokio::spawn(async move {
-            // The HTTP/1-or-2 detection waits for the first bytes before hyper's header timer
-            // runs: a connection that sends nothing gets the same limit here.
-            let mut first = [0u8; 1];
-            match tokio::time::timeout(header_read_timeout, stream.peek(&mut first)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return,
-            }
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(std::time::Duration::from_secs(5), graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("HTTP connections did not finish within 5 s");
-    }
+    let limits = conn::HttpLimits {
+        header_read_timeout,
+        ..Default::default()
+    };
+    conn::serve_limited(listener, router, shutdown, limits, Arc::default()).await;
 }
 
 fn log_start(config: &Config, addr: SocketAddr) {

@@ -24,6 +24,35 @@ pub fn render(state: &AppState) -> String {
         "Rooms with signaling participants.",
         rooms as u64,
     );
+    let http = &state.http;
+    line(
+        &mut o,
+        "cohost_http_connections",
+        "gauge",
+        "HTTP connections open (upgraded WebSockets included).",
+        http.open.load(Ordering::Relaxed),
+    );
+    line(
+        &mut o,
+        "cohost_http_connections_refused_total",
+        "counter",
+        "Connections refused with 503 because the global or per-IP limit was full.",
+        http.refused.load(Ordering::Relaxed),
+    );
+    line(
+        &mut o,
+        "cohost_http_idle_closed_total",
+        "counter",
+        "Connections closed by the idle timeout.",
+        http.idle_closed.load(Ordering::Relaxed),
+    );
+    line(
+        &mut o,
+        "cohost_http_body_timeouts_total",
+        "counter",
+        "Requests answered 408 because their body did not arrive in time.",
+        http.body_timeouts.load(Ordering::Relaxed),
+    );
     line(
         &mut o,
         "cohost_media_rooms",

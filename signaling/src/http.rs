@@ -489,7 +489,39 @@ pub fn router(state: Arc<Signaling>) -> Router {
         .route("/api/rooms/{room}/layout", put(put_layout))
         .route("/api/rooms/{room}/cues", post(post_cue))
         .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            credentials_first,
+        ))
         .with_state(state)
+}
+
+/// Every route with a request body needs credentials (the API key or a valid participant
+/// token): they are checked before the body is read, so a caller without them cannot hold a
+/// connection and a buffer by sending a body slowly. Each handler then checks what exactly
+/// the caller may do.
+async fn credentials_first(
+    State(s): State<Arc<Signaling>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let has_body = matches!(
+        *req.method(),
+        axum::http::Method::POST | axum::http::Method::PUT | axum::http::Method::PATCH
+    );
+    if has_body {
+        if let Err(e) = s.caller(req.headers()) {
+            s.metrics.errors.fetch_add(1, Ordering::Relaxed);
+            let mut r = ApiError::from(e).into_response();
+            // The body was not read: do not keep the connection for another request.
+            r.headers_mut().insert(
+                header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            return r;
+        }
+    }
+    next.run(req).await
 }
 
 /// An HTTP error with the JSON body `{"error": {"code", "message"}}`.

@@ -99,10 +99,17 @@ pub async fn start_server_with(tune: impl FnOnce(&mut cohost::Config)) -> TestSe
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let router = server.router.clone();
-    // The server's own accept loop (timeouts, upgrades, graceful shutdown), as `cohost::run`.
-    tokio::spawn(cohost::serve(listener, router, async {
-        let _ = rx.await;
-    }));
+    // The server's own accept loop (limits, timeouts, upgrades, graceful shutdown), as
+    // `cohost::run`.
+    tokio::spawn(cohost::conn::serve_limited(
+        listener,
+        router,
+        async {
+            let _ = rx.await;
+        },
+        config.http.clone(),
+        server.state.http.clone(),
+    ));
     TestServer {
         addr,
         ports: (base, base + 99),
