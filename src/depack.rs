@@ -26,6 +26,8 @@ pub enum Assembled {
 #[derive(Debug, Default)]
 pub struct H264Assembler {
     depack: H264Packet,
+    /// FU-A fragment bytes inside `depack` not yet released (no end bit seen).
+    pending_fu: usize,
     buf: Vec<u8>,
     ts: Option<u32>,
     last_seq: Option<u16>,
@@ -65,8 +67,17 @@ pub fn stap_a_well_formed(payload: &[u8]) -> bool {
     i == payload.len()
 }
 
-/// Largest access unit accepted (a 1080p keyframe at high quality is well under this).
+/// Largest access unit accepted (a 1080p keyframe at high quality is well under this); also
+/// the most a stream may hold buffered, fragments included.
 pub const MAX_AU_BYTES: usize = 4 << 20;
+
+/// FU-A (RFC 6184 §5.8) payload: `Some(end bit)`, or `None` for other packet types.
+fn fu_a_end(payload: &[u8]) -> Option<bool> {
+    match payload {
+        [ind, hdr, ..] if ind & 0x1f == 28 => Some(hdr & 0x40 != 0),
+        _ => None,
+    }
+}
 
 impl H264Assembler {
     /// New assembler; the first access unit must be a keyframe.
@@ -77,7 +88,25 @@ impl H264Assembler {
         }
     }
 
+    /// Forgets any fragment the depacketizer holds (its FU-A buffer grows until an end bit).
+    fn reset_fragments(&mut self) {
+        if self.pending_fu > 0 {
+            self.depack = H264Packet::default();
+            self.pending_fu = 0;
+        }
+    }
+
+    /// Bytes held for the access unit being assembled, fragments included.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() + self.pending_fu
+    }
+
     fn flush(&mut self) -> Assembled {
+        // A fragment that did not end within its access unit is never completed.
+        if self.pending_fu > 0 {
+            self.reset_fragments();
+            self.broken = true;
+        }
         let data = std::mem::take(&mut self.buf);
         let ts = self.ts.take();
         let broken = std::mem::replace(&mut self.broken, false);
@@ -113,18 +142,35 @@ impl H264Assembler {
             if seq != last.wrapping_add(1) {
                 self.broken = true;
                 self.depack = H264Packet::default();
+                self.pending_fu = 0;
             }
         }
         self.last_seq = Some(seq);
         self.ts = Some(pkt.header.timestamp);
-        let parsed = if stap_a_well_formed(&pkt.payload) {
-            self.depack.depacketize(&pkt.payload).ok()
+        let fu_end = fu_a_end(&pkt.payload);
+        if fu_end.is_some() && self.buf.len() + self.pending_fu + pkt.payload.len() > MAX_AU_BYTES {
+            // Fragments without an end: the hard cap on what one stream may hold.
+            self.reset_fragments();
+            self.broken = true;
         } else {
-            None
-        };
-        match parsed {
-            Some(b) if self.buf.len() + b.len() <= MAX_AU_BYTES => self.buf.extend_from_slice(&b),
-            _ => self.broken = true,
+            let parsed = if stap_a_well_formed(&pkt.payload) {
+                self.depack.depacketize(&pkt.payload).ok()
+            } else {
+                None
+            };
+            match fu_end {
+                Some(false) => self.pending_fu += pkt.payload.len(),
+                _ => self.pending_fu = 0,
+            }
+            match parsed {
+                Some(b) if self.buf.len() + b.len() <= MAX_AU_BYTES => {
+                    self.buf.extend_from_slice(&b)
+                }
+                _ => {
+                    self.reset_fragments();
+                    self.broken = true;
+                }
+            }
         }
         if pkt.header.marker {
             let done = self.flush();
@@ -212,6 +258,54 @@ mod tests {
             a.push(&pkt(1, 1, true, &[0x78, 0, 1, 0x65, 9])),
             Assembled::NeedKeyframe
         );
+    }
+
+    #[test]
+    fn fragments_without_an_end_stay_bounded() {
+        let mut a = H264Assembler::new();
+        let mut frag = vec![0x7c, 0x85];
+        frag.extend(std::iter::repeat_n(7u8, 1200));
+        frag[1] = 0x05; // FU-A, neither start nor end: a stream of middles
+        let mut most = 0;
+        for seq in 0..10_000u16 {
+            // The same timestamp, no marker: an access unit that never ends.
+            a.push(&pkt(seq, 900, false, &frag));
+            most = most.max(a.buffered());
+        }
+        assert!(most <= MAX_AU_BYTES, "{most}");
+        // Then a good keyframe is assembled again.
+        a.push(&pkt(10_000, 1000, true, &[0x65, 1, 1]));
+        assert!(matches!(
+            a.push(&pkt(10_001, 1100, true, &[0x65, 2, 2])),
+            Assembled::AccessUnit { .. }
+        ));
+    }
+
+    #[test]
+    fn a_new_timestamp_or_a_marker_ends_an_unfinished_fragment() {
+        let mut a = H264Assembler::new();
+        assert_eq!(
+            a.push(&pkt(1, 100, false, &[0x7c, 0x85, 1, 2])),
+            Assembled::Pending
+        );
+        assert_eq!(a.buffered(), 4);
+        // A new timestamp: the unfinished fragment is dropped, not continued.
+        assert_eq!(
+            a.push(&pkt(2, 200, false, &[0x7c, 0x85, 3])),
+            Assembled::NeedKeyframe
+        );
+        assert_eq!(a.buffered(), 3);
+        // A marker on a fragment that did not end: dropped too.
+        assert_eq!(
+            a.push(&pkt(3, 200, true, &[0x7c, 0x05, 4])),
+            Assembled::NeedKeyframe
+        );
+        assert_eq!(a.buffered(), 0);
+        // A whole IDR after it is the first access unit out, without old bytes.
+        match a.push(&pkt(4, 300, true, &[0x65, 5, 5])) {
+            Assembled::AccessUnit { data, .. } => assert_eq!(data, vec![0, 0, 0, 1, 0x65, 5, 5]),
+            o => panic!("{o:?}"),
+        }
     }
 
     #[test]
