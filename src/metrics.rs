@@ -160,6 +160,13 @@ pub fn render(state: &AppState) -> String {
         "Signaling errors returned to clients.",
         s.errors.load(Ordering::Relaxed),
     );
+    line(
+        &mut o,
+        "cohost_signaling_slow_clients_dropped_total",
+        "counter",
+        "WebSocket clients dropped because they did not read (queue full or send timeout).",
+        s.slow_dropped.load(Ordering::Relaxed),
+    );
     if let Some(extra) = &state.extra_metrics {
         o.push_str(&extra());
     }

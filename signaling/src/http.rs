@@ -32,6 +32,9 @@ pub struct Config {
     pub ping_interval: Duration,
     /// A socket silent for this long is closed.
     pub idle_timeout: Duration,
+    /// A socket that does not take a message within this long (a client that stopped
+    /// reading) is dropped.
+    pub send_timeout: Duration,
     /// Default lifetime of minted tokens.
     pub default_token_ttl: Duration,
     /// Messages a WebSocket client may send per second, sustained ...
@@ -45,6 +48,7 @@ impl Default for Config {
         Config {
             ping_interval: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(45),
+            send_timeout: Duration::from_secs(10),
             default_token_ttl: Duration::from_secs(6 * 3600),
             message_rate: 50.0,
             message_burst: 100.0,
@@ -96,11 +100,42 @@ pub struct SignalingMetrics {
     pub connections: AtomicU64,
     /// Messages received.
     pub messages: AtomicU64,
+    /// Sockets dropped because they did not read (queue full or send timeout).
+    pub slow_dropped: AtomicU64,
 }
 
 enum Outbound {
     Msg(ServerMessage),
     Close,
+}
+
+/// Messages waiting for one socket, at most.
+const OUTBOUND_QUEUE: usize = 256;
+
+/// The sending side of one socket: a bounded queue, and a kill switch for when the queue is
+/// full (a client that does not read is dropped, never waited for).
+#[derive(Clone)]
+struct ConnTx {
+    tx: mpsc::Sender<Outbound>,
+    kill: Arc<tokio::sync::Notify>,
+}
+
+impl ConnTx {
+    /// Queues `msg`; false (and the socket is dropped) when its queue is full.
+    fn send(&self, msg: ServerMessage) -> bool {
+        if self.tx.try_send(Outbound::Msg(msg)).is_ok() {
+            return true;
+        }
+        self.kill.notify_one();
+        false
+    }
+
+    /// Closes the socket after what is queued (at once when the queue is full).
+    fn close(&self) {
+        if self.tx.try_send(Outbound::Close).is_err() {
+            self.kill.notify_one();
+        }
+    }
 }
 
 struct RoomEntry {
@@ -112,7 +147,7 @@ struct RoomEntry {
 #[derive(Default)]
 struct Inner {
     rooms: HashMap<String, RoomEntry>,
-    conns: HashMap<u64, mpsc::Sender<Outbound>>,
+    conns: HashMap<u64, ConnTx>,
     /// One queue of media work per participant (room, identity), see [`Signaling::enqueue`].
     queues: HashMap<(String, String), mpsc::UnboundedSender<MediaJob>>,
 }
@@ -286,7 +321,7 @@ impl Signaling {
                 Effect::Close { conn } => {
                     let tx = self.lock().conns.get(&conn).cloned();
                     if let Some(tx) = tx {
-                        let _ = tx.try_send(Outbound::Close);
+                        tx.close();
                     }
                 }
                 Effect::Media(cmd) => {
@@ -325,10 +360,9 @@ impl Signaling {
             if matches!(msg, ServerMessage::Error { .. }) {
                 self.metrics.errors.fetch_add(1, Ordering::Relaxed);
             }
-            if tx.try_send(Outbound::Msg(msg)).is_err() {
+            if !tx.send(msg) {
                 // A client that does not read its messages is dropped, not waited for.
-                warn!(room, identity, "signaling queue full; closing");
-                let _ = tx.try_send(Outbound::Close);
+                warn!(room, identity = ?identity, "signaling queue full; dropping the socket");
             }
         }
     }
@@ -651,8 +685,14 @@ async fn ws_handler(
 
 async fn run_socket(s: Arc<Signaling>, claims: Claims, mut socket: WebSocket) {
     let conn = s.next_conn.fetch_add(1, Ordering::Relaxed);
-    let (tx, mut rx) = mpsc::channel::<Outbound>(256);
+    let (otx, mut rx) = mpsc::channel::<Outbound>(OUTBOUND_QUEUE);
+    let kill = Arc::new(tokio::sync::Notify::new());
+    let tx = ConnTx {
+        tx: otx,
+        kill: kill.clone(),
+    };
     s.lock().conns.insert(conn, tx.clone());
+    let send_timeout = s.config.send_timeout;
     let room = claims.room.clone();
     let me = claims.identity.clone();
     let mut joined = false;
@@ -670,7 +710,7 @@ async fn run_socket(s: Arc<Signaling>, claims: Claims, mut socket: WebSocket) {
                 let text = match m {
                     Message::Text(t) => t,
                     Message::Binary(_) => {
-                        let _ = tx.try_send(Outbound::Msg(ServerMessage::error("bad_message", "binary messages are not part of the protocol")));
+                        tx.send(ServerMessage::error("bad_message", "binary messages are not part of the protocol"));
                         s.metrics.errors.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
@@ -684,13 +724,13 @@ async fn run_socket(s: Arc<Signaling>, claims: Claims, mut socket: WebSocket) {
                     if told.is_none_or(|t| last_heard.duration_since(t) >= Duration::from_secs(1)) {
                         told = Some(last_heard);
                         warn!("signaling messages over the rate limit; dropping");
-                        let _ = tx.try_send(Outbound::Msg(ServerMessage::error(
+                        tx.send(ServerMessage::error(
                             "rate_limited",
                             format!(
                                 "more than {} messages a second (bursts of {}): messages dropped",
                                 s.config.message_rate, s.config.message_burst
                             ),
-                        )));
+                        ));
                     }
                     continue;
                 }
@@ -699,14 +739,14 @@ async fn run_socket(s: Arc<Signaling>, claims: Claims, mut socket: WebSocket) {
                     Err(e) => {
                         debug!(error = %e, "bad signaling message");
                         s.metrics.errors.fetch_add(1, Ordering::Relaxed);
-                        let _ = tx.try_send(Outbound::Msg(ServerMessage::error(e.code(), e.to_string())));
+                        tx.send(ServerMessage::error(e.code(), e.to_string()));
                         continue;
                     }
                 };
                 if !joined {
                     let ClientMessage::Join { name } = msg else {
                         s.metrics.errors.fetch_add(1, Ordering::Relaxed);
-                        let _ = tx.try_send(Outbound::Msg(ServerMessage::error("not_joined", "send `join` first")));
+                        tx.send(ServerMessage::error("not_joined", "send `join` first"));
                         continue;
                     };
                     let name = name.or(claims.name.clone()).unwrap_or_else(|| me.clone());
@@ -717,7 +757,7 @@ async fn run_socket(s: Arc<Signaling>, claims: Claims, mut socket: WebSocket) {
                     };
                     match res {
                         Ok(fx) => { joined = true; info!(role = ?claims.role, "joined"); s.apply(&room, fx); }
-                        Err(e) => { s.metrics.errors.fetch_add(1, Ordering::Relaxed); let _ = tx.try_send(Outbound::Msg(ServerMessage::error(e.code(), e.to_string()))); }
+                        Err(e) => { s.metrics.errors.fetch_add(1, Ordering::Relaxed); tx.send(ServerMessage::error(e.code(), e.to_string())); }
                     }
                     continue;
                 }
@@ -731,24 +771,32 @@ async fn run_socket(s: Arc<Signaling>, claims: Claims, mut socket: WebSocket) {
                 };
                 match res {
                     Ok(fx) => s.apply(&room, fx),
-                    Err(e) => { s.metrics.errors.fetch_add(1, Ordering::Relaxed); let _ = tx.try_send(Outbound::Msg(ServerMessage::error(e.code(), e.to_string()))); }
+                    Err(e) => { s.metrics.errors.fetch_add(1, Ordering::Relaxed); tx.send(ServerMessage::error(e.code(), e.to_string())); }
                 }
             }
             out = rx.recv() => {
                 match out {
                     Some(Outbound::Msg(m)) => {
                         let Ok(text) = serde_json::to_string(&m) else { continue };
-                        if socket.send(Message::Text(text.into())).await.is_err() { break; }
+                        if !send_within(&mut socket, Message::Text(text.into()), send_timeout, &s.metrics).await { break; }
                     }
-                    Some(Outbound::Close) | None => { let _ = socket.send(Message::Close(None)).await; break; }
+                    Some(Outbound::Close) | None => {
+                        send_within(&mut socket, Message::Close(None), send_timeout, &s.metrics).await;
+                        break;
+                    }
                 }
+            }
+            () = kill.notified() => {
+                warn!("signaling client does not read its messages; dropped");
+                s.metrics.slow_dropped.fetch_add(1, Ordering::Relaxed);
+                break;
             }
             _ = ping.tick() => {
                 if last_heard.elapsed() > s.config.idle_timeout {
                     info!("signaling idle timeout");
                     break;
                 }
-                if socket.send(Message::Ping(Bytes::new())).await.is_err() { break; }
+                if !send_within(&mut socket, Message::Ping(Bytes::new()), send_timeout, &s.metrics).await { break; }
             }
         }
     }
@@ -757,6 +805,26 @@ async fn run_socket(s: Arc<Signaling>, claims: Claims, mut socket: WebSocket) {
         s.leave(&room, &me, Via::Ws(conn));
     }
     info!("signaling disconnected");
+}
+
+/// Sends one frame, giving up after `timeout` (a client that stopped reading fills its TCP
+/// window and would hold this task, its pings and its idle timeout for ever); false when the
+/// socket is to be dropped.
+async fn send_within(
+    socket: &mut WebSocket,
+    m: Message,
+    timeout: Duration,
+    metrics: &SignalingMetrics,
+) -> bool {
+    match tokio::time::timeout(timeout, socket.send(m)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(_)) => false,
+        Err(_) => {
+            warn!("signaling send timed out; dropping the socket");
+            metrics.slow_dropped.fetch_add(1, Ordering::Relaxed);
+            false
+        }
+    }
 }
 
 fn require_sdp(headers: &HeaderMap) -> Result<(), ApiError> {
@@ -1133,11 +1201,8 @@ async fn delete_room(
         if let Some(Via::Ws(conn)) = entry.room.via(&p.identity) {
             let tx = s.lock().conns.get(&conn).cloned();
             if let Some(tx) = tx {
-                let _ = tx.try_send(Outbound::Msg(ServerMessage::error(
-                    "room_closed",
-                    "the room was deleted",
-                )));
-                let _ = tx.try_send(Outbound::Close);
+                tx.send(ServerMessage::error("room_closed", "the room was deleted"));
+                tx.close();
             }
         }
         s.backend.leave(&room, &p.identity).await;

@@ -273,13 +273,25 @@ impl ServerMessage {
     }
 }
 
+/// Longest piece of client input echoed back in an error message, in characters.
+pub const MAX_ECHO_CHARS: usize = 64;
+
+/// `s` cut to at most `max` characters (an ellipsis marks the cut), so an error reply never
+/// carries a client's oversized string back to it.
+pub fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_owned(),
+        Some((i, _)) => format!("{}…", &s[..i]),
+    }
+}
+
 /// Parses one client text message, classifying failures for a precise `error` reply.
 pub fn parse_client_message(text: &str) -> Result<ClientMessage, crate::SignalingError> {
     if text.len() > MAX_MESSAGE_BYTES {
         return Err(crate::SignalingError::TooLarge(text.len()));
     }
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| crate::SignalingError::BadJson(e.to_string()))?;
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| crate::SignalingError::BadJson(clip(&e.to_string(), 4 * MAX_ECHO_CHARS)))?;
     let ty = value
         .get("type")
         .and_then(|t| t.as_str())
@@ -288,9 +300,33 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, crate::Signalin
     serde_json::from_value(value).map_err(|e| {
         let msg = e.to_string();
         if msg.starts_with("unknown variant") {
-            crate::SignalingError::UnknownType(ty)
+            crate::SignalingError::UnknownType(clip(&ty, MAX_ECHO_CHARS))
         } else {
-            crate::SignalingError::BadMessage(msg)
+            // serde's messages quote the offending value: cut them too.
+            crate::SignalingError::BadMessage(clip(&msg, 4 * MAX_ECHO_CHARS))
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_cuts_at_characters_not_bytes() {
+        assert_eq!(clip("short", 64), "short");
+        assert_eq!(clip("主播主播", 2), "主播…");
+        assert_eq!(clip(&"x".repeat(100), 3), "xxx…");
+    }
+
+    #[test]
+    fn an_oversized_unknown_type_is_not_echoed_whole() {
+        let long = "t".repeat(60_000);
+        let e = parse_client_message(&serde_json::json!({ "type": long }).to_string())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.starts_with("unknown message type"), "{e}");
+        assert!(e.chars().count() < MAX_ECHO_CHARS + 40, "{}", e.len());
+    }
 }
