@@ -30,6 +30,32 @@ const CSID_DATA: u32 = 5;
 const CSID_VIDEO: u32 = 6;
 const CSID_STREAM_COMMAND: u32 = 8;
 const OUR_WINDOW_ACK: u32 = 2_500_000;
+/// Chunks parsed at most before the parse loop gives the runtime back (`yield_now`, or a
+/// return to the caller's `select!` loop): a server streaming one-byte chunks never holds a
+/// worker thread for long.
+pub const MAX_CHUNKS_PER_POLL: usize = 512;
+/// Bytes parsed at most before the parse loop gives the runtime back.
+pub const MAX_BYTES_PER_POLL: usize = 64 * 1024;
+/// Bytes read from the socket at once.
+const READ_SIZE: usize = 8192;
+/// Control answers (acknowledgements, ping responses) queued at most between two writes;
+/// beyond that a server flooding pings or asking for an ack per byte gets no more answers.
+const MAX_PENDING: usize = 64 * 1024;
+
+/// What one pass of the parse loop may still do.
+struct Budget {
+    chunks: usize,
+    bytes: usize,
+}
+
+impl Budget {
+    fn new() -> Self {
+        Budget {
+            chunks: MAX_CHUNKS_PER_POLL,
+            bytes: MAX_BYTES_PER_POLL,
+        }
+    }
+}
 
 /// A malformed RTMP URL (the API answers 400 with this).
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -232,7 +258,13 @@ pub struct RtmpPublisher {
     stream: TcpStream,
     writer: ChunkWriter,
     reader: ChunkReader,
+    /// Received bytes not parsed yet start at `rpos`.
     rbuf: Vec<u8>,
+    rpos: usize,
+    /// The parse loop stopped on its budget with whole chunks still buffered.
+    backlog: bool,
+    /// While a server message is partly received: when it must be complete.
+    partial_deadline: Option<tokio::time::Instant>,
     wbuf: Vec<u8>,
     pending: Vec<u8>,
     stream_id: u32,
@@ -261,7 +293,10 @@ impl RtmpPublisher {
             stream,
             writer: ChunkWriter::new(),
             reader: ChunkReader::new(),
-            rbuf: Vec::with_capacity(8192),
+            rbuf: Vec::with_capacity(READ_SIZE),
+            rpos: 0,
+            backlog: false,
+            partial_deadline: None,
             wbuf: Vec::with_capacity(64 * 1024),
             pending: Vec::new(),
             stream_id: 0,
@@ -302,7 +337,8 @@ impl RtmpPublisher {
             ],
         );
         p.flush().await?;
-        p.wait_result(1.0, "connect").await?;
+        p.wait_result(1.0, "connect", "connect (connect reply)")
+            .await?;
         debug!("RTMP connect accepted");
 
         let name = Amf0Value::str(&url.stream);
@@ -333,7 +369,9 @@ impl RtmpPublisher {
             ],
         );
         p.flush().await?;
-        let res = p.wait_result(4.0, "createStream").await?;
+        let res = p
+            .wait_result(4.0, "createStream", "connect (createStream reply)")
+            .await?;
         let sid = res
             .get(3)
             .and_then(Amf0Value::as_number)
@@ -358,7 +396,7 @@ impl RtmpPublisher {
         ]);
         p.flush().await?;
         loop {
-            let cmd = p.next_command().await?;
+            let cmd = p.next_command("connect (publish reply)").await?;
             if cmd.first().and_then(Amf0Value::as_str) == Some("onStatus") {
                 let info = cmd.get(3);
                 let code = info
@@ -400,10 +438,9 @@ impl RtmpPublisher {
         c0c1[0] = 3;
         // time (4 bytes) = 0, zero (4 bytes), then random.
         rand::thread_rng().fill_bytes(&mut c0c1[9..]);
-        self.stream.write_all(&c0c1).await?;
-        self.bytes_sent += c0c1.len() as u64;
+        self.write_bytes(&c0c1).await?;
         let mut s0s1 = vec![0u8; 1 + 1536];
-        read_exact_or_closed(&mut self.stream, &mut s0s1).await?;
+        self.read_exact(&mut s0s1, "connect (handshake)").await?;
         if s0s1[0] != 3 {
             return Err(RtmpError::Handshake(format!(
                 "server version {} (expected 3)",
@@ -411,10 +448,9 @@ impl RtmpPublisher {
             )));
         }
         // C2 echoes S1.
-        self.stream.write_all(&s0s1[1..]).await?;
-        self.bytes_sent += 1536;
+        self.write_bytes(&s0s1[1..]).await?;
         let mut s2 = vec![0u8; 1536];
-        read_exact_or_closed(&mut self.stream, &mut s2).await?;
+        self.read_exact(&mut s2, "connect (handshake)").await?;
         self.bytes_received += (s0s1.len() + s2.len()) as u64;
         Ok(())
     }
@@ -467,14 +503,16 @@ impl RtmpPublisher {
         Ok(())
     }
 
-    /// Waits for `_result` (Ok, with the whole command) or `_error` for `txn`.
+    /// Waits for `_result` (Ok, with the whole command) or `_error` for `txn`; each read
+    /// is bounded by the I/O timeout (`waiting` names the step in a timeout error).
     async fn wait_result(
         &mut self,
         txn: f64,
         step: &'static str,
+        waiting: &'static str,
     ) -> Result<Vec<Amf0Value>, RtmpError> {
         loop {
-            let cmd = self.next_command().await?;
+            let cmd = self.next_command(waiting).await?;
             let name = cmd.first().and_then(Amf0Value::as_str).unwrap_or("");
             let id = cmd.get(1).and_then(Amf0Value::as_number);
             if id != Some(txn) {
@@ -494,26 +532,46 @@ impl RtmpPublisher {
         }
     }
 
-    /// Reads until the next AMF0 command, handling control messages on the way.
-    async fn next_command(&mut self) -> Result<Vec<Amf0Value>, RtmpError> {
+    /// Reads until the next AMF0 command, handling control messages on the way; each read
+    /// is bounded by the I/O timeout (`waiting` names the step in a timeout error).
+    async fn next_command(&mut self, waiting: &'static str) -> Result<Vec<Amf0Value>, RtmpError> {
         loop {
-            while let Some(msg) = self.parse_one()? {
+            let mut budget = Budget::new();
+            while let Some(msg) = self.parse_one(&mut budget)? {
                 if msg.type_id == chunk::MSG_COMMAND_AMF0 {
                     return Ok(amf0::decode_all(&msg.payload)?);
                 }
                 self.handle_message(msg);
             }
             self.flush().await?;
-            self.read_more().await?;
+            if self.backlog {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            tokio::time::timeout(self.io_timeout, self.read_more())
+                .await
+                .map_err(|_| RtmpError::Timeout(waiting))??;
         }
     }
 
-    fn parse_one(&mut self) -> Result<Option<RtmpMessage>, RtmpError> {
+    /// The next whole message from the bytes received, within `budget`: `None` when no
+    /// whole chunk is buffered, or when the budget is spent (then `backlog` is set).
+    fn parse_one(&mut self, budget: &mut Budget) -> Result<Option<RtmpMessage>, RtmpError> {
         loop {
-            match self.reader.read_chunk(&self.rbuf)? {
-                None => return Ok(None),
+            if budget.chunks == 0 || budget.bytes == 0 {
+                self.backlog = self.rpos < self.rbuf.len();
+                return Ok(None);
+            }
+            let data = self.rbuf.get(self.rpos..).unwrap_or_default();
+            match self.reader.read_chunk(data)? {
+                None => {
+                    self.backlog = false;
+                    return Ok(None);
+                }
                 Some((n, msg)) => {
-                    self.rbuf.drain(..n);
+                    self.rpos += n;
+                    budget.chunks -= 1;
+                    budget.bytes = budget.bytes.saturating_sub(n);
                     if let Some(m) = msg {
                         return Ok(Some(m));
                     }
@@ -522,8 +580,13 @@ impl RtmpPublisher {
         }
     }
 
+    /// Reads what the socket has (at least one byte) after the unparsed rest.
     async fn read_more(&mut self) -> Result<(), RtmpError> {
-        let mut tmp = [0u8; 4096];
+        if self.rpos > 0 {
+            self.rbuf.drain(..self.rpos);
+            self.rpos = 0;
+        }
+        let mut tmp = [0u8; READ_SIZE];
         let n = self.stream.read(&mut tmp).await?;
         if n == 0 {
             return Err(RtmpError::Closed);
@@ -532,20 +595,29 @@ impl RtmpPublisher {
         Ok(())
     }
 
+    async fn read_exact(&mut self, buf: &mut [u8], step: &'static str) -> Result<(), RtmpError> {
+        tokio::time::timeout(self.io_timeout, read_exact_or_closed(&mut self.stream, buf))
+            .await
+            .map_err(|_| RtmpError::Timeout(step))?
+    }
+
+    /// Queues a protocol control answer, unless too many are queued already.
+    fn queue_control(&mut self, type_id: u8, payload: &[u8]) {
+        if self.pending.len() >= MAX_PENDING {
+            trace!(type_id, "RTMP control answer dropped: too many queued");
+            return;
+        }
+        self.writer
+            .write_payload(&mut self.pending, CSID_CONTROL, 0, type_id, 0, payload);
+    }
+
     fn on_received(&mut self, data: &[u8]) {
         self.rbuf.extend_from_slice(data);
         self.bytes_received += data.len() as u64;
         if self.bytes_received - self.last_ack_sent >= u64::from(self.peer_window.max(1)) {
             self.last_ack_sent = self.bytes_received;
             let seq = (self.bytes_received & 0xFFFF_FFFF) as u32;
-            self.writer.write_payload(
-                &mut self.pending,
-                CSID_CONTROL,
-                0,
-                chunk::MSG_ACK,
-                0,
-                &seq.to_be_bytes(),
-            );
+            self.queue_control(chunk::MSG_ACK, &seq.to_be_bytes());
         }
     }
 
@@ -557,16 +629,9 @@ impl RtmpPublisher {
                 .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
         };
         match msg.type_id {
-            chunk::MSG_SET_CHUNK_SIZE => {
-                if let Some(n) = be32(p) {
-                    self.reader.set_chunk_size((n & 0x7FFF_FFFF) as usize);
-                }
-            }
-            chunk::MSG_ABORT => {
-                if let Some(c) = be32(p) {
-                    self.reader.abort(c);
-                }
-            }
+            // Applied by the chunk reader itself (which refuses invalid values).
+            chunk::MSG_SET_CHUNK_SIZE => trace!(size = be32(p), "RTMP server chunk size"),
+            chunk::MSG_ABORT => trace!(csid = be32(p), "RTMP server aborted a message"),
             chunk::MSG_ACK => trace!(seq = be32(p), "RTMP ack from server"),
             chunk::MSG_WINDOW_ACK_SIZE => {
                 if let Some(n) = be32(p) {
@@ -574,28 +639,13 @@ impl RtmpPublisher {
                 }
             }
             chunk::MSG_SET_PEER_BANDWIDTH => {
-                self.writer.write_payload(
-                    &mut self.pending,
-                    CSID_CONTROL,
-                    0,
-                    chunk::MSG_WINDOW_ACK_SIZE,
-                    0,
-                    &OUR_WINDOW_ACK.to_be_bytes(),
-                );
+                self.queue_control(chunk::MSG_WINDOW_ACK_SIZE, &OUR_WINDOW_ACK.to_be_bytes());
             }
             chunk::MSG_USER_CONTROL => {
                 // Ping request (6) → ping response (7) with the same timestamp.
                 if p.len() >= 6 && p[0] == 0 && p[1] == 6 {
-                    let mut resp = vec![0, 7];
-                    resp.extend_from_slice(&p[2..6]);
-                    self.writer.write_payload(
-                        &mut self.pending,
-                        CSID_CONTROL,
-                        0,
-                        chunk::MSG_USER_CONTROL,
-                        0,
-                        &resp,
-                    );
+                    let resp = [0, 7, p[2], p[3], p[4], p[5]];
+                    self.queue_control(chunk::MSG_USER_CONTROL, &resp);
                 }
             }
             chunk::MSG_COMMAND_AMF0 => match amf0::decode_all(p) {
@@ -622,14 +672,38 @@ impl RtmpPublisher {
         }
     }
 
-    /// Reads and handles whatever the server sends (acks, pings, status). Cancel-safe:
-    /// use it as a `select!` branch beside sending. Errors when the server closes.
+    /// Reads and handles whatever the server sends (acks, pings, status), at most
+    /// [`MAX_CHUNKS_PER_POLL`] chunks / [`MAX_BYTES_PER_POLL`] bytes per call (the rest on
+    /// the next call, after a `yield_now`). Cancel-safe: use it as a `select!` branch
+    /// beside sending. Errors when the server closes, breaks the protocol or a limit, or
+    /// leaves a message partly sent for longer than the I/O timeout.
     pub async fn poll_read(&mut self) -> Result<(), RtmpError> {
-        self.read_more().await?;
-        while let Some(msg) = self.parse_one()? {
+        self.update_partial_deadline();
+        if self.backlog {
+            tokio::task::yield_now().await;
+        } else if let Some(deadline) = self.partial_deadline {
+            tokio::time::timeout_at(deadline, self.read_more())
+                .await
+                .map_err(|_| RtmpError::Timeout("a partly received server message"))??;
+        } else {
+            self.read_more().await?;
+        }
+        let mut budget = Budget::new();
+        while let Some(msg) = self.parse_one(&mut budget)? {
             self.handle_message(msg);
         }
+        self.update_partial_deadline();
         Ok(())
+    }
+
+    /// Starts the clock for a partly received message (or a chunk not whole yet), or stops
+    /// it when nothing is partly received.
+    fn update_partial_deadline(&mut self) {
+        if !self.reader.in_message() && self.rpos == self.rbuf.len() {
+            self.partial_deadline = None;
+        } else if self.partial_deadline.is_none() {
+            self.partial_deadline = Some(tokio::time::Instant::now() + self.io_timeout);
+        }
     }
 
     /// Sends an FLV tag body as an RTMP message with `timestamp_ms`. Script tags get
@@ -942,5 +1016,187 @@ mod tests {
         assert!(RtmpPublisher::connect(&url, Duration::from_secs(2))
             .await
             .is_err());
+    }
+
+    /// A server that does the handshake, then writes what `attack` makes of the socket.
+    async fn hostile_server<F, Fut>(attack: F) -> u16
+    where
+        F: Fn(TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut c0c1 = vec![0u8; 1537];
+                if s.read_exact(&mut c0c1).await.is_err() {
+                    continue;
+                }
+                let mut hs = vec![3u8];
+                hs.extend_from_slice(&[7u8; 1536]);
+                hs.extend_from_slice(&c0c1[1..]);
+                if s.write_all(&hs).await.is_err() {
+                    continue;
+                }
+                tokio::spawn(attack(s));
+            }
+        });
+        port
+    }
+
+    fn control(out: &mut Vec<u8>, type_id: u8, payload: &[u8]) {
+        let mut w = ChunkWriter::new();
+        w.write_payload(out, CSID_CONTROL, 0, type_id, 0, payload);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn huge_message_in_one_byte_chunks_is_refused_at_its_header() {
+        let port = hostile_server(|mut s| async move {
+            let mut out = Vec::new();
+            control(
+                &mut out,
+                chunk::MSG_SET_CHUNK_SIZE,
+                &(4u32 << 20).to_be_bytes(),
+            );
+            // A 16 MiB command (the 24-bit maximum) on chunk stream 3 ...
+            out.extend_from_slice(&[0x03, 0, 0, 0, 0xFF, 0xFF, 0xFF, 20, 0, 0, 0, 0]);
+            out.extend(std::iter::repeat_n(0u8, 4 << 20));
+            // ... then chunk size 1 and one-byte type 3 chunks for ever.
+            control(&mut out, chunk::MSG_SET_CHUNK_SIZE, &1u32.to_be_bytes());
+            let _ = s.write_all(&out).await;
+            let flood = [0xC3u8, 0].repeat(32 * 1024);
+            while s.write_all(&flood).await.is_ok() {}
+        })
+        .await;
+        let url = RtmpUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/key")).unwrap();
+        let t0 = std::time::Instant::now();
+        match RtmpPublisher::connect(&url, Duration::from_secs(5)).await {
+            Err(RtmpError::Chunk(ChunkError::MessageTooLarge { csid: 3, len, max })) => {
+                assert_eq!((len, max), (0xFF_FFFF, 1 << 20));
+            }
+            other => panic!("expected MessageTooLarge, got {other:?}"),
+        }
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    }
+
+    /// Endless valid pings in one-byte chunks: the connect times out, and meanwhile the
+    /// parse loop gives the (single-threaded) runtime back, so other tasks keep running.
+    #[tokio::test(flavor = "current_thread")]
+    async fn endless_small_messages_yield_and_time_out() {
+        let port = hostile_server(|mut s| async move {
+            let mut out = Vec::new();
+            control(&mut out, chunk::MSG_SET_CHUNK_SIZE, &1u32.to_be_bytes());
+            let _ = s.write_all(&out).await;
+            // A ping request, 6 bytes in 1-byte chunks (type 0 then type 3), again and again.
+            let mut ping = vec![0x02, 0, 0, 0, 0, 0, 6, 4, 0, 0, 0, 0, 0];
+            for b in [6u8, 0, 0, 0, 1] {
+                ping.extend_from_slice(&[0xC2, b]);
+            }
+            let flood = ping.repeat(4096);
+            // Drain what the client writes (ping answers) so that only reading matters.
+            let (mut rd, mut wr) = s.into_split();
+            tokio::spawn(async move {
+                let mut sink = vec![0u8; 65536];
+                while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {}
+            });
+            while wr.write_all(&flood).await.is_ok() {}
+        })
+        .await;
+        let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let ticker = tokio::spawn({
+            let ticks = ticks.clone();
+            async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
+        let url = RtmpUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/key")).unwrap();
+        let t0 = std::time::Instant::now();
+        let r = RtmpPublisher::connect(&url, Duration::from_millis(1500)).await;
+        let took = t0.elapsed();
+        assert!(
+            matches!(r, Err(RtmpError::Timeout(_))),
+            "expected a timeout, got {r:?}"
+        );
+        assert!(took < Duration::from_millis(2500), "{took:?}");
+        // 1.5 s of 10 ms ticks: most of them ran although the parser had work all along.
+        let n = ticks.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(n >= 50, "only {n} ticks while parsing");
+        ticker.abort();
+    }
+
+    #[tokio::test]
+    async fn silent_server_after_the_handshake_times_out() {
+        let port = hostile_server(|s| async move {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(s);
+        })
+        .await;
+        let url = RtmpUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/key")).unwrap();
+        match RtmpPublisher::connect(&url, Duration::from_millis(300)).await {
+            Err(RtmpError::Timeout(step)) => assert!(step.starts_with("connect"), "{step}"),
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn message_left_half_sent_while_publishing_fails_the_connection() {
+        let port = hostile_server(|s| async move {
+            let (mut rd, mut wr) = s.into_split();
+            tokio::spawn(async move {
+                let mut sink = vec![0u8; 65536];
+                while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {}
+            });
+            // The replies the client waits for, unasked, then half a message.
+            let mut w = ChunkWriter::new();
+            let mut out = Vec::new();
+            for cmd in [
+                vec![
+                    Amf0Value::str("_result"),
+                    Amf0Value::Number(1.0),
+                    Amf0Value::Null,
+                ],
+                vec![
+                    Amf0Value::str("_result"),
+                    Amf0Value::Number(4.0),
+                    Amf0Value::Null,
+                    Amf0Value::Number(1.0),
+                ],
+                vec![
+                    Amf0Value::str("onStatus"),
+                    Amf0Value::Number(0.0),
+                    Amf0Value::Null,
+                    Amf0Value::Object(vec![(
+                        "code".into(),
+                        Amf0Value::str("NetStream.Publish.Start"),
+                    )]),
+                ],
+            ] {
+                let payload = amf0::encode_all(&cmd);
+                w.write_payload(&mut out, 3, 0, chunk::MSG_COMMAND_AMF0, 0, &payload);
+            }
+            out.extend_from_slice(&[0x03, 0, 0, 0, 0, 1, 0, 20, 0, 0, 0, 0]);
+            out.extend_from_slice(&[2; 100]);
+            let _ = wr.write_all(&out).await;
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        })
+        .await;
+        let url = RtmpUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/key")).unwrap();
+        let mut p = RtmpPublisher::connect(&url, Duration::from_millis(400))
+            .await
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        let err = loop {
+            if let Err(e) = p.poll_read().await {
+                break e;
+            }
+        };
+        assert!(
+            matches!(err, RtmpError::Timeout(s) if s.contains("partly received")),
+            "{err:?}"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
     }
 }
