@@ -80,6 +80,19 @@ pub struct ServeArgs {
     /// Most open HTTP connections from one IP address. [default: 256]
     #[arg(long, env = "COHOST_MAX_CONNECTIONS_PER_IP")]
     pub max_connections_per_ip: Option<usize>,
+    /// Most viewers of one room on signaling; hosts (4) and guests (32) have their own seats,
+    /// so viewers never keep the host out. [default: 256]
+    #[arg(long, env = "COHOST_MAX_ROOM_VIEWERS")]
+    pub max_room_viewers: Option<usize>,
+    /// A second address serving `/metrics` (and `/healthz`) without auth, for the internal
+    /// network; on `--bind`, `/metrics` then needs the API key (it always does outside
+    /// development mode).
+    #[arg(long, env = "COHOST_METRICS_BIND")]
+    pub metrics_bind: Option<SocketAddr>,
+    /// Allow development mode (no API key: anyone may mint tokens) on a non-loopback
+    /// `--bind`. Without it such a start is refused.
+    #[arg(long, env = "COHOST_DEV_PUBLIC")]
+    pub dev_public: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -97,6 +110,9 @@ struct FileConfig {
     max_whep_viewers: Option<usize>,
     max_connections: Option<usize>,
     max_connections_per_ip: Option<usize>,
+    max_room_viewers: Option<usize>,
+    metrics_bind: Option<SocketAddr>,
+    dev_public: Option<bool>,
 }
 
 /// Media (WebRTC) settings.
@@ -144,6 +160,8 @@ pub struct Config {
     pub program: crate::program::ProgramConfig,
     /// HTTP connection limits and timeouts.
     pub http: crate::conn::HttpLimits,
+    /// Where `/metrics` is served without auth, if anywhere.
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -158,6 +176,7 @@ impl Default for Config {
             signaling: signaling::http::Config::default(),
             program: crate::program::ProgramConfig::default(),
             http: crate::conn::HttpLimits::default(),
+            metrics_bind: None,
         }
     }
 }
@@ -237,6 +256,22 @@ impl Config {
         if let Some(n) = args.max_connections_per_ip.or(file.max_connections_per_ip) {
             c.http.max_connections_per_ip = n.max(1);
         }
+        if let Some(n) = args.max_room_viewers.or(file.max_room_viewers) {
+            c.signaling.room_limits.viewers = n;
+        }
+        c.metrics_bind = args.metrics_bind.or(file.metrics_bind);
+        let dev_public = args.dev_public || file.dev_public.unwrap_or(false);
+        if c.dev_mode && !c.bind.ip().is_loopback() && !dev_public {
+            return Err(ConfigError::Invalid {
+                key: "bind",
+                message: format!(
+                    "development mode (no --api-key/--api-secret: anyone may mint tokens) on \
+                     {}, which is not loopback; give an API key and secret, bind 127.0.0.1, or \
+                     pass --dev-public if you mean it",
+                    c.bind
+                ),
+            });
+        }
         if let Some(l) = args.log.clone().or(file.log) {
             c.log = l;
         }
@@ -284,6 +319,40 @@ mod tests {
         };
         assert!(!Config::from_args(&ok).unwrap().dev_mode);
         assert!(Config::from_args(&ServeArgs::default()).unwrap().dev_mode);
+    }
+
+    #[test]
+    fn development_mode_on_a_public_address_needs_dev_public() {
+        let public = ServeArgs {
+            bind: Some("0.0.0.0:8080".parse().unwrap()),
+            ..Default::default()
+        };
+        let e = Config::from_args(&public).unwrap_err().to_string();
+        assert!(e.contains("--dev-public"), "{e}");
+        assert!(Config::from_args(&ServeArgs {
+            dev_public: true,
+            ..public.clone()
+        })
+        .is_ok());
+        assert!(Config::from_args(&ServeArgs {
+            api_key: Some("k".into()),
+            api_secret: Some("0123456789abcdef".into()),
+            ..public
+        })
+        .is_ok());
+        let v6 = ServeArgs {
+            bind: Some("[::1]:8080".parse().unwrap()),
+            max_room_viewers: Some(9),
+            ..Default::default()
+        };
+        assert_eq!(
+            Config::from_args(&v6)
+                .unwrap()
+                .signaling
+                .room_limits
+                .viewers,
+            9
+        );
     }
 
     #[test]

@@ -61,6 +61,9 @@ pub struct AppState {
     pub programs: Arc<program::Programs>,
     /// Counters of the HTTP layer (connections open, refused, timed out).
     pub http: Arc<conn::HttpStats>,
+    /// `/metrics` on the main address without the API key (development mode only: its series
+    /// name every room).
+    pub metrics_open: bool,
 }
 
 /// A running server's parts, for tests and embedding.
@@ -93,6 +96,7 @@ pub fn build(config: &Config) -> Server {
         }),
         programs,
         http: Arc::default(),
+        metrics_open: config.dev_mode,
     };
     let router = router(state.clone());
     Server { state, router }
@@ -157,11 +161,30 @@ async fn json_errors(resp: Response) -> Response {
     out
 }
 
-async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
+async fn metrics_handler(State(s): State<AppState>, headers: header::HeaderMap) -> Response {
+    if !s.metrics_open {
+        if let Err(e) = s.signaling.require_admin(&headers) {
+            return e.into_response();
+        }
+    }
+    open_metrics_handler(State(s)).await.into_response()
+}
+
+async fn open_metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         metrics::render(&s),
     )
+}
+
+/// The routes of `--metrics-bind`: `/metrics` without auth (for the internal network a
+/// Prometheus scrapes from) and `/healthz`.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(open_metrics_handler))
+        .with_state(state)
+        .layer(axum::middleware::map_response(json_errors))
 }
 
 /// Serves `config` on `listener` until `shutdown` resolves, then closes gracefully.
@@ -173,6 +196,25 @@ pub async fn run(
     let server = build(&config);
     let addr = listener.local_addr()?;
     log_start(&config, addr);
+    if let Some(mb) = config.metrics_bind {
+        let ml = TcpListener::bind(mb).await?;
+        tracing::info!(
+            "metrics without auth on http://{}/metrics",
+            ml.local_addr()?
+        );
+        let limits = conn::HttpLimits {
+            max_connections: 64,
+            max_connections_per_ip: 16,
+            ..conn::HttpLimits::default()
+        };
+        tokio::spawn(conn::serve_limited(
+            ml,
+            metrics_router(server.state.clone()),
+            std::future::pending(),
+            limits,
+            Arc::default(),
+        ));
+    }
     let mut limits = config.http.clone();
     if let Some(fds) = conn::raise_fd_limit() {
         let budget = conn::connection_budget(fds).max(16);

@@ -816,6 +816,13 @@ impl MediaBackend for SfuBackend {
             .start_subscribe(room, subscriber, target, offer)
             .await
     }
+    async fn subscribers(&self, room: &str) -> Vec<String> {
+        self.sfu
+            .lock()
+            .get(room)
+            .map(|r| r.subs.keys().map(|(sub, _)| sub.clone()).collect())
+            .unwrap_or_default()
+    }
     async fn unsubscribe(&self, room: &str, subscriber: &str, target: &str) -> bool {
         let sub = self
             .sfu

@@ -120,12 +120,7 @@ async fn stalled_and_flooding_clients_are_bounded_and_others_are_served() {
         }
     }
     assert_eq!(refused, 20, "60 connections, 40 allowed from one IP");
-    let metrics = reqwest::get(s.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     let refused_total = metrics
         .lines()
         .find_map(|l| l.strip_prefix("cohost_http_connections_refused_total "))

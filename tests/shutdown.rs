@@ -80,6 +80,7 @@ async fn sigterm_closes_a_live_room_and_exits() {
     loop {
         let m = http
             .get(format!("{base}/metrics"))
+            .bearer_auth(API_KEY)
             .send()
             .await
             .unwrap()
@@ -167,10 +168,20 @@ async fn configuration_from_flags_and_environment() {
         );
     }
 
+    // Development mode on a public address is refused unless asked for.
+    let out = Command::new(bin)
+        .args(["--bind", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--dev-public"));
+
     let port = common::nginx::free_port();
+    let mport = common::nginx::free_port();
     let udp = 46000 + (std::process::id() % 50) as u16 * 20;
     let mut child = tokio::process::Command::new(bin)
         .env("COHOST_BIND", format!("127.0.0.1:{port}"))
+        .env("COHOST_METRICS_BIND", format!("127.0.0.1:{mport}"))
         .env("COHOST_MEDIA_IP", "127.0.0.1")
         .env("COHOST_UDP_PORTS", format!("{udp}-{}", udp + 19))
         .env("COHOST_API_KEY", API_KEY)
@@ -187,6 +198,7 @@ async fn configuration_from_flags_and_environment() {
     wait_healthy(&http, &base).await;
     let metrics = http
         .get(format!("{base}/metrics"))
+        .bearer_auth(API_KEY)
         .send()
         .await
         .unwrap()
@@ -197,6 +209,21 @@ async fn configuration_from_flags_and_environment() {
         metrics.lines().any(|l| l == "cohost_programs_max 3"),
         "COHOST_MAX_PROGRAMS not applied"
     );
+    // Without the key the main address does not list the rooms; --metrics-bind does.
+    let st = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(st, 401);
+    let open = http
+        .get(format!("http://127.0.0.1:{mport}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(open.status(), 200);
+    assert!(open.text().await.unwrap().contains("cohost_programs_max 3"));
     // The API key came from the environment.
     let st = http
         .get(format!("{base}/api/rooms"))

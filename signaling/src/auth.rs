@@ -112,8 +112,20 @@ impl Auth {
         if data.claims.exp <= now_s {
             return Err(AuthError::Expired);
         }
-        if data.claims.identity.is_empty() || data.claims.identity.len() > 128 {
-            return Err(AuthError::Invalid("identity must be 1..=128 bytes".into()));
+        if !valid_identity(&data.claims.identity) {
+            return Err(AuthError::Invalid(
+                "identity must be 1..=128 bytes without control characters".into(),
+            ));
+        }
+        if data
+            .claims
+            .name
+            .as_deref()
+            .is_some_and(|n| !valid_display_name(n))
+        {
+            return Err(AuthError::Invalid(format!(
+                "name must be 1..={MAX_NAME_CHARS} characters without control characters"
+            )));
         }
         if !valid_name(&data.claims.room) {
             return Err(AuthError::Invalid("bad room name".into()));
@@ -147,6 +159,23 @@ impl Auth {
 }
 
 /// Room names: 1–64 bytes of `[A-Za-z0-9_.-]`, so they are safe in URLs and paths.
+/// Longest display name, in characters.
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// An identity: 1 to 128 bytes of any text but control characters (a `\n` or an ANSI escape
+/// would forge log lines and confuse every client that shows it).
+pub fn valid_identity(identity: &str) -> bool {
+    !identity.is_empty() && identity.len() <= 128 && !identity.chars().any(char::is_control)
+}
+
+/// A display name: 1 to [`MAX_NAME_CHARS`] characters, any script, no control characters.
+pub fn valid_display_name(name: &str) -> bool {
+    !name.trim().is_empty()
+        && name.chars().count() <= MAX_NAME_CHARS
+        && !name.chars().any(char::is_control)
+}
+
+/// A room name: 1 to 64 of `[A-Za-z0-9_.-]`.
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
@@ -200,6 +229,15 @@ mod tests {
 
     #[test]
     fn names() {
+        assert!(valid_identity("alice@example.com"));
+        assert!(valid_identity("主播 1"));
+        assert!(!valid_identity("eve\n2026-12-03T00:00:00Z INFO forged"));
+        assert!(!valid_identity("\u{1b}[31mred"));
+        assert!(!valid_identity(""));
+        assert!(valid_display_name("小明 (guest)"));
+        assert!(!valid_display_name(&"名".repeat(65)));
+        assert!(!valid_display_name("  "));
+        assert!(!valid_display_name("a\tb"));
         assert!(valid_name("demo-1.a_b"));
         assert!(!valid_name(""));
         assert!(!valid_name("a/b"));

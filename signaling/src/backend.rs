@@ -24,6 +24,9 @@ pub enum MediaError {
     /// Too many requests (cue flood).
     #[error("rate limited: {0}")]
     RateLimited(String),
+    /// A per-identity or per-room cap is reached (sessions, subscriptions).
+    #[error("limit reached: {0}")]
+    LimitReached(String),
     /// Not available now (no program yet, no ports left).
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -39,7 +42,7 @@ impl MediaError {
             MediaError::BadSdp(_) | MediaError::BadRequest(_) => 400,
             MediaError::NotFound(_) => 404,
             MediaError::TooLarge(_) => 413,
-            MediaError::RateLimited(_) => 429,
+            MediaError::RateLimited(_) | MediaError::LimitReached(_) => 429,
             MediaError::Unavailable(_) => 503,
             MediaError::Internal(_) => 500,
         }
@@ -52,6 +55,7 @@ impl MediaError {
             MediaError::NotFound(_) => "not_found",
             MediaError::TooLarge(_) => "too_large",
             MediaError::RateLimited(_) => "rate_limited",
+            MediaError::LimitReached(_) => "limit_reached",
             MediaError::Unavailable(_) => "unavailable",
             MediaError::Internal(_) => "internal",
         }
@@ -176,4 +180,7 @@ pub trait MediaBackend: Send + Sync + 'static {
     ) -> Result<String, MediaError>;
     /// Ends a program viewer; `false` if there was none.
     async fn unsubscribe_program(&self, room: &str, viewer: &str) -> bool;
+    /// Who receives co-hosts' own tracks in `room`: one subscriber id per live subscription
+    /// (a WebSocket subscriber's identity, or a WHEP session id), for the caps.
+    async fn subscribers(&self, room: &str) -> Vec<String>;
 }

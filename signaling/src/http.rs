@@ -18,7 +18,9 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::auth::{valid_name, Auth, AuthError, Claims, Role};
+use crate::auth::{
+    valid_display_name, valid_identity, valid_name, Auth, AuthError, Claims, Role, MAX_NAME_CHARS,
+};
 use crate::backend::{MediaBackend, MediaError, MediaEvent, PublishOptions};
 use crate::protocol::{
     parse_client_message, ClientMessage, MediaKind, ServerMessage, MAX_MESSAGE_BYTES,
@@ -41,6 +43,13 @@ pub struct Config {
     pub message_rate: f64,
     /// ... and in a burst (a browser trickling its ICE candidates sends a dozen at once).
     pub message_burst: f64,
+    /// Seats per room and role (`--max-room-viewers` sets the viewers').
+    pub room_limits: crate::room::RoomLimits,
+    /// Co-hosts' own tracks (WHEP sessions and WebSocket subscriptions) one identity may
+    /// receive at once in a room.
+    pub max_subscriptions_per_identity: usize,
+    /// ... and all identities of a room together.
+    pub max_subscriptions_per_room: usize,
 }
 
 impl Default for Config {
@@ -52,6 +61,9 @@ impl Default for Config {
             default_token_ttl: Duration::from_secs(6 * 3600),
             message_rate: 50.0,
             message_burst: 100.0,
+            room_limits: crate::room::RoomLimits::default(),
+            max_subscriptions_per_identity: 16,
+            max_subscriptions_per_room: 256,
         }
     }
 }
@@ -318,6 +330,12 @@ impl Signaling {
         for e in fx {
             match e {
                 Effect::Send { to, msg } => self.send_to(room, &to, msg),
+                Effect::SendConn { conn, msg } => {
+                    let tx = self.lock().conns.get(&conn).cloned();
+                    if let Some(tx) = tx {
+                        tx.send(msg);
+                    }
+                }
                 Effect::Close { conn } => {
                     let tx = self.lock().conns.get(&conn).cloned();
                     if let Some(tx) = tx {
@@ -365,6 +383,30 @@ impl Signaling {
                 warn!(room, identity = ?identity, "signaling queue full; dropping the socket");
             }
         }
+    }
+
+    /// Refuses a new subscription to co-hosts' own tracks for `identity` in `room` when it, or
+    /// the room, holds the most allowed.
+    async fn check_subscription_caps(&self, room: &str, identity: &str) -> Result<(), MediaError> {
+        let subs = self.backend.subscribers(room).await;
+        if subs.len() >= self.config.max_subscriptions_per_room {
+            return Err(MediaError::LimitReached(format!(
+                "room `{room}` has {} subscriptions to co-hosts' tracks, the most allowed",
+                subs.len()
+            )));
+        }
+        let mine = subs
+            .iter()
+            .filter(|sub| {
+                sub.as_str() == identity || whep_session_owner(sub).as_deref() == Some(identity)
+            })
+            .count();
+        if mine >= self.config.max_subscriptions_per_identity {
+            return Err(MediaError::LimitReached(format!(
+                "{mine} subscriptions to co-hosts' tracks already, the most one identity may hold"
+            )));
+        }
+        Ok(())
     }
 
     /// How `identity` publishes: its role and the mutes the host has set on it (a new
@@ -425,7 +467,16 @@ impl Signaling {
                 identity,
                 target,
                 sdp,
-            } => match b.subscribe(room, &identity, &target, sdp).await {
+            } => match async {
+                // A new target counts against the caps; answering again does not.
+                let again = b.subscribers(room).await.iter().any(|sub| sub == &identity);
+                if !again {
+                    self.check_subscription_caps(room, &identity).await?;
+                }
+                b.subscribe(room, &identity, &target, sdp).await
+            }
+            .await
+            {
                 Ok(sdp) => self.send_to(
                     room,
                     &identity,
@@ -749,10 +800,16 @@ async fn run_socket(s: Arc<Signaling>, claims: Claims, mut socket: WebSocket) {
                         tx.send(ServerMessage::error("not_joined", "send `join` first"));
                         continue;
                     };
-                    let name = name.or(claims.name.clone()).unwrap_or_else(|| me.clone());
+                    // The token's name wins: an app backend vouched for it.
+                    let name = claims.name.clone().or(name).unwrap_or_else(|| me.clone());
+                    if !valid_display_name(&name) {
+                        s.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                        tx.send(ServerMessage::error("bad_name", format!("a name is 1 to {MAX_NAME_CHARS} characters without control characters")));
+                        continue;
+                    }
                     let res = {
                         let mut g = s.lock();
-                        let entry = g.rooms.entry(room.clone()).or_insert_with(|| RoomEntry { room: Room::new(&room), persistent: false });
+                        let entry = g.rooms.entry(room.clone()).or_insert_with(|| RoomEntry { room: Room::with_limits(&room, s.config.room_limits), persistent: false });
                         entry.room.join(&me, &name, claims.role, Via::Ws(conn))
                     };
                     match res {
@@ -879,7 +936,7 @@ async fn whip_post(
     let fx = {
         let mut g = s.lock();
         let entry = g.rooms.entry(room.clone()).or_insert_with(|| RoomEntry {
-            room: Room::new(&room),
+            room: Room::with_limits(&room, s.config.room_limits),
             persistent: false,
         });
         entry
@@ -952,7 +1009,15 @@ async fn whep_post(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let claims = s.auth.verify_for_room(bearer(&headers)?, &room, now_s())?;
-    if claims.role == Role::Viewer {
+    // One rule with WebSocket `subscribe`: viewers watch the program, unless on air.
+    let viewer_on_air = || {
+        s.lock()
+            .rooms
+            .get(&room)
+            .and_then(|r| r.room.participant(&claims.identity).map(|p| p.on_air))
+            .unwrap_or(false)
+    };
+    if claims.role == Role::Viewer && !viewer_on_air() {
         return Err(AuthError::Forbidden(Role::Viewer).into());
     }
     require_sdp(&headers)?;
@@ -963,6 +1028,7 @@ async fn whep_post(
         .get(&room)
         .and_then(|r| r.room.participant(&identity).map(|p| p.publishing))
         .unwrap_or(false);
+    s.check_subscription_caps(&room, &claims.identity).await?;
     if !publishing {
         return Err(ApiError::new(
             404,
@@ -1080,8 +1146,19 @@ async fn mint_token(
             "room: 1-64 of [A-Za-z0-9_.-]",
         ));
     }
-    if req.identity.is_empty() || req.identity.len() > 128 {
-        return Err(ApiError::new(400, "bad_identity", "identity: 1-128 bytes"));
+    if !valid_identity(&req.identity) {
+        return Err(ApiError::new(
+            400,
+            "bad_identity",
+            "identity: 1-128 bytes without control characters",
+        ));
+    }
+    if req.name.as_deref().is_some_and(|n| !valid_display_name(n)) {
+        return Err(ApiError::new(
+            400,
+            "bad_name",
+            format!("name: 1-{MAX_NAME_CHARS} characters without control characters"),
+        ));
     }
     let ttl = req
         .ttl_s
@@ -1131,7 +1208,7 @@ async fn create_room(
             .rooms
             .entry(req.name.clone())
             .or_insert_with(|| RoomEntry {
-                room: Room::new(&req.name),
+                room: Room::with_limits(&req.name, s.config.room_limits),
                 persistent: true,
             });
         e.persistent = true;
@@ -1429,6 +1506,9 @@ mod tests {
         }
         async fn unsubscribe_program(&self, _: &str, _: &str) -> bool {
             false
+        }
+        async fn subscribers(&self, _: &str) -> Vec<String> {
+            Vec::new()
         }
     }
 

@@ -29,6 +29,14 @@ pub enum Effect {
         /// The message.
         msg: ServerMessage,
     },
+    /// Send a message to one signaling connection, whoever holds the identity now (the
+    /// session being replaced gets its `replaced` this way, not its successor).
+    SendConn {
+        /// Connection id.
+        conn: u64,
+        /// The message.
+        msg: ServerMessage,
+    },
     /// Close the signaling connection `conn` (a replaced or removed session).
     Close {
         /// Connection id.
@@ -166,9 +174,12 @@ pub enum RoomError {
     /// `join` sent twice.
     #[error("already joined")]
     AlreadyJoined,
-    /// Room is full.
-    #[error("room is full ({0} participants)")]
-    Full(usize),
+    /// The room's seats for this role are taken.
+    #[error("room is full ({0} {1} seats taken)")]
+    Full(usize, &'static str),
+    /// A viewer that is not on air asked for a co-host's own tracks (viewers watch the program).
+    #[error("viewers watch the program; co-hosts' own tracks are for hosts and guests")]
+    ViewerCannotSubscribe,
 }
 
 impl RoomError {
@@ -185,7 +196,8 @@ impl RoomError {
             RoomError::TargetIsHost => "target_is_host",
             RoomError::SelfSubscribe => "self_subscribe",
             RoomError::AlreadyJoined => "already_joined",
-            RoomError::Full(_) => "room_full",
+            RoomError::Full(..) => "room_full",
+            RoomError::ViewerCannotSubscribe => "viewer_cannot_subscribe",
         }
     }
 }
@@ -196,26 +208,55 @@ struct Participant {
     via: Via,
 }
 
-/// Maximum participants (co-hosts and viewers on signaling) per room.
-pub const MAX_PARTICIPANTS: usize = 256;
+/// Seats of a room, per role: viewers never take a host's or a guest's seat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomLimits {
+    /// Participants with a host token at once.
+    pub hosts: usize,
+    /// Participants with a guest token at once.
+    pub guests: usize,
+    /// Participants with a viewer token on signaling at once (`--max-room-viewers`).
+    pub viewers: usize,
+}
+
+impl Default for RoomLimits {
+    fn default() -> Self {
+        RoomLimits {
+            hosts: 4,
+            guests: 32,
+            viewers: 256,
+        }
+    }
+}
 
 /// One room's state.
 #[derive(Debug, Clone)]
 pub struct Room {
     name: String,
+    limits: RoomLimits,
     participants: BTreeMap<String, Participant>,
     requests: BTreeSet<String>,
     invites: BTreeSet<String>,
+    /// Mutes the host set, per identity: they outlive a session, so rejoining or a WHIP
+    /// publisher posting again does not undo them.
+    mutes: BTreeMap<String, (bool, bool)>,
 }
 
 impl Room {
-    /// An empty room.
+    /// An empty room with the default seats.
     pub fn new(name: &str) -> Self {
+        Room::with_limits(name, RoomLimits::default())
+    }
+
+    /// An empty room with these seats.
+    pub fn with_limits(name: &str, limits: RoomLimits) -> Self {
         Room {
             name: name.to_owned(),
+            limits,
             participants: BTreeMap::new(),
             requests: BTreeSet::new(),
             invites: BTreeSet::new(),
+            mutes: BTreeMap::new(),
         }
     }
 
@@ -263,30 +304,45 @@ impl Room {
             }
             // Replace: the old session leaves first, exactly as if it had disconnected.
             let old_via = old.via;
+            if via == Via::Whip && role == Role::Viewer {
+                return Err(RoomError::ViewerCannotPublish);
+            }
             if let Via::Ws(conn) = old_via {
-                fx.push(Effect::Send {
-                    to: identity.to_owned(),
+                fx.push(Effect::SendConn {
+                    conn,
                     msg: ServerMessage::error("replaced", "the same identity joined elsewhere"),
                 });
                 fx.push(Effect::Close { conn });
             }
             fx.extend(self.leave(identity, old_via));
         }
-        if self.participants.len() >= MAX_PARTICIPANTS {
-            return Err(RoomError::Full(MAX_PARTICIPANTS));
-        }
         if via == Via::Whip && role == Role::Viewer {
             return Err(RoomError::ViewerCannotPublish);
         }
+        let (seats, what) = match role {
+            Role::Host => (self.limits.hosts, "host"),
+            Role::Guest => (self.limits.guests, "guest"),
+            Role::Viewer => (self.limits.viewers, "viewer"),
+        };
+        if self
+            .participants
+            .values()
+            .filter(|p| p.info.role == role)
+            .count()
+            >= seats
+        {
+            return Err(RoomError::Full(seats, what));
+        }
         let on_air = role == Role::Host || via == Via::Whip;
+        let (audio_muted, video_muted) = self.mutes.get(identity).copied().unwrap_or_default();
         let info = ParticipantInfo {
             identity: identity.to_owned(),
             name: name.to_owned(),
             role,
             on_air,
             publishing: false,
-            audio_muted: false,
-            video_muted: false,
+            audio_muted,
+            video_muted,
             tracks: Vec::new(),
         };
         let others = self.participants();
@@ -412,6 +468,9 @@ impl Room {
                 identity: from.to_owned(),
             })]),
             ClientMessage::Subscribe { identity, sdp } => {
+                if me.role == Role::Viewer && !me.on_air {
+                    return Err(RoomError::ViewerCannotSubscribe);
+                }
                 if identity == from {
                     return Err(RoomError::SelfSubscribe);
                 }
@@ -555,6 +614,12 @@ impl Room {
                 }
                 *slot = muted;
                 let info = target.info.clone();
+                if info.audio_muted || info.video_muted {
+                    self.mutes
+                        .insert(identity.clone(), (info.audio_muted, info.video_muted));
+                } else {
+                    self.mutes.remove(&identity);
+                }
                 let mut fx = vec![Effect::Media(MediaCommand::SetMuted {
                     identity,
                     kind,

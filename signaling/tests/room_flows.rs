@@ -5,7 +5,7 @@
 use serde_json::json;
 use signaling::auth::Role;
 use signaling::protocol::{ClientMessage as C, MediaKind, ParticipantInfo, ServerMessage as S};
-use signaling::room::{Effect, MediaCommand as M, Room, RoomError, Via};
+use signaling::room::{Effect, MediaCommand as M, Room, RoomError, RoomLimits, Via};
 
 fn info(id: &str, role: Role, on_air: bool) -> ParticipantInfo {
     ParticipantInfo {
@@ -482,7 +482,7 @@ fn subscribe_rules() {
     );
     assert_eq!(
         r.handle(
-            "v",
+            "g",
             C::Subscribe {
                 identity: "h".into(),
                 sdp: "o".into()
@@ -490,11 +490,102 @@ fn subscribe_rules() {
         )
         .unwrap(),
         vec![Effect::Media(M::Subscribe {
-            identity: "v".into(),
+            identity: "g".into(),
             target: "h".into(),
             sdp: "o".into()
         })]
     );
+    // Viewers watch the program: a co-host's own tracks are refused, as over WHEP.
+    assert_eq!(
+        r.handle(
+            "v",
+            C::Subscribe {
+                identity: "h".into(),
+                sdp: "o".into()
+            }
+        ),
+        Err(RoomError::ViewerCannotSubscribe)
+    );
+    // Once on air (the host accepted its request) a viewer co-hosts and may.
+    r.handle("v", C::RequestCohost).unwrap();
+    r.handle(
+        "h",
+        C::AcceptRequest {
+            identity: "v".into(),
+        },
+    )
+    .unwrap();
+    assert!(r
+        .handle(
+            "v",
+            C::Subscribe {
+                identity: "h".into(),
+                sdp: "o".into()
+            }
+        )
+        .is_ok());
+}
+
+#[test]
+fn seats_are_per_role_so_viewers_never_take_the_hosts() {
+    let mut r = Room::with_limits(
+        "r",
+        RoomLimits {
+            hosts: 1,
+            guests: 2,
+            viewers: 3,
+        },
+    );
+    for i in 0..3 {
+        r.join(&format!("v{i}"), "v", Role::Viewer, Via::Ws(10 + i))
+            .unwrap();
+    }
+    assert_eq!(
+        r.join("v9", "v", Role::Viewer, Via::Ws(19)),
+        Err(RoomError::Full(3, "viewer"))
+    );
+    // The host and the guests still have their seats.
+    r.join("h", "h", Role::Host, Via::Ws(1)).unwrap();
+    r.join("g1", "g", Role::Guest, Via::Ws(2)).unwrap();
+    r.join("g2", "g", Role::Guest, Via::Ws(3)).unwrap();
+    assert_eq!(
+        r.join("g3", "g", Role::Guest, Via::Ws(4)),
+        Err(RoomError::Full(2, "guest"))
+    );
+    // Rejoining (a reconnect replacing its session) needs no new seat.
+    assert!(r.join("g2", "g", Role::Guest, Via::Ws(5)).is_ok());
+}
+
+#[test]
+fn mutes_belong_to_the_identity_and_survive_a_rejoin() {
+    let mut r = room();
+    r.handle(
+        "h",
+        C::Mute {
+            identity: "g".into(),
+            kind: MediaKind::Audio,
+            muted: true,
+        },
+    )
+    .unwrap();
+    r.leave("g", Via::Ws(2));
+    r.join("g", "g", Role::Guest, Via::Ws(8)).unwrap();
+    assert!(r.participant("g").unwrap().audio_muted);
+    // A WHIP publisher posting again is the same identity too.
+    r.join("g", "g", Role::Guest, Via::Whip).unwrap();
+    assert!(r.participant("g").unwrap().audio_muted);
+    assert!(!r.participant("g").unwrap().video_muted);
+    r.handle(
+        "h",
+        C::Mute {
+            identity: "g".into(),
+            kind: MediaKind::Audio,
+            muted: false,
+        },
+    )
+    .unwrap();
+    r.join("g", "g", Role::Guest, Via::Ws(9)).unwrap();
+    assert!(!r.participant("g").unwrap().audio_muted);
 }
 
 #[test]
@@ -537,12 +628,13 @@ fn leaving_cancels_requests_and_is_announced() {
 fn same_identity_replaces_the_old_session() {
     let mut r = room();
     let fx = r.join("g", "g", Role::Guest, Via::Ws(7)).unwrap();
+    // The old connection hears it, not the new one.
     assert_eq!(
         fx[0],
-        send(
-            "g",
-            S::error("replaced", "the same identity joined elsewhere")
-        )
+        Effect::SendConn {
+            conn: 2,
+            msg: S::error("replaced", "the same identity joined elsewhere")
+        }
     );
     assert_eq!(fx[1], Effect::Close { conn: 2 });
     assert_eq!(

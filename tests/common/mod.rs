@@ -154,8 +154,12 @@ impl TestServer {
             .unwrap()
     }
 
+    /// `/metrics` (with the API key: outside development mode it needs it).
     pub async fn metrics(&self) -> String {
-        reqwest::get(self.url("/metrics"))
+        reqwest::Client::new()
+            .get(self.url("/metrics"))
+            .bearer_auth(API_KEY)
+            .send()
             .await
             .unwrap()
             .text()
