@@ -40,7 +40,10 @@ pub const MAX_BYTES_PER_POLL: usize = 64 * 1024;
 const READ_SIZE: usize = 8192;
 /// Control answers (acknowledgements, ping responses) queued at most between two writes;
 /// beyond that a server flooding pings or asking for an ack per byte gets no more answers.
-const MAX_PENDING: usize = 64 * 1024;
+const MAX_PENDING: usize = 16 * 1024;
+/// Pings answered at most this often (servers ping every few seconds; a flood of pings gets
+/// a trickle of answers, not an echo of the flood).
+const PING_ANSWER_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What one pass of the parse loop may still do.
 struct Budget {
@@ -265,6 +268,10 @@ pub struct RtmpPublisher {
     backlog: bool,
     /// While a server message is partly received: when it must be complete.
     partial_deadline: Option<tokio::time::Instant>,
+    /// While connecting: when the whole publish sequence must be done.
+    connect_deadline: Option<tokio::time::Instant>,
+    /// When the last ping was answered.
+    last_ping_answer: Option<tokio::time::Instant>,
     wbuf: Vec<u8>,
     pending: Vec<u8>,
     stream_id: u32,
@@ -281,13 +288,26 @@ impl RtmpPublisher {
     /// once the server answered `NetStream.Publish.Start`. The whole sequence is bounded
     /// by `timeout`, and later writes by the same duration.
     pub async fn connect(url: &RtmpUrl, timeout: Duration) -> Result<Self, RtmpError> {
-        tokio::time::timeout(timeout, Self::connect_inner(url, timeout))
-            .await
-            .map_err(|_| RtmpError::Timeout("connect"))?
+        let deadline = tokio::time::Instant::now() + timeout;
+        // Each step checks the deadline itself (and names itself in the error); this is the
+        // safety net.
+        tokio::time::timeout_at(
+            deadline + Duration::from_millis(100),
+            Self::connect_inner(url, timeout, deadline),
+        )
+        .await
+        .map_err(|_| RtmpError::Timeout("connect"))?
     }
 
-    async fn connect_inner(url: &RtmpUrl, io_timeout: Duration) -> Result<Self, RtmpError> {
-        let stream = TcpStream::connect((url.host.as_str(), url.port)).await?;
+    async fn connect_inner(
+        url: &RtmpUrl,
+        io_timeout: Duration,
+        deadline: tokio::time::Instant,
+    ) -> Result<Self, RtmpError> {
+        let stream =
+            tokio::time::timeout_at(deadline, TcpStream::connect((url.host.as_str(), url.port)))
+                .await
+                .map_err(|_| RtmpError::Timeout("connect (TCP)"))??;
         stream.set_nodelay(true)?;
         let mut p = RtmpPublisher {
             stream,
@@ -297,6 +317,8 @@ impl RtmpPublisher {
             rpos: 0,
             backlog: false,
             partial_deadline: None,
+            connect_deadline: Some(deadline),
+            last_ping_answer: None,
             wbuf: Vec::with_capacity(64 * 1024),
             pending: Vec::new(),
             stream_id: 0,
@@ -430,6 +452,7 @@ impl RtmpPublisher {
             }
         }
         debug!(url = %url.redacted(), stream_id = p.stream_id, "RTMP publishing");
+        p.connect_deadline = None;
         Ok(p)
     }
 
@@ -496,7 +519,11 @@ impl RtmpPublisher {
     }
 
     async fn write_bytes(&mut self, buf: &[u8]) -> Result<(), RtmpError> {
-        tokio::time::timeout(self.io_timeout, self.stream.write_all(buf))
+        let mut deadline = tokio::time::Instant::now() + self.io_timeout;
+        if let Some(d) = self.connect_deadline {
+            deadline = deadline.min(d);
+        }
+        tokio::time::timeout_at(deadline, self.stream.write_all(buf))
             .await
             .map_err(|_| RtmpError::Timeout("write"))??;
         self.bytes_sent += buf.len() as u64;
@@ -548,7 +575,8 @@ impl RtmpPublisher {
                 tokio::task::yield_now().await;
                 continue;
             }
-            tokio::time::timeout(self.io_timeout, self.read_more())
+            let deadline = self.read_deadline(waiting)?;
+            tokio::time::timeout_at(deadline, self.read_more())
                 .await
                 .map_err(|_| RtmpError::Timeout(waiting))??;
         }
@@ -596,9 +624,25 @@ impl RtmpPublisher {
     }
 
     async fn read_exact(&mut self, buf: &mut [u8], step: &'static str) -> Result<(), RtmpError> {
-        tokio::time::timeout(self.io_timeout, read_exact_or_closed(&mut self.stream, buf))
+        let deadline = self.read_deadline(step)?;
+        tokio::time::timeout_at(deadline, read_exact_or_closed(&mut self.stream, buf))
             .await
             .map_err(|_| RtmpError::Timeout(step))?
+    }
+
+    /// When a read must be done: within the I/O timeout, and while connecting within the
+    /// whole sequence's deadline (already past: a timeout error now, since a server that
+    /// always has bytes ready would never let a timer fire).
+    fn read_deadline(&self, step: &'static str) -> Result<tokio::time::Instant, RtmpError> {
+        let now = tokio::time::Instant::now();
+        let mut deadline = now + self.io_timeout;
+        if let Some(d) = self.connect_deadline {
+            if now >= d {
+                return Err(RtmpError::Timeout(step));
+            }
+            deadline = deadline.min(d);
+        }
+        Ok(deadline)
     }
 
     /// Queues a protocol control answer, unless too many are queued already.
@@ -644,8 +688,17 @@ impl RtmpPublisher {
             chunk::MSG_USER_CONTROL => {
                 // Ping request (6) → ping response (7) with the same timestamp.
                 if p.len() >= 6 && p[0] == 0 && p[1] == 6 {
-                    let resp = [0, 7, p[2], p[3], p[4], p[5]];
-                    self.queue_control(chunk::MSG_USER_CONTROL, &resp);
+                    let now = tokio::time::Instant::now();
+                    if self
+                        .last_ping_answer
+                        .is_none_or(|t| now.duration_since(t) >= PING_ANSWER_INTERVAL)
+                    {
+                        self.last_ping_answer = Some(now);
+                        let resp = [0, 7, p[2], p[3], p[4], p[5]];
+                        self.queue_control(chunk::MSG_USER_CONTROL, &resp);
+                    } else {
+                        trace!("RTMP ping not answered: too many");
+                    }
                 }
             }
             chunk::MSG_COMMAND_AMF0 => match amf0::decode_all(p) {
@@ -678,7 +731,7 @@ impl RtmpPublisher {
     /// beside sending. Errors when the server closes, breaks the protocol or a limit, or
     /// leaves a message partly sent for longer than the I/O timeout.
     pub async fn poll_read(&mut self) -> Result<(), RtmpError> {
-        self.update_partial_deadline();
+        self.update_partial_deadline(false);
         if self.backlog {
             tokio::task::yield_now().await;
         } else if let Some(deadline) = self.partial_deadline {
@@ -689,16 +742,22 @@ impl RtmpPublisher {
             self.read_more().await?;
         }
         let mut budget = Budget::new();
+        let mut completed = false;
         while let Some(msg) = self.parse_one(&mut budget)? {
             self.handle_message(msg);
+            completed = true;
         }
-        self.update_partial_deadline();
+        self.update_partial_deadline(completed);
         Ok(())
     }
 
     /// Starts the clock for a partly received message (or a chunk not whole yet), or stops
-    /// it when nothing is partly received.
-    fn update_partial_deadline(&mut self) {
+    /// it when nothing is partly received or a message was just completed (the server is
+    /// making progress).
+    fn update_partial_deadline(&mut self, completed: bool) {
+        if completed {
+            self.partial_deadline = None;
+        }
         if !self.reader.in_message() && self.rpos == self.rbuf.len() {
             self.partial_deadline = None;
         } else if self.partial_deadline.is_none() {
