@@ -42,8 +42,13 @@ use crate::config::{CueError, MixConfig, MixerError};
 use crate::layout::Layout;
 use crate::mixer::{CueAck, MixState, Mixer, MixerOutput};
 
-/// Capacity of the driver's input queue.
+/// Capacity of the driver's media queue (access units, audio packets): past it pushes are
+/// dropped, never waited for. It is also the most media one run takes from it, so a room fed
+/// faster than it decodes cannot keep a worker for itself.
 pub const QUEUE_CAPACITY: usize = 1024;
+
+/// Most control commands one run applies (the rest wait for the next run, at once).
+const CONTROL_PER_RUN: usize = 256;
 
 type CueReply = Box<dyn FnOnce(Result<CueAck, CueError>) + Send>;
 type Sink = Box<dyn FnMut(MixerOutput) + Send>;
@@ -105,7 +110,12 @@ impl Waker {
 /// A cheap, cloneable sender of inputs and commands to a running mixer.
 #[derive(Clone)]
 pub struct MixerHandle {
+    /// Media: bounded, a full queue drops.
     tx: SyncSender<Command>,
+    /// Control (inputs, layout, cues, queries, stop): its own queue, so control never waits
+    /// behind media and sending never blocks the caller (an async task, or a caller holding
+    /// a lock). Its callers are few and rate-limited (signaling, the API).
+    ctl: mpsc::Sender<Command>,
     waker: Waker,
 }
 
@@ -122,8 +132,9 @@ impl std::fmt::Debug for Command {
 }
 
 impl MixerHandle {
+    /// Queues a control command; never blocks.
     fn send(&self, c: Command) -> Result<(), MixerError> {
-        self.tx.send(c).map_err(|_| MixerError::Stopped)?;
+        self.ctl.send(c).map_err(|_| MixerError::Stopped)?;
         self.waker.wake();
         Ok(())
     }
@@ -403,6 +414,9 @@ struct Slot {
 struct Job {
     mixer: Mixer,
     rx: Receiver<Command>,
+    ctl: Receiver<Command>,
+    /// Commands were left queued by the last run: run again at once.
+    backlog: bool,
     sink: Sink,
     start: Instant,
     counters: Arc<DriverCounters>,
@@ -464,11 +478,14 @@ impl MixerPool {
     {
         let mixer = Mixer::new(config)?;
         let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
+        let (ctl_tx, ctl) = mpsc::channel();
         let (done_tx, done_rx) = mpsc::sync_channel(1);
         let start = Instant::now();
         let job = Box::new(Job {
             mixer,
             rx,
+            ctl,
+            backlog: false,
             sink: Box::new(sink),
             start,
             counters,
@@ -491,6 +508,7 @@ impl MixerPool {
         Ok(MixerDriver {
             handle: MixerHandle {
                 tx,
+                ctl: ctl_tx,
                 waker: Waker {
                     shared: Arc::clone(&self.shared),
                     id,
@@ -556,6 +574,8 @@ fn worker(shared: &PoolShared) {
                     st = lock(&shared.state);
                     if let Some(slot) = st.slots.get_mut(&id) {
                         slot.due = next_due;
+                        // What is left waits behind the other rooms due now, not longer.
+                        slot.urgent |= job.backlog;
                         slot.job = Some(job);
                     }
                 }
@@ -575,13 +595,32 @@ fn worker(shared: &PoolShared) {
 }
 
 impl Job {
-    /// Applies every queued command, then polls if due. False once stopped.
+    /// Applies queued commands (control first; at most [`CONTROL_PER_RUN`] control commands
+    /// and [`QUEUE_CAPACITY`] media ones: a run's work is bounded however fast the queues
+    /// fill), then polls if due. False once stopped.
     fn run(&mut self) -> bool {
-        loop {
-            match self.rx.try_recv() {
+        self.backlog = false;
+        for n in 0.. {
+            if n == CONTROL_PER_RUN {
+                self.backlog = true;
+                break;
+            }
+            match self.ctl.try_recv() {
                 Ok(Command::Stop) | Err(TryRecvError::Disconnected) => return false,
                 Ok(cmd) => self.apply(cmd),
                 Err(TryRecvError::Empty) => break,
+            }
+        }
+        for n in 0.. {
+            if n == QUEUE_CAPACITY {
+                self.backlog = true;
+                break;
+            }
+            match self.rx.try_recv() {
+                Ok(Command::Stop) => return false,
+                Ok(cmd) => self.apply(cmd),
+                // The control sender lives as long as this one: disconnection is seen there.
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
         let now = self.start.elapsed();
@@ -707,6 +746,95 @@ mod tests {
         // ~10 pictures and ~23 AAC frames in 0.5 s; allow scheduling slack.
         assert!((7..=13).contains(&v), "video {v}");
         assert!(a >= 15, "audio {a}");
+    }
+
+    /// A room whose input is flooded with access units (as fast as a thread can push them)
+    /// shares one worker with a healthy room: the healthy room's program keeps its pictures,
+    /// the flooded one keeps running, and nothing blocks the flooding thread.
+    #[test]
+    fn a_flooded_input_does_not_starve_the_room_beside_it() {
+        use crate::compose::I420Frame;
+        // Pictures that are costly to decode (720p noise at a high bitrate), as a hostile
+        // publisher would send them.
+        let (w, h) = (1280u32, 720u32);
+        let mut enc = crate::encode::VideoEncoder::new(30, 8000).expect("encoder");
+        let mut seed = 0x2545_f491_u32;
+        let aus: Vec<Bytes> = (0..10u64)
+            .filter_map(|i| {
+                let data: Vec<u8> = (0..w * h * 3 / 2)
+                    .map(|_| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 17;
+                        seed ^= seed << 5;
+                        (seed >> 24) as u8
+                    })
+                    .collect();
+                let f = I420Frame::from_packed(w, h, data).expect("frame");
+                enc.encode(&f, i * 33, i == 0).expect("encode")
+            })
+            .map(|e| Bytes::from(e.data))
+            .collect();
+        let pool = MixerPool::new(1).expect("pool");
+        let count = |c: &Arc<Mutex<usize>>| {
+            let c = Arc::clone(c);
+            move |o: MixerOutput| {
+                if matches!(o, MixerOutput::Video(_)) {
+                    if let Ok(mut g) = c.lock() {
+                        *g += 1;
+                    }
+                }
+            }
+        };
+        let (flooded_n, healthy_n): (Arc<Mutex<usize>>, Arc<Mutex<usize>>) =
+            (Arc::default(), Arc::default());
+        let flooded = pool
+            .spawn(small_mix(), Arc::default(), count(&flooded_n))
+            .expect("spawn");
+        let healthy = pool
+            .spawn(small_mix(), Arc::default(), count(&healthy_n))
+            .expect("spawn");
+        flooded.add_input("x", true).expect("add");
+        healthy.add_input("y", true).expect("add");
+        let h = flooded.handle();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = Arc::clone(&stop);
+        let flooder = std::thread::spawn(move || {
+            let (mut pushed, mut ts) = (0u64, 0u32);
+            while !stop2.load(Ordering::Relaxed) {
+                for au in &aus {
+                    ts = ts.wrapping_add(3000);
+                    if h.push_video("x", au.clone(), ts).is_ok() {
+                        pushed += 1;
+                    }
+                }
+            }
+            pushed
+        });
+        let t0 = Instant::now();
+        std::thread::sleep(Duration::from_secs(2));
+        // Control still goes through at once while the media queue is full.
+        flooded
+            .set_layout(Layout::default())
+            .expect("control while flooded");
+        let healthy_pictures = *healthy_n.lock().expect("lock");
+        let flooded_pictures = *flooded_n.lock().expect("lock");
+        let secs = t0.elapsed().as_secs_f64();
+        stop.store(true, Ordering::Relaxed);
+        let pushed = flooder.join().expect("flooder");
+        eprintln!(
+            "flood: {pushed} access units taken in {secs:.1} s; pictures: healthy {healthy_pictures}, flooded {flooded_pictures}"
+        );
+        assert!(pushed > 1000, "the flood itself: {pushed}");
+        // 20 fps: ~40 pictures in 2 s; a starved room would show a handful.
+        let want = (secs * 20.0 * 0.7) as usize;
+        assert!(
+            healthy_pictures >= want,
+            "healthy room: {healthy_pictures} pictures in {secs:.1} s"
+        );
+        assert!(
+            flooded_pictures >= want / 2,
+            "flooded room: {flooded_pictures}"
+        );
     }
 
     /// A small, cheap program for pool tests.

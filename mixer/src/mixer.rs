@@ -80,6 +80,10 @@ pub enum MixerEvent {
     },
 }
 
+/// Most access units one input decodes for one program picture: a backlog is worked off a
+/// few a tick, so one input cannot make a tick (and every room on its worker) wait.
+pub const MAX_DECODES_PER_TICK: usize = 4;
+
 /// Longest video play-out delay of an input (beyond it pictures are shown as they come).
 pub const MAX_VIDEO_DELAY: Duration = Duration::from_millis(400);
 
@@ -432,7 +436,22 @@ impl Mixer {
         let frame = self.video_due(1);
         for input in &mut self.inputs {
             let mut shown = None;
+            let skip = input.playout.take_overflow();
+            if skip {
+                tracing::debug!(identity = %input.identity, "input video flooded its play-out buffer; waiting for a keyframe");
+                input.video.skip_to_keyframe();
+            }
+            let mut decoded = 0;
             while let Some(q) = input.playout.pop_for_tick(now, frame, shown.is_some()) {
+                // A backlog is worked off a few access units a tick: one input cannot make a
+                // tick (and every room on the same worker) wait for a burst of decodes.
+                // The rest of a backlog waits in order for the next ticks (a real burst after
+                // a stall clears in a few); a flood overflows the play-out buffer instead.
+                if decoded == MAX_DECODES_PER_TICK {
+                    input.playout.unpop(q);
+                    break;
+                }
+                decoded += 1;
                 match input.video.decode(&q.data) {
                     DecodeOutcome::Picture => {
                         input.last_picture_at = Some(now);
@@ -452,6 +471,16 @@ impl Mixer {
                                 .push_back(MixerEvent::RequestKeyframe(input.identity.clone()));
                         }
                     }
+                }
+            }
+            if skip {
+                let due = input
+                    .last_kf_request
+                    .is_none_or(|t| now.saturating_sub(t) >= interval || now < t);
+                if due {
+                    input.last_kf_request = Some(now);
+                    self.events
+                        .push_back(MixerEvent::RequestKeyframe(input.identity.clone()));
                 }
             }
             if let Some(ts) = shown {

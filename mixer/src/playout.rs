@@ -36,9 +36,16 @@ pub struct Queued {
     pub due: Duration,
 }
 
+/// Most access units an input's play-out buffer holds (over 2 s at 30 fps; a sane sender
+/// never comes near it since frames wait at most `max_delay`). A flood beyond it is dropped
+/// whole and the input waits for a keyframe: memory and decoding stay bounded.
+pub const MAX_QUEUED: usize = 64;
+
 /// The play-out state of one input's video.
 #[derive(Debug)]
 pub struct VideoPlayout {
+    /// Access units were dropped (queue overflow) since the last [`Self::take_overflow`].
+    overflowed: bool,
     max_delay: Duration,
     floor: Duration,
     last_ext: Option<i64>,
@@ -55,6 +62,7 @@ impl VideoPlayout {
     /// as they come).
     pub fn new(max_delay: Duration) -> Self {
         VideoPlayout {
+            overflowed: false,
             max_delay,
             floor: Duration::ZERO,
             last_ext: None,
@@ -127,8 +135,17 @@ impl VideoPlayout {
         (slope, intercept)
     }
 
+    /// Were access units dropped since the last call (the decoder must skip to a keyframe)?
+    pub fn take_overflow(&mut self) -> bool {
+        std::mem::take(&mut self.overflowed)
+    }
+
     /// Queues an access unit that arrived at `arrival` (mixer clock).
     pub fn push(&mut self, data: Bytes, rtp_ts: u32, arrival: Duration) {
+        if self.queue.len() >= MAX_QUEUED {
+            self.queue.clear();
+            self.overflowed = true;
+        }
         let prev = self.last_ext;
         let ext = crate::audio::unwrap_rtp(&mut self.last_ext, rtp_ts);
         if prev.is_some_and(|p| ext == p) {
@@ -178,6 +195,11 @@ impl VideoPlayout {
         self.queue.push_back(Queued { data, rtp_ts, due });
     }
 
+    /// Puts back the access unit just taken (it is decoded at the next tick).
+    pub fn unpop(&mut self, q: Queued) {
+        self.queue.push_front(q);
+    }
+
     /// Takes the next access unit due at or before `now`, in arrival order.
     pub fn pop_due(&mut self, now: Duration) -> Option<Queued> {
         if self.queue.front().is_some_and(|q| q.due <= now) {
@@ -207,6 +229,24 @@ impl VideoPlayout {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flood_is_dropped_whole_and_reported() {
+        let mut p = VideoPlayout::new(Duration::from_millis(400));
+        for i in 0..1000u32 {
+            p.push(Bytes::from_static(b"au"), i * 3000, ms(f64::from(i) * 0.01));
+            assert!(p.queued() <= MAX_QUEUED);
+        }
+        assert!(p.take_overflow());
+        assert!(!p.take_overflow(), "reported once");
+        // A sane sender never overflows.
+        let mut q = VideoPlayout::new(Duration::from_millis(400));
+        for i in 0..300u32 {
+            q.push(Bytes::from_static(b"au"), i * 3000, ms(f64::from(i) * 33.3));
+            while q.pop_due(ms(f64::from(i) * 33.3)).is_some() {}
+        }
+        assert!(!q.take_overflow());
+    }
 
     fn ms(n: f64) -> Duration {
         Duration::from_secs_f64(n / 1000.0)

@@ -80,6 +80,12 @@ impl InputDecoder {
         self.picture.as_ref()
     }
 
+    /// Access units were dropped before reaching the decoder: decode nothing until the next
+    /// keyframe (the references are gone); the last picture stays.
+    pub fn skip_to_keyframe(&mut self) {
+        self.need_idr = true;
+    }
+
     /// Decodes one Annex-B access unit. Never panics; on failure the last picture stays.
     pub fn decode(&mut self, au: &[u8]) -> DecodeOutcome {
         if au.len() > MAX_AU_BYTES {
