@@ -111,7 +111,9 @@ pub struct RtmpOutputConfig {
     /// retried for ever at the longest delay. `None`: never give up. Default 20 (about 3
     /// minutes of refusals).
     pub max_consecutive_rejections: Option<u32>,
-    /// Bound on connect + publish handshake and on each socket write (default 10 s).
+    /// Bound on the connect + publish sequence (and each of its reads and writes), on each
+    /// later socket write, and on a server message left partly received while publishing
+    /// (default 10 s).
     pub io_timeout: Duration,
 }
 
