@@ -150,17 +150,25 @@ struct RoomProgram {
     persistent: bool,
 }
 
+/// The AudioSpecificConfig of the program's AAC (LC, 48 kHz, stereo) that the outputs
+/// announce before the mixer runs.
+const PROGRAM_ASC: [u8; 2] = [0x11, 0x90];
+
+fn metadata(mix: &MixConfig) -> Metadata {
+    Metadata {
+        width: mix.width,
+        height: mix.height,
+        fps: f64::from(mix.fps),
+        video_kbps: mix.video_kbps,
+        audio_kbps: mix.audio_kbps,
+    }
+}
+
 impl RoomProgram {
     fn new(mix: MixConfig) -> Self {
-        let meta = Metadata {
-            width: mix.width,
-            height: mix.height,
-            fps: f64::from(mix.fps),
-            video_kbps: mix.video_kbps,
-            audio_kbps: mix.audio_kbps,
-        };
+        let meta = metadata(&mix);
         // AAC-LC, 48 kHz, stereo: what the mixer encodes (checked against it at start).
-        let outputs = ProgramOutputs::new(ProgramOutputsConfig::new(meta, vec![0x11, 0x90]));
+        let outputs = ProgramOutputs::new(ProgramOutputsConfig::new(meta, PROGRAM_ASC.to_vec()));
         RoomProgram {
             layout: mix.layout.clone(),
             mix,
@@ -452,6 +460,7 @@ impl Programs {
         let g = lock(&self.rooms);
         let viewers: usize = g.values().map(|r| r.viewers.len()).sum();
         let _ = writeln!(o, "# HELP cohost_whep_program_viewers WHEP viewers of programs.\n# TYPE cohost_whep_program_viewers gauge\ncohost_whep_program_viewers {viewers}");
+        let _ = writeln!(o, "# HELP cohost_program_rooms Rooms with program state (running, waiting, with outputs, created through the API, or with a layout set).\n# TYPE cohost_program_rooms gauge\ncohost_program_rooms {}", g.len());
         let _ = writeln!(o, "# HELP cohost_rtmp_output_bytes_total Bytes sent per RTMP output.\n# TYPE cohost_rtmp_output_bytes_total counter");
         let mut states = String::new();
         let mut reconnects = String::new();
@@ -544,6 +553,22 @@ impl Programs {
             })
             .map_err(|e| MediaError::Internal(format!("mixer: {e}")))?;
         let _ = driver.set_layout(r.layout.clone());
+        // The outputs announced the AAC configuration before the mixer ran: check it is the
+        // one it encodes (players would fail on every audio frame otherwise).
+        let (h, announced) = (driver.handle(), r.outputs.audio_specific_config().to_vec());
+        let checked = room.to_owned();
+        tokio::task::spawn_blocking(move || {
+            if let Ok(headers) = h.headers() {
+                if headers.audio_specific_config != announced {
+                    tracing::error!(
+                        room = %checked,
+                        mixer = ?headers.audio_specific_config,
+                        outputs = ?announced,
+                        "the mixer's AAC configuration differs from the one the outputs announce"
+                    );
+                }
+            }
+        });
         // Opus program audio only while WHEP viewers watch (add_viewer / remove_viewer).
         let _ = driver.set_opus_output(!r.viewers.is_empty());
         let outputs = r.outputs.clone();
@@ -784,7 +809,7 @@ impl Programs {
         viewer: &str,
         offer: String,
     ) -> Result<String, MediaError> {
-        let (media_rx, driver) = {
+        let (media_rx, driver, fps) = {
             let g = lock(&self.rooms);
             let r = g
                 .get(room)
@@ -796,6 +821,7 @@ impl Programs {
             (
                 r.media_tx.subscribe(),
                 r.running.as_ref().map(|x| x.driver.clone()),
+                r.mix.fps.max(1),
             )
         };
         let peer = self.engine.new_peer().await?;
@@ -880,7 +906,8 @@ impl Programs {
         if let Some(d) = &driver {
             let _ = d.request_keyframe();
         }
-        let frame = Duration::from_secs_f64(1.0 / 30.0);
+        // Each picture lasts one frame of the program's rate (its RTP timestamps advance so).
+        let frame = Duration::from_secs_f64(1.0 / f64::from(fps));
         let mut rx = media_rx;
         let task = tokio::spawn(
             async move {
@@ -1104,6 +1131,8 @@ impl ProgramControl for Programs {
             }
             Some(r) => {
                 r.layout = mix.layout.clone();
+                // The outputs announce what the program will be.
+                r.outputs.set_metadata(&metadata(&mix));
                 r.mix = mix;
                 r.persistent = true;
             }
@@ -1114,6 +1143,20 @@ impl ProgramControl for Programs {
             }
         }
         Ok(())
+    }
+
+    fn forget_idle(&self, room: &str) {
+        let mut g = lock(&self.rooms);
+        let idle = g.get(room).is_some_and(|r| {
+            r.running.is_none()
+                && !r.persistent
+                && r.viewers.is_empty()
+                && r.waiting.is_empty()
+                && r.outputs.outputs().is_empty()
+        });
+        if idle {
+            g.remove(room);
+        }
     }
 
     fn close_room(&self, room: &str) {

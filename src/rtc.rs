@@ -355,10 +355,12 @@ impl Peer {
             .await
             .map_err(|e| RtcError::Sdp(e.to_string()))?;
         let gathered = self.gathered.notified();
+        // Applying the answer starts the receivers the offer declared: what fails here is the
+        // offer's (an `a=ssrc:` that does not parse leaves a track without its stream).
         self.pc
             .set_local_description(answer)
             .await
-            .map_err(|e| RtcError::Webrtc(e.to_string()))?;
+            .map_err(|e| RtcError::Sdp(format!("the offer cannot be negotiated: {e}")))?;
         let _ = tokio::time::timeout(Duration::from_secs(3), gathered).await;
         self.pc
             .local_description()

@@ -816,6 +816,11 @@ impl MediaBackend for SfuBackend {
             .start_subscribe(room, subscriber, target, offer)
             .await
     }
+    async fn room_emptied(&self, room: &str) {
+        if let Some(p) = &self.program {
+            p.forget_idle(room);
+        }
+    }
     async fn subscribers(&self, room: &str) -> Vec<String> {
         self.sfu
             .lock()
@@ -999,6 +1004,9 @@ pub trait ProgramControl: Send + Sync + 'static {
     fn create_room(&self, room: &str, mix: Option<serde_json::Value>) -> Result<(), MediaError>;
     /// Drops a room's program.
     fn close_room(&self, room: &str);
+    /// Frees a room's program state if no program runs, it was not created through the API
+    /// and it has no outputs (see [`MediaBackend::room_emptied`]).
+    fn forget_idle(&self, room: &str);
     /// Program state for the API.
     async fn room_info(&self, room: &str) -> serde_json::Value;
     /// Applies a layout.

@@ -161,6 +161,45 @@ async fn bad_input_is_refused_and_the_healthy_room_flows() {
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert!(v["error"]["code"].is_string());
     }
+    // A real offer with an empty `a=ssrc:` line (and other broken attribute values): the
+    // client's mistake, so 400, not a 500.
+    let offer = {
+        let p = client_peer().await;
+        let _sender = add_sender(&p, "bob").await;
+        p.offer().await
+    };
+    for (what, broken) in [
+        (
+            "empty a=ssrc",
+            offer.replacen("a=mid:", "a=ssrc:\r\na=mid:", 1),
+        ),
+        ("a=ssrc emptied", {
+            let mut out = String::new();
+            for l in offer.split_inclusive("\r\n") {
+                out.push_str(if l.starts_with("a=ssrc:") {
+                    "a=ssrc:\r\n"
+                } else {
+                    l
+                });
+            }
+            out
+        }),
+        (
+            "bad a=ssrc",
+            offer.replacen("a=mid:", "a=ssrc:x y\r\na=mid:", 1),
+        ),
+        (
+            "empty a=rtpmap",
+            offer.replacen("a=mid:", "a=rtpmap:\r\na=mid:", 1),
+        ),
+        (
+            "bad a=fmtp",
+            offer.replacen("a=mid:", "a=fmtp:\r\na=mid:", 1),
+        ),
+    ] {
+        let (st, _, body) = post_sdp(&s.url("/whip/other"), &pub_token, &broken).await;
+        assert!(st == 400 || st == 201, "WHIP with {what}: {st} {body}");
+    }
     let r = http
         .post(s.url("/whip/other"))
         .bearer_auth(&pub_token)

@@ -147,6 +147,20 @@ async fn seats_names_mutes_and_roles_hold_against_pushy_clients() {
     assert_eq!(st, 429, "{body}");
     assert!(body.contains("limit_reached"), "{body}");
 
+    // A layout set in a room that never runs a program is freed with the room.
+    let rooms_before = s.metric("cohost_program_rooms").await;
+    let mut lay = Ws::connect(&s, &s.token("lay", "lh", "host").await).await;
+    lay.send(json!({"type": "join"}));
+    lay.wait_type("joined").await;
+    lay.send(json!({"type": "set_layout", "layout": {"template": "pip"}}));
+    lay.wait_type("layout_changed").await;
+    assert_eq!(s.metric("cohost_program_rooms").await, rooms_before + 1);
+    lay.close();
+    eventually_async("the idle room's program state is freed", 10, || async {
+        s.metric("cohost_program_rooms").await == rooms_before
+    })
+    .await;
+
     // The room beside went on.
     eventually("healthy program went on", 10, || {
         decoded_at(&pv, (1280, 720)) > before + 60

@@ -183,4 +183,8 @@ pub trait MediaBackend: Send + Sync + 'static {
     /// Who receives co-hosts' own tracks in `room`: one subscriber id per live subscription
     /// (a WebSocket subscriber's identity, or a WHEP session id), for the caps.
     async fn subscribers(&self, room: &str) -> Vec<String>;
+    /// The last participant left a room that was not created through the API: media state
+    /// kept for it (a layout set before any program ran) that nothing runs may be freed. A
+    /// program in its grace period, or with outputs, is kept.
+    async fn room_emptied(&self, room: &str);
 }

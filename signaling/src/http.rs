@@ -272,12 +272,18 @@ impl Signaling {
                 return;
             };
             let fx = r.room.leave(identity, via);
-            if r.room.is_empty() && !r.persistent {
+            let emptied = r.room.is_empty() && !r.persistent;
+            if emptied {
                 g.rooms.remove(room);
             }
-            fx
+            (fx, emptied)
         };
+        let (fx, emptied) = fx;
         self.apply(room, fx);
+        if emptied {
+            let (b, room) = (self.backend.clone(), room.to_owned());
+            tokio::spawn(async move { b.room_emptied(&room).await });
+        }
     }
 
     /// Runs `job` after every media job queued before it for `identity` in `room`, and before
@@ -1510,6 +1516,7 @@ mod tests {
         async fn subscribers(&self, _: &str) -> Vec<String> {
             Vec::new()
         }
+        async fn room_emptied(&self, _: &str) {}
     }
 
     #[tokio::test]

@@ -132,6 +132,20 @@ impl ProgramOutputs {
         }
     }
 
+    /// The AudioSpecificConfig the outputs announce (FLV sequence header, HLS ADTS).
+    pub fn audio_specific_config(&self) -> &[u8] {
+        &self.inner.config.audio_specific_config
+    }
+
+    /// Announces new stream metadata (`onMetaData`) from now on: a room's `mix` changed
+    /// before its program started.
+    pub fn set_metadata(&self, metadata: &flv::Metadata) {
+        let body = Bytes::from(flv::on_metadata_body(metadata));
+        self.inner
+            .headers_tx
+            .send_modify(|h| h.metadata = Some(body));
+    }
+
     /// The HLS store to serve `index.m3u8` / `seg{N}.ts` from.
     pub fn hls(&self) -> HlsStore {
         self.inner.hls_store.clone()
@@ -179,9 +193,7 @@ impl ProgramOutputs {
             body: Bytes::from(flv::avc_nalu_body(&v.data, v.keyframe)),
             keyframe: v.keyframe,
         });
-        if let Ok(mut hls) = self.inner.hls.lock() {
-            hls.push_video(v.pts_ms * 90, v.keyframe, &v.data);
-        }
+        lock(&self.inner.hls).push_video(v.pts_ms * 90, v.keyframe, &v.data);
     }
 
     /// Feeds one raw AAC frame of the program.
@@ -192,9 +204,7 @@ impl ProgramOutputs {
             body: Bytes::from(flv::aac_raw_body(&a.data)),
             keyframe: false,
         });
-        if let Ok(mut hls) = self.inner.hls.lock() {
-            hls.push_audio(a.pts_ms * 90, &a.data);
-        }
+        lock(&self.inner.hls).push_audio(a.pts_ms * 90, &a.data);
     }
 
     /// Starts publishing to `url` (call inside a tokio runtime). A malformed URL is an
@@ -215,9 +225,7 @@ impl ProgramOutputs {
         ));
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let info = info(id, &output);
-        if let Ok(mut g) = self.inner.outputs.lock() {
-            g.insert(id, output);
-        }
+        lock(&self.inner.outputs).insert(id, output);
         Ok(info)
     }
 
@@ -226,12 +234,7 @@ impl ProgramOutputs {
         let Some(n) = parse_id(id) else {
             return false;
         };
-        let removed = self
-            .inner
-            .outputs
-            .lock()
-            .ok()
-            .and_then(|mut g| g.remove(&n));
+        let removed = lock(&self.inner.outputs).remove(&n);
         match removed {
             Some(o) => {
                 o.stop().await;
@@ -243,35 +246,34 @@ impl ProgramOutputs {
 
     /// Every output with its status, in creation order.
     pub fn outputs(&self) -> Vec<OutputInfo> {
-        self.inner
-            .outputs
-            .lock()
-            .map(|g| g.iter().map(|(id, o)| info(*id, o)).collect())
-            .unwrap_or_default()
+        lock(&self.inner.outputs)
+            .iter()
+            .map(|(id, o)| info(*id, o))
+            .collect()
     }
 
     /// One output's status.
     pub fn output(&self, id: &str) -> Option<OutputInfo> {
         let n = parse_id(id)?;
-        let g = self.inner.outputs.lock().ok()?;
-        g.get(&n).map(|o| info(n, o))
+        lock(&self.inner.outputs).get(&n).map(|o| info(n, o))
     }
 
     /// Stops every output and ends the HLS playlist (`#EXT-X-ENDLIST`).
     pub async fn shutdown(&self) {
-        let all: Vec<Arc<RtmpOutput>> = self
-            .inner
-            .outputs
-            .lock()
-            .map(|mut g| std::mem::take(&mut *g).into_values().collect())
-            .unwrap_or_default();
+        let all: Vec<Arc<RtmpOutput>> = std::mem::take(&mut *lock(&self.inner.outputs))
+            .into_values()
+            .collect();
         for o in all {
             o.stop().await;
         }
-        if let Ok(mut hls) = self.inner.hls.lock() {
-            hls.finish();
-        }
+        lock(&self.inner.hls).finish();
     }
+}
+
+/// Every lock here recovers from poisoning, as everywhere in the server: a panic elsewhere
+/// must not silently stop the HLS and RTMP outputs.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn info(id: u64, o: &RtmpOutput) -> OutputInfo {
@@ -308,6 +310,28 @@ fn avc_record(annexb: &[u8]) -> Option<Vec<u8>> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_metadata_is_announced() {
+        let p = ProgramOutputs::new(ProgramOutputsConfig::new(meta(), vec![0x11, 0x90]));
+        let before = p.sequence_headers().metadata;
+        p.set_metadata(&flv::Metadata {
+            width: 640,
+            height: 360,
+            ..meta()
+        });
+        let after = p.sequence_headers().metadata;
+        assert_ne!(before, after);
+        assert_eq!(
+            after.map(|b| b.to_vec()),
+            Some(flv::on_metadata_body(&flv::Metadata {
+                width: 640,
+                height: 360,
+                ..meta()
+            }))
+        );
+        assert_eq!(p.audio_specific_config(), &[0x11, 0x90]);
+    }
 
     fn meta() -> flv::Metadata {
         flv::Metadata {
