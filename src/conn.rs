@@ -217,7 +217,7 @@ async fn idle_for(last: Arc<AtomicU64>, start: Instant, idle: Duration) {
     }
 }
 
-const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 67\r\n\r\n{\"error\":{\"code\":\"overloaded\",\"message\":\"too many connections\"}}\n";
+const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 65\r\n\r\n{\"error\":{\"code\":\"overloaded\",\"message\":\"too many connections\"}}\n";
 
 /// Most refusals being written at once (each holds its descriptor up to a second).
 const MAX_REFUSING: u64 = 64;
@@ -428,6 +428,18 @@ fn canonical(ip: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_refusal_is_a_complete_response() {
+        let text = std::str::from_utf8(REFUSED).unwrap_or_default();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or_default();
+        let len = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .and_then(|v| v.parse::<usize>().ok());
+        assert_eq!(len, Some(body.len()));
+        assert!(serde_json::from_str::<serde_json::Value>(body).is_ok());
+    }
 
     #[test]
     fn the_budget_keeps_half_the_descriptors() {
