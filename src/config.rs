@@ -93,6 +93,10 @@ pub struct ServeArgs {
     /// `--bind`. Without it such a start is refused.
     #[arg(long, env = "COHOST_DEV_PUBLIC")]
     pub dev_public: bool,
+    /// Origins whose pages may call WHIP, WHEP, `/api` and `/live` (comma-separated
+    /// `scheme://host[:port]`, or `*`). [default: `*` in development mode, none in production]
+    #[arg(long, env = "COHOST_CORS_ORIGINS")]
+    pub cors_origins: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -113,6 +117,7 @@ struct FileConfig {
     max_room_viewers: Option<usize>,
     metrics_bind: Option<SocketAddr>,
     dev_public: Option<bool>,
+    cors_origins: Option<String>,
 }
 
 /// Media (WebRTC) settings.
@@ -162,6 +167,8 @@ pub struct Config {
     pub http: crate::conn::HttpLimits,
     /// Where `/metrics` is served without auth, if anywhere.
     pub metrics_bind: Option<SocketAddr>,
+    /// Origins allowed to call from a browser page (CORS).
+    pub cors: crate::cors::CorsOrigins,
 }
 
 impl Default for Config {
@@ -177,6 +184,7 @@ impl Default for Config {
             program: crate::program::ProgramConfig::default(),
             http: crate::conn::HttpLimits::default(),
             metrics_bind: None,
+            cors: crate::cors::CorsOrigins::Any,
         }
     }
 }
@@ -260,6 +268,16 @@ impl Config {
             c.signaling.room_limits.viewers = n;
         }
         c.metrics_bind = args.metrics_bind.or(file.metrics_bind);
+        c.cors = match args.cors_origins.clone().or(file.cors_origins) {
+            Some(o) => {
+                crate::cors::CorsOrigins::parse(&o).map_err(|message| ConfigError::Invalid {
+                    key: "cors_origins",
+                    message,
+                })?
+            }
+            None if c.dev_mode => crate::cors::CorsOrigins::Any,
+            None => crate::cors::CorsOrigins::None,
+        };
         let dev_public = args.dev_public || file.dev_public.unwrap_or(false);
         if c.dev_mode && !c.bind.ip().is_loopback() && !dev_public {
             return Err(ConfigError::Invalid {

@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 
 pub mod config;
 pub mod conn;
+pub mod cors;
 pub mod depack;
 mod live;
 pub mod metrics;
@@ -64,6 +65,8 @@ pub struct AppState {
     /// `/metrics` on the main address without the API key (development mode only: its series
     /// name every room).
     pub metrics_open: bool,
+    /// Origins allowed to call from browser pages.
+    pub cors: Arc<cors::CorsOrigins>,
 }
 
 /// A running server's parts, for tests and embedding.
@@ -97,6 +100,7 @@ pub fn build(config: &Config) -> Server {
         programs,
         http: Arc::default(),
         metrics_open: config.dev_mode,
+        cors: Arc::new(config.cors.clone()),
     };
     let router = router(state.clone());
     Server { state, router }
@@ -113,6 +117,10 @@ pub fn router(state: AppState) -> Router {
         .merge(app)
         .merge(web::router())
         .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::from_fn_with_state(
+            state.cors.clone(),
+            cors::cors,
+        ))
 }
 
 /// Errors answered before a handler runs (unknown route, wrong method, body over the limit,

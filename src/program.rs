@@ -1323,4 +1323,11 @@ impl ProgramControl for Programs {
     async fn unsubscribe(&self, room: &str, viewer: &str) -> bool {
         self.remove_viewer(room, viewer).await
     }
+    fn viewer_pc(&self, room: &str, viewer: &str) -> Option<Arc<dyn PeerConnection>> {
+        lock(&self.rooms)
+            .get(room)?
+            .viewers
+            .get(viewer)
+            .map(|(pc, _)| pc.clone())
+    }
 }

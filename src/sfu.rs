@@ -816,6 +816,15 @@ impl MediaBackend for SfuBackend {
             .start_subscribe(room, subscriber, target, offer)
             .await
     }
+    async fn ice_ufrags(&self, room: &str, identity: &str, pc: &str) -> Option<(String, String)> {
+        let conn = self.session_pc(room, identity, pc)?;
+        let ours = conn.local_description().await?;
+        let theirs = conn.remote_description().await?;
+        Some((
+            signaling::trickle::sdp_ufrag(&ours.sdp)?.to_owned(),
+            signaling::trickle::sdp_ufrag(&theirs.sdp)?.to_owned(),
+        ))
+    }
     async fn room_emptied(&self, room: &str) {
         if let Some(p) = &self.program {
             p.forget_idle(room);
@@ -849,22 +858,9 @@ impl MediaBackend for SfuBackend {
         if init.candidate.is_empty() {
             return Ok(()); // end-of-candidates
         }
-        let conn = {
-            let g = self.sfu.lock();
-            let r = g
-                .get(room)
-                .ok_or_else(|| MediaError::NotFound("room".into()))?;
-            if pc == "publish" {
-                r.publishers.get(identity).map(|p| p.pc.clone())
-            } else if let Some(target) = pc.strip_prefix("subscribe:") {
-                r.subs
-                    .get(&(identity.to_owned(), target.to_owned()))
-                    .map(|s| s.pc.clone())
-            } else {
-                None
-            }
-        }
-        .ok_or_else(|| MediaError::NotFound(format!("peer connection `{pc}`")))?;
+        let conn = self
+            .session_pc(room, identity, pc)
+            .ok_or_else(|| MediaError::NotFound(format!("peer connection `{pc}`")))?;
         conn.add_ice_candidate(init)
             .await
             .map_err(|e| MediaError::BadSdp(format!("candidate: {e}")))
@@ -1033,6 +1029,29 @@ pub trait ProgramControl: Send + Sync + 'static {
     ) -> Result<String, MediaError>;
     /// Ends a WHEP program viewer; `false` if there was none.
     async fn unsubscribe(&self, room: &str, viewer: &str) -> bool;
+    /// A WHEP program viewer's peer connection (trickle ICE).
+    fn viewer_pc(&self, room: &str, viewer: &str) -> Option<Arc<dyn PeerConnection>>;
+}
+
+impl SfuBackend {
+    /// A session's peer connection: `publish` (of `identity`), `subscribe:<target>` (of the
+    /// subscriber `identity`), or `program` (the program viewer `identity`).
+    fn session_pc(&self, room: &str, identity: &str, pc: &str) -> Option<Arc<dyn PeerConnection>> {
+        if pc == "program" {
+            return self.program.as_ref()?.viewer_pc(room, identity);
+        }
+        let g = self.sfu.lock();
+        let r = g.get(room)?;
+        if pc == "publish" {
+            r.publishers.get(identity).map(|p| p.pc.clone())
+        } else if let Some(target) = pc.strip_prefix("subscribe:") {
+            r.subs
+                .get(&(identity.to_owned(), target.to_owned()))
+                .map(|s| s.pc.clone())
+        } else {
+            None
+        }
+    }
 }
 
 /// The [`MediaBackend`] the server hands to signaling: the SFU plus, when attached, the program.

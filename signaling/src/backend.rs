@@ -187,4 +187,8 @@ pub trait MediaBackend: Send + Sync + 'static {
     /// kept for it (a layout set before any program ran) that nothing runs may be freed. A
     /// program in its grace period, or with outputs, is kept.
     async fn room_emptied(&self, room: &str);
+    /// The ICE username fragments of a session's peer connection: (ours, the client's), from
+    /// its current local and remote descriptions; `None` if there is no such session. `pc` as
+    /// in [`MediaBackend::add_candidate`], plus `"program"` for a program viewer `identity`.
+    async fn ice_ufrags(&self, room: &str, identity: &str, pc: &str) -> Option<(String, String)>;
 }

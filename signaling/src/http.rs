@@ -563,16 +563,19 @@ impl Signaling {
 pub fn router(state: Arc<Signaling>) -> Router {
     Router::new()
         .route("/ws", get(ws_handler))
-        .route("/whip/{room}", post(whip_post))
+        .route("/whip/{room}", post(whip_post).options(sdp_options))
         .route(
             "/whip/{room}/{identity}",
-            axum::routing::delete(whip_delete).patch(not_supported),
+            axum::routing::delete(whip_delete).patch(whip_patch),
         )
-        .route("/whep/{room}", post(whep_program_post))
-        .route("/whep/{room}/{identity}", post(whep_post))
+        .route("/whep/{room}", post(whep_program_post).options(sdp_options))
+        .route(
+            "/whep/{room}/{identity}",
+            post(whep_post).options(sdp_options),
+        )
         .route(
             "/whep/{room}/{identity}/{session}",
-            axum::routing::delete(whep_delete).patch(not_supported),
+            axum::routing::delete(whep_delete).patch(whep_patch),
         )
         .route("/api/tokens", post(mint_token))
         .route("/api/rooms", post(create_room).get(list_rooms))
@@ -585,6 +588,18 @@ pub fn router(state: Arc<Signaling>) -> Router {
             credentials_first,
         ))
         .with_state(state)
+}
+
+/// `OPTIONS` on a WHIP/WHEP endpoint (RFC 9725 §4.2): what it takes.
+async fn sdp_options() -> Response {
+    (
+        StatusCode::NO_CONTENT,
+        [(
+            header::HeaderName::from_static("accept-post"),
+            "application/sdp",
+        )],
+    )
+        .into_response()
 }
 
 /// Every route with a request body needs credentials (the API key or a valid participant
@@ -707,13 +722,120 @@ impl Signaling {
     }
 }
 
-async fn not_supported() -> ApiError {
-    // RFC 9725 §4.3.1: a server without trickle/ICE restart answers PATCH with 405.
-    ApiError::new(
-        405,
-        "method_not_allowed",
-        "trickle ICE over PATCH is not supported; candidates are in the answer",
-    )
+/// Trickle ICE on a WHIP/WHEP session (RFC 9725 §4.3): `pc` names the session's peer
+/// connection for the backend (`publish`, `subscribe:<target>` or `program`), `who` its
+/// subscriber or publisher key. Checks, in order: the fragment's media type (`415`), the
+/// session (`404`), `If-Match` against its entity tag (`412`), the fragment (`400`, nothing
+/// applied), an ICE restart (`422`: not supported; candidates are). Then every candidate is
+/// handed to the session's ICE agent: `204`.
+async fn trickle_patch(
+    s: &Signaling,
+    headers: &HeaderMap,
+    body: &Bytes,
+    room: &str,
+    who: &str,
+    pc: &str,
+) -> Result<Response, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct
+        .trim()
+        .to_ascii_lowercase()
+        .starts_with(crate::trickle::SDPFRAG)
+    {
+        return Err(ApiError::new(
+            415,
+            "unsupported_media_type",
+            format!("Content-Type must be {}", crate::trickle::SDPFRAG),
+        ));
+    }
+    let Some((ours, theirs)) = s.backend.ice_ufrags(room, who, pc).await else {
+        return Err(ApiError::new(404, "not_found", "no such session"));
+    };
+    let tag = crate::trickle::etag(&ours);
+    if let Some(m) = headers.get(header::IF_MATCH) {
+        let m = m.to_str().unwrap_or("");
+        if !crate::trickle::if_match(m, &tag) {
+            return Err(ApiError::new(
+                412,
+                "precondition_failed",
+                "If-Match does not match the session (it restarted or ended)",
+            ));
+        }
+    }
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::new(400, "bad_request", "the fragment is not UTF-8"))?;
+    let frag = crate::trickle::parse(text)
+        .map_err(|e| ApiError::new(400, "bad_request", e.to_string()))?;
+    if frag.is_restart(&theirs) {
+        // RFC 9725 §4.3: a session with trickle but no ICE restart answers 422.
+        return Err(ApiError::new(
+            422,
+            "ice_restart_unsupported",
+            "ICE restarts are not supported: end the session and POST a new offer",
+        ));
+    }
+    for c in frag.candidates {
+        let init = serde_json::json!({
+            "candidate": c.candidate,
+            "sdpMid": c.mid,
+            "sdpMLineIndex": c.mline_index,
+        });
+        s.backend
+            .add_candidate(room, who, pc, init)
+            .await
+            .map_err(ApiError::from)?;
+    }
+    Ok((StatusCode::NO_CONTENT, [(header::ETAG, tag)]).into_response())
+}
+
+async fn whip_patch(
+    State(s): State<Arc<Signaling>>,
+    Path((room, identity)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let claims = s.auth.verify_for_room(bearer(&headers)?, &room, now_s())?;
+    if claims.identity != identity && claims.role != Role::Host {
+        return Err(AuthError::Forbidden(claims.role).into());
+    }
+    let present = s
+        .lock()
+        .rooms
+        .get(&room)
+        .and_then(|r| r.room.via(&identity))
+        == Some(Via::Whip);
+    if !present {
+        return Err(ApiError::new(404, "not_found", "no such WHIP session"));
+    }
+    trickle_patch(&s, &headers, &body, &room, &identity, "publish").await
+}
+
+async fn whep_patch(
+    State(s): State<Arc<Signaling>>,
+    Path((room, identity, session)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let claims = s.auth.verify_for_room(bearer(&headers)?, &room, now_s())?;
+    let owner = whep_session_owner(&session)
+        .ok_or_else(|| ApiError::new(404, "not_found", "no such WHEP session"))?;
+    if owner != claims.identity && claims.role != Role::Host {
+        return Err(AuthError::Forbidden(claims.role).into());
+    }
+    // A co-host may be called `program`: the program viewer is tried first.
+    if identity == "program"
+        && s.backend
+            .ice_ufrags(&room, &session, "program")
+            .await
+            .is_some()
+    {
+        return trickle_patch(&s, &headers, &body, &room, &session, "program").await;
+    }
+    let pc = format!("subscribe:{identity}");
+    trickle_patch(&s, &headers, &body, &room, &session, &pc).await
 }
 
 #[derive(Deserialize)]
@@ -910,15 +1032,26 @@ fn require_sdp(headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 fn sdp_created(location: String, answer: String) -> Response {
-    (
+    let mut r = (
         StatusCode::CREATED,
         [
             (header::CONTENT_TYPE, "application/sdp".to_owned()),
             (header::LOCATION, location),
+            (
+                header::HeaderName::from_static("accept-patch"),
+                crate::trickle::SDPFRAG.to_owned(),
+            ),
         ],
-        answer,
+        answer.clone(),
     )
-        .into_response()
+        .into_response();
+    if let Some(tag) = crate::trickle::sdp_ufrag(&answer)
+        .map(crate::trickle::etag)
+        .and_then(|t| header::HeaderValue::from_str(&t).ok())
+    {
+        r.headers_mut().insert(header::ETAG, tag);
+    }
+    r
 }
 
 fn body_text(body: Bytes) -> Result<String, ApiError> {
@@ -1517,6 +1650,9 @@ mod tests {
             Vec::new()
         }
         async fn room_emptied(&self, _: &str) {}
+        async fn ice_ufrags(&self, _: &str, _: &str, _: &str) -> Option<(String, String)> {
+            None
+        }
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@ pub mod backend;
 pub mod http;
 pub mod protocol;
 pub mod room;
+pub mod trickle;
 
 /// Errors reading a client's signaling message.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

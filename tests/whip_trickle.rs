@@ -1,0 +1,170 @@
+//! Trickle ICE over HTTP (RFC 9725 §4.3, RFC 8840): a WHIP publisher and a WHEP program
+//! viewer whose offers carry no candidates send them afterwards with `PATCH`, and connect;
+//! the `201` carries `ETag` and `Accept-Patch`; a stale `If-Match` is `412`, a malformed
+//! fragment `400` (and leaves the session working), a wrong media type `415`, an unknown
+//! session `404`, an ICE restart `422`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use webrtc::peer_connection::RTCPeerConnectionState;
+
+const FRAG: &str = "application/trickle-ice-sdpfrag";
+
+/// The offer without its candidates, and those candidates as an RFC 8840 fragment.
+fn split_offer(sdp: &str) -> (String, String) {
+    let mut offer = String::new();
+    let mut frag = String::new();
+    let (mut ufrag, mut pwd) = (None, None);
+    let mut first_mid = None;
+    for l in sdp.split_inclusive("\r\n") {
+        let t = l.trim_end();
+        if let Some(u) = t.strip_prefix("a=ice-ufrag:") {
+            ufrag.get_or_insert(u.to_owned());
+        }
+        if let Some(p) = t.strip_prefix("a=ice-pwd:") {
+            pwd.get_or_insert(p.to_owned());
+        }
+        if let Some(m) = t.strip_prefix("a=mid:") {
+            first_mid.get_or_insert(m.to_owned());
+        }
+        if t.starts_with("a=candidate:") {
+            // Candidates of the first media section are enough (the transport is bundled).
+            if !frag.contains(t) {
+                frag.push_str(t);
+                frag.push_str("\r\n");
+            }
+            continue;
+        }
+        if t == "a=end-of-candidates" {
+            continue;
+        }
+        offer.push_str(l);
+    }
+    let head = format!(
+        "a=ice-ufrag:{}\r\na=ice-pwd:{}\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:{}\r\n",
+        ufrag.unwrap(),
+        pwd.unwrap(),
+        first_mid.unwrap()
+    );
+    (offer, format!("{head}{frag}a=end-of-candidates\r\n"))
+}
+
+async fn patch(url: &str, token: &str, ct: &str, if_match: Option<&str>, body: &str) -> u16 {
+    let mut r = reqwest::Client::new()
+        .patch(url)
+        .bearer_auth(token)
+        .header("content-type", ct)
+        .body(body.to_owned());
+    if let Some(m) = if_match {
+        r = r.header("if-match", m);
+    }
+    r.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickling_clients_connect_and_bad_patches_are_refused() {
+    let s = start_server().await;
+    let token = s.token("t", "cam", "host").await;
+    let peer = client_peer().await;
+    let sender = add_sender(&peer, "cam").await;
+    let (offer, frag) = split_offer(&peer.offer().await);
+    assert!(
+        !offer.contains("a=candidate"),
+        "the offer must carry no candidates"
+    );
+    assert!(frag.contains("a=candidate:"), "{frag}");
+    let t0 = Instant::now();
+    let r = reqwest::Client::new()
+        .post(s.url("/whip/t"))
+        .bearer_auth(&token)
+        .header("content-type", "application/sdp")
+        .body(offer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let etag = r.headers()["etag"].to_str().unwrap().to_owned();
+    assert_eq!(r.headers()["accept-patch"], FRAG);
+    let location = s.url(r.headers()["location"].to_str().unwrap());
+    peer.set_answer(&r.text().await.unwrap()).await;
+
+    // The refusals, none of which touches the session.
+    assert_eq!(
+        patch(&location, &token, "text/plain", None, &frag).await,
+        415
+    );
+    assert_eq!(
+        patch(&location, &token, FRAG, Some("\"stale\""), &frag).await,
+        412
+    );
+    assert_eq!(
+        patch(
+            &location,
+            &token,
+            FRAG,
+            None,
+            "a=candidate:1 1 udp 1 127.0.0.1 x typ host\r\n"
+        )
+        .await,
+        400
+    );
+    let other = s.token("t", "nobody", "guest").await;
+    assert_eq!(
+        patch(&location, &other, FRAG, None, &frag).await,
+        403,
+        "another identity's session"
+    );
+    assert_eq!(
+        patch(&s.url("/whip/t/nobody"), &other, FRAG, None, &frag).await,
+        404
+    );
+    let restart = "a=ice-ufrag:newU\r\na=ice-pwd:newpasswordnewpassword12\r\n";
+    assert_eq!(patch(&location, &token, FRAG, None, restart).await, 422);
+
+    // The candidates, trickled: 204, and the publisher connects.
+    assert_eq!(
+        patch(&location, &token, FRAG, Some(&etag), &frag).await,
+        204
+    );
+    eventually("the trickling publisher connects", 15, || {
+        *peer.state.lock().unwrap() == RTCPeerConnectionState::Connected
+    })
+    .await;
+    println!(
+        "WHIP trickle: POST to connected in {} ms",
+        t0.elapsed().as_millis()
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    sender.spawn(320, 240, 60.0, stop.clone());
+
+    // A WHEP program viewer that trickles too.
+    let viewer_token = s.token("t", "fan", "viewer").await;
+    let mut viewer = client_peer().await;
+    viewer.add_recv().await;
+    let (voffer, vfrag) = split_offer(&viewer.offer().await);
+    let (st, vloc, answer) = loop {
+        let r = post_sdp(&s.url("/whep/t"), &viewer_token, &voffer).await;
+        if r.0 == 201 {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(st, 201);
+    viewer.set_answer(&answer).await;
+    let vloc = s.url(&vloc.unwrap());
+    assert_eq!(patch(&vloc, &viewer_token, FRAG, None, &vfrag).await, 204);
+    let (pv, _pa) = collect_both(&mut viewer).await;
+    eventually("the trickling viewer decodes the program", 20, || {
+        decoded_at(&pv, (1280, 720)) >= 10
+    })
+    .await;
+    // An ended session is 404.
+    assert_eq!(delete(&vloc, &viewer_token).await, 200);
+    assert_eq!(patch(&vloc, &viewer_token, FRAG, None, &vfrag).await, 404);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+}
