@@ -97,6 +97,14 @@ pub struct ServeArgs {
     /// `scheme://host[:port]`, or `*`). [default: `*` in development mode, none in production]
     #[arg(long, env = "COHOST_CORS_ORIGINS")]
     pub cors_origins: Option<String>,
+    /// STUN/TURN servers announced to clients (comma-separated `stun:`/`turn:` URLs): WHIP/WHEP
+    /// `Link` headers (OPTIONS and 201) and the signaling `joined` message.
+    #[arg(long, env = "COHOST_ICE_SERVERS")]
+    pub ice_servers: Option<String>,
+    /// The TURN server's shared secret (coturn `use-auth-secret`/`static-auth-secret`):
+    /// time-limited TURN credentials are minted per participant with it.
+    #[arg(long, env = "COHOST_TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -118,6 +126,8 @@ struct FileConfig {
     metrics_bind: Option<SocketAddr>,
     dev_public: Option<bool>,
     cors_origins: Option<String>,
+    ice_servers: Option<String>,
+    turn_secret: Option<String>,
 }
 
 /// Media (WebRTC) settings.
@@ -278,6 +288,18 @@ impl Config {
             None if c.dev_mode => crate::cors::CorsOrigins::Any,
             None => crate::cors::CorsOrigins::None,
         };
+        let ice = args
+            .ice_servers
+            .clone()
+            .or(file.ice_servers)
+            .unwrap_or_default();
+        let secret = args.turn_secret.clone().or(file.turn_secret);
+        c.signaling.ice = signaling::ice::IceConfig::parse(&ice, secret).map_err(|message| {
+            ConfigError::Invalid {
+                key: "ice_servers",
+                message,
+            }
+        })?;
         let dev_public = args.dev_public || file.dev_public.unwrap_or(false);
         if c.dev_mode && !c.bind.ip().is_loopback() && !dev_public {
             return Err(ConfigError::Invalid {

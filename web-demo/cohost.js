@@ -157,6 +157,8 @@ export class CohostClient {
         this.joined = true;
         this.room = msg.room;
         this.me = msg.you;
+        // STUN/TURN servers the server announces (TURN credentials minted for us).
+        this.iceServers = msg.ice_servers || [];
         for (const p of msg.participants) this.participants.set(p.identity, p);
         for (const p of msg.participants) this.syncSubscription(p);
         if (this.me.on_air) this.startPublishing();
@@ -236,7 +238,7 @@ export class CohostClient {
   }
 
   newPc() {
-    return new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle' });
+    return new RTCPeerConnection({ iceServers: this.iceServers || [], bundlePolicy: 'max-bundle' });
   }
 
   /** Restrict a transceiver to H.264 packetization-mode=1 (what the server negotiates). */

@@ -50,6 +50,8 @@ pub struct Config {
     pub max_subscriptions_per_identity: usize,
     /// ... and all identities of a room together.
     pub max_subscriptions_per_room: usize,
+    /// STUN/TURN servers announced to clients (`--ice-servers`, `--turn-secret`).
+    pub ice: crate::ice::IceConfig,
 }
 
 impl Default for Config {
@@ -64,6 +66,7 @@ impl Default for Config {
             room_limits: crate::room::RoomLimits::default(),
             max_subscriptions_per_identity: 16,
             max_subscriptions_per_room: 256,
+            ice: crate::ice::IceConfig::default(),
         }
     }
 }
@@ -335,7 +338,24 @@ impl Signaling {
     fn apply(self: &Arc<Self>, room: &str, fx: Vec<Effect>) {
         for e in fx {
             match e {
-                Effect::Send { to, msg } => self.send_to(room, &to, msg),
+                Effect::Send { to, msg } => {
+                    let msg = match msg {
+                        ServerMessage::Joined {
+                            room: r,
+                            you,
+                            participants,
+                            ..
+                        } => ServerMessage::Joined {
+                            room: r,
+                            you,
+                            participants,
+                            // Minted here: the room is pure, credentials need the clock.
+                            ice_servers: self.config.ice.servers(Some(&to), now_s()),
+                        },
+                        m => m,
+                    };
+                    self.send_to(room, &to, msg)
+                }
                 Effect::SendConn { conn, msg } => {
                     let tx = self.lock().conns.get(&conn).cloned();
                     if let Some(tx) = tx {
@@ -571,7 +591,7 @@ pub fn router(state: Arc<Signaling>) -> Router {
         .route("/whep/{room}", post(whep_program_post).options(sdp_options))
         .route(
             "/whep/{room}/{identity}",
-            post(whep_post).options(sdp_options),
+            post(whep_post).options(sdp_options_cohost),
         )
         .route(
             "/whep/{room}/{identity}/{session}",
@@ -590,16 +610,43 @@ pub fn router(state: Arc<Signaling>) -> Router {
         .with_state(state)
 }
 
-/// `OPTIONS` on a WHIP/WHEP endpoint (RFC 9725 §4.2): what it takes.
-async fn sdp_options() -> Response {
-    (
+/// `OPTIONS` on a WHIP/WHEP endpoint (RFC 9725 §4.2, §4.4): what it takes, and the ICE
+/// servers — TURN with credentials only for a caller with a valid token of the room.
+async fn sdp_options(
+    State(s): State<Arc<Signaling>>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let identity = bearer(&headers)
+        .ok()
+        .and_then(|t| s.auth.verify_for_room(t, &room, now_s()).ok())
+        .map(|c| c.identity);
+    let mut r = (
         StatusCode::NO_CONTENT,
         [(
             header::HeaderName::from_static("accept-post"),
             "application/sdp",
         )],
     )
-        .into_response()
+        .into_response();
+    add_links(&mut r, s.config.ice.links(identity.as_deref(), now_s()));
+    r
+}
+
+async fn sdp_options_cohost(
+    state: State<Arc<Signaling>>,
+    Path((room, _)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    sdp_options(state, Path(room), headers).await
+}
+
+fn add_links(r: &mut Response, links: Vec<String>) {
+    for l in links {
+        if let Ok(v) = header::HeaderValue::from_str(&l) {
+            r.headers_mut().append(header::LINK, v);
+        }
+    }
 }
 
 /// Every route with a request body needs credentials (the API key or a valid participant
@@ -1031,7 +1078,7 @@ fn require_sdp(headers: &HeaderMap) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn sdp_created(location: String, answer: String) -> Response {
+fn sdp_created(location: String, answer: String, links: Vec<String>) -> Response {
     let mut r = (
         StatusCode::CREATED,
         [
@@ -1051,6 +1098,7 @@ fn sdp_created(location: String, answer: String) -> Response {
     {
         r.headers_mut().insert(header::ETAG, tag);
     }
+    add_links(&mut r, links);
     r
 }
 
@@ -1111,6 +1159,7 @@ async fn whip_post(
         Ok(answer) => Ok(sdp_created(
             format!("/whip/{room}/{}", path_segment(&me)),
             answer,
+            s.config.ice.links(Some(&me), now_s()),
         )),
         Err(e) => {
             s.leave(&room, &me, Via::Whip);
@@ -1183,6 +1232,7 @@ async fn whep_post(
     Ok(sdp_created(
         format!("/whep/{room}/{}/{session}", path_segment(&identity)),
         answer,
+        s.config.ice.links(Some(&claims.identity), now_s()),
     ))
 }
 
@@ -1251,6 +1301,7 @@ async fn whep_program_post(
     Ok(sdp_created(
         format!("/whep/{room}/program/{viewer}"),
         answer,
+        s.config.ice.links(Some(&claims.identity), now_s()),
     ))
 }
 

@@ -167,6 +167,10 @@ pub enum ServerMessage {
         you: ParticipantInfo,
         /// Everyone else present.
         participants: Vec<ParticipantInfo>,
+        /// STUN/TURN servers for your peer connections (`RTCIceServer`s, TURN credentials
+        /// minted for you); absent when none are configured.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ice_servers: Vec<crate::ice::IceServer>,
     },
     /// Someone entered.
     ParticipantJoined {

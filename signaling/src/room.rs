@@ -360,6 +360,7 @@ impl Room {
                 room: self.name.clone(),
                 you: info.clone(),
                 participants: others,
+                ice_servers: Vec::new(),
             },
         });
         self.participants

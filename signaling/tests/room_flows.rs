@@ -46,7 +46,8 @@ fn join_announces_to_others_and_answers_joined() {
             S::Joined {
                 room: "r".into(),
                 you: h.clone(),
-                participants: vec![]
+                participants: vec![],
+                ice_servers: vec![]
             }
         )]
     );
@@ -66,7 +67,8 @@ fn join_announces_to_others_and_answers_joined() {
                 S::Joined {
                     room: "r".into(),
                     you: g,
-                    participants: vec![h]
+                    participants: vec![h],
+                    ice_servers: vec![]
                 }
             ),
         ]
