@@ -342,6 +342,7 @@ async fn fu_a_attacker(n: &Node) -> (ClientPeer, tokio::task::JoinHandle<u64>) {
         vssrc,
         "v",
     );
+    let assrc: u32 = rand::random();
     let audio = mk(
         RtpCodecKind::Audio,
         RTCRtpCodec {
@@ -351,7 +352,7 @@ async fn fu_a_attacker(n: &Node) -> (ClientPeer, tokio::task::JoinHandle<u64>) {
             sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
             rtcp_feedback: vec![],
         },
-        rand::random(),
+        assrc,
         "a",
     );
     let vs = peer
@@ -359,8 +360,9 @@ async fn fu_a_attacker(n: &Node) -> (ClientPeer, tokio::task::JoinHandle<u64>) {
         .add_track(video.clone() as Arc<dyn TrackLocal>)
         .await
         .unwrap();
-    peer.pc
-        .add_track(audio as Arc<dyn TrackLocal>)
+    let asend = peer
+        .pc
+        .add_track(audio.clone() as Arc<dyn TrackLocal>)
         .await
         .unwrap();
     let token = n.token("flood", "mallory", "host").await;
@@ -382,6 +384,34 @@ async fn fu_a_attacker(n: &Node) -> (ClientPeer, tokio::task::JoinHandle<u64>) {
         })
         .map(|c| c.payload_type)
         .unwrap();
+    // Opus silence beside it, as a real client sends: the co-host is then on its room's
+    // program, and the fragments reach the program's input assembler.
+    let apt = asend
+        .get_parameters()
+        .await
+        .unwrap()
+        .rtp_parameters
+        .codecs
+        .iter()
+        .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case("audio/opus"))
+        .map(|c| c.payload_type)
+        .unwrap();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        for i in 0u32.. {
+            tick.tick().await;
+            let mut p = rtp::Packet::default();
+            p.header.version = 2;
+            p.header.payload_type = apt;
+            p.header.ssrc = assrc;
+            p.header.sequence_number = i as u16;
+            p.header.timestamp = i.wrapping_mul(960);
+            p.payload = Bytes::from_static(&[0xf8, 0xff, 0xfe]);
+            if audio.write_rtp(p).await.is_err() {
+                break;
+            }
+        }
+    });
     let task = tokio::spawn(async move {
         let mut payload = vec![0x7c, 0x85];
         payload.extend((0..1200).map(|i| (i % 251) as u8));
@@ -473,6 +503,12 @@ async fn part2(n: &Node, pictures: &Arc<Mutex<Vec<Instant>>>, minutes: f64) {
     let ws = never_reader(n, sessions.clone());
     let t0 = Instant::now();
     let total = Duration::from_secs_f64(minutes * 60.0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    println!(
+        "the flood reaches the program input: {} bytes held by its assembler, programs running {}\n",
+        n.metric("cohost_program_input_assembling_bytes").await,
+        n.metric("cohost_programs_running").await
+    );
     let mut samples = Vec::new();
     println!("| t (s) | server RSS (MB) | program pictures/s (last 30 s) | longest gap (ms) |");
     println!("|---|---|---|---|");
@@ -498,7 +534,8 @@ async fn part2(n: &Node, pictures: &Arc<Mutex<Vec<Instant>>>, minutes: f64) {
     fu.abort();
     ws.abort();
     println!(
-        "\nRSS after 1 min {first:.1} MB, at the end {last:.1} MB ({:+.1} %), max {max:.1} MB; never-reading sessions opened {}, dropped by the server {}",
+        "\nassembler holds {} bytes at the end; RSS after 1 min {first:.1} MB, at the end {last:.1} MB ({:+.1} %), max {max:.1} MB; never-reading sessions opened {}, dropped by the server {}",
+        n.metric("cohost_program_input_assembling_bytes").await,
         (last / first - 1.0) * 100.0,
         sessions.load(std::sync::atomic::Ordering::Relaxed),
         n.metric("cohost_signaling_slow_clients_dropped_total").await

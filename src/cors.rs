@@ -41,12 +41,13 @@ impl CorsOrigins {
         let mut list = Vec::new();
         for o in s.split(',').map(str::trim).filter(|o| !o.is_empty()) {
             let o = o.trim_end_matches('/');
+            // Browsers send origins in ASCII (IDNs as punycode).
             let ok = o.split_once("://").is_some_and(|(scheme, host)| {
                 (scheme == "http" || scheme == "https") && !host.is_empty() && !host.contains('/')
-            }) && HeaderValue::from_str(o).is_ok();
+            }) && o.bytes().all(|b| b.is_ascii_graphic());
             if !ok {
                 return Err(format!(
-                    "`{o}` is not an origin (scheme://host[:port], no path)"
+                    "`{o}` is not an origin (scheme://host[:port] in ASCII, no path)"
                 ));
             }
             list.push(o.to_ascii_lowercase());

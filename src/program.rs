@@ -84,6 +84,9 @@ pub struct ProgramMetrics {
     pub input_packets_lost: AtomicU64,
     /// Co-host video packets that came late or retransmitted and filled their hole in time.
     pub input_packets_repaired: AtomicU64,
+    /// Bytes held by the programs' input assemblers for access units not complete yet
+    /// (fragments included): at most one access unit per co-host, whatever it sends.
+    pub input_assembling_bytes: AtomicU64,
     /// Program pictures encoded.
     pub frames_out: AtomicU64,
     /// Late pictures and mixing time, shared with every mixer thread.
@@ -123,6 +126,29 @@ struct Running {
     feeders: HashMap<String, Vec<JoinHandle<()>>>,
     pump: JoinHandle<()>,
     stop_timer: Option<JoinHandle<()>>,
+}
+
+/// One input's share of [`ProgramMetrics::input_assembling_bytes`].
+struct Held {
+    gauge: Arc<ProgramMetrics>,
+    bytes: u64,
+}
+
+impl Held {
+    fn set(&mut self, bytes: u64) {
+        if bytes != self.bytes {
+            let g = &self.gauge.input_assembling_bytes;
+            g.fetch_add(bytes, Ordering::Relaxed);
+            g.fetch_sub(self.bytes, Ordering::Relaxed);
+            self.bytes = bytes;
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.set(0);
+    }
 }
 
 /// A WHEP program viewer: its connection and tasks.
@@ -405,6 +431,12 @@ impl Programs {
             m.input_packets_repaired.load(Ordering::Relaxed),
         );
         line(
+            "cohost_program_input_assembling_bytes",
+            "gauge",
+            "Bytes held for co-host access units being reassembled (at most one access unit each).",
+            m.input_assembling_bytes.load(Ordering::Relaxed),
+        );
+        line(
             "cohost_program_frames_out_total",
             "counter",
             "Program pictures encoded.",
@@ -651,6 +683,12 @@ impl Programs {
                 let mut asm = H264Assembler::new();
                 let mut reorder = ReorderBuffer::new(ReorderConfig::default());
                 let mut counted = ReorderStats::default();
+                // What this input's assembler holds, as counted in the gauge (given back
+                // when the task ends or is aborted).
+                let mut held = Held {
+                    gauge: m.clone(),
+                    bytes: 0,
+                };
                 pv.request_keyframe();
                 loop {
                     let deadline = reorder.deadline();
@@ -703,6 +741,7 @@ impl Programs {
                             Assembled::Pending => {}
                         }
                     }
+                    held.set(asm.buffered() as u64);
                 }
             }
             .instrument(span.clone()),

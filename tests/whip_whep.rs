@@ -38,7 +38,7 @@ async fn whip_publisher_reaches_whep_subscriber() {
     let viewer = s.token(room, "v", "viewer").await;
     let (st, _, body) = post_sdp(&s.url(&format!("/whep/{room}/obs")), &viewer, "v=0").await;
     assert_eq!(st, 403, "{body}");
-    // PATCH (trickle) is answered 405 per RFC 9725.
+    // PATCH is trickle ICE (tests/whip_trickle.rs): without a fragment's media type, 415.
     let st = reqwest::Client::new()
         .patch(&resource)
         .bearer_auth(&host_token)
@@ -46,7 +46,7 @@ async fn whip_publisher_reaches_whep_subscriber() {
         .await
         .unwrap()
         .status();
-    assert_eq!(st, 405);
+    assert_eq!(st, 415);
 
     // A WHEP session can be ended by its owner or the host, not by anyone else in the room,
     // and its id cannot be guessed: the owner's identity with other random bits is unknown.
