@@ -1,0 +1,57 @@
+//! A WHEP program viewer's video runs at the room's `mix.fps` (issue 11, item 8): at 15 fps its
+//! RTP timestamps advance 6 000 (90 kHz) a picture, not the 3 000 of a fixed 1/30 s, so a
+//! player's clock and the program's agree.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use serde_json::json;
+use webrtc::media_stream::track_remote::TrackRemoteEvent;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn program_pictures_last_one_frame_of_the_mix_rate() {
+    let s = start_server().await;
+    let r = reqwest::Client::new()
+        .post(s.url("/api/rooms"))
+        .bearer_auth(API_KEY)
+        .json(&json!({"name": "slow", "mix": {"width": 640, "height": 360, "fps": 15}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let (_p, _l, _stop) = whip_publish(&s, "slow", "host", "host", 320, 240).await;
+    let viewer = s.token("slow", "fan", "viewer").await;
+    let mut prog = whep_program(&s, "slow", &viewer).await;
+    // The RTP timestamp of every picture's last packet.
+    let stamps = Arc::new(Mutex::new(Vec::<u32>::new()));
+    for _ in 0..2 {
+        let t = tokio::time::timeout(std::time::Duration::from_secs(15), prog.tracks.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if t.kind().await != RtpCodecKind::Video {
+            continue;
+        }
+        let out = stamps.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = t.poll().await {
+                if let TrackRemoteEvent::OnRtpPacket(p) = ev {
+                    if p.header.marker {
+                        out.lock().unwrap().push(p.header.timestamp);
+                    }
+                }
+            }
+        });
+    }
+    eventually("program pictures", 20, || stamps.lock().unwrap().len() > 40).await;
+    let st = stamps.lock().unwrap().clone();
+    let mut deltas: Vec<u32> = st.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
+    deltas.sort_unstable();
+    let median = deltas[deltas.len() / 2];
+    assert_eq!(median, 6000, "90 kHz ticks per picture at 15 fps: {deltas:?}");
+}
