@@ -53,5 +53,8 @@ async fn program_pictures_last_one_frame_of_the_mix_rate() {
     let mut deltas: Vec<u32> = st.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
     deltas.sort_unstable();
     let median = deltas[deltas.len() / 2];
-    assert_eq!(median, 6000, "90 kHz ticks per picture at 15 fps: {deltas:?}");
+    assert_eq!(
+        median, 6000,
+        "90 kHz ticks per picture at 15 fps: {deltas:?}"
+    );
 }
