@@ -27,19 +27,13 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use common::*;
 use futures_util::SinkExt;
-use rtc::media_stream::MediaStreamTrack;
-use rtc::rtp;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
-use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_remote::TrackRemoteEvent;
 
@@ -309,141 +303,23 @@ async fn part1(n: &Node, pictures: &Arc<Mutex<Vec<Instant>>>) {
     drop(extra);
 }
 
-async fn fu_a_attacker(n: &Node) -> (ClientPeer, tokio::task::JoinHandle<u64>) {
-    let peer = client_peer().await;
-    let vssrc: u32 = rand::random();
-    let mk = |kind, codec: RTCRtpCodec, ssrc: u32, k: &str| {
-        Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-            "flood".into(),
-            format!("flood-{k}"),
-            format!("flood-{k}"),
-            kind,
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters {
-                    ssrc: Some(ssrc),
-                    ..Default::default()
-                },
-                active: true,
-                codec,
-                ..Default::default()
-            }],
-        )))
-    };
-    let video = mk(
-        RtpCodecKind::Video,
-        RTCRtpCodec {
-            mime_type: "video/H264".into(),
-            clock_rate: 90000,
-            channels: 0,
-            sdp_fmtp_line: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
-                .into(),
-            rtcp_feedback: vec![],
-        },
-        vssrc,
-        "v",
-    );
-    let assrc: u32 = rand::random();
-    let audio = mk(
-        RtpCodecKind::Audio,
-        RTCRtpCodec {
-            mime_type: "audio/opus".into(),
-            clock_rate: 48000,
-            channels: 2,
-            sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
-            rtcp_feedback: vec![],
-        },
-        assrc,
-        "a",
-    );
-    let vs = peer
-        .pc
-        .add_track(video.clone() as Arc<dyn TrackLocal>)
-        .await
-        .unwrap();
-    let asend = peer
-        .pc
-        .add_track(audio.clone() as Arc<dyn TrackLocal>)
-        .await
-        .unwrap();
+/// The FU-A attacker ([`common::raw`]) and the task flooding its fragments (~2.4 MB/s).
+async fn fu_a_attacker(n: &Node) -> tokio::task::JoinHandle<u64> {
     let token = n.token("flood", "mallory", "host").await;
-    let offer = peer.offer().await;
-    let (st, _, answer) = post_sdp(&format!("{}/whip/flood", n.base), &token, &offer).await;
-    assert_eq!(st, 201, "{answer}");
-    peer.set_answer(&answer).await;
+    let attacker = common::raw::raw_publisher(&format!("{}/whip/flood", n.base), &token).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let pt = vs
-        .get_parameters()
-        .await
-        .unwrap()
-        .rtp_parameters
-        .codecs
-        .iter()
-        .find(|c| {
-            c.rtp_codec.mime_type.eq_ignore_ascii_case("video/H264")
-                && c.rtp_codec.sdp_fmtp_line.contains("packetization-mode=1")
-        })
-        .map(|c| c.payload_type)
-        .unwrap();
-    // Opus silence beside it, as a real client sends: the co-host is then on its room's
-    // program, and the fragments reach the program's input assembler.
-    let apt = asend
-        .get_parameters()
-        .await
-        .unwrap()
-        .rtp_parameters
-        .codecs
-        .iter()
-        .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case("audio/opus"))
-        .map(|c| c.payload_type)
-        .unwrap();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(20));
-        for i in 0u32.. {
-            tick.tick().await;
-            let mut p = rtp::Packet::default();
-            p.header.version = 2;
-            p.header.payload_type = apt;
-            p.header.ssrc = assrc;
-            p.header.sequence_number = i as u16;
-            p.header.timestamp = i.wrapping_mul(960);
-            p.payload = Bytes::from_static(&[0xf8, 0xff, 0xfe]);
-            if audio.write_rtp(p).await.is_err() {
-                break;
-            }
-        }
-    });
-    let task = tokio::spawn(async move {
-        let mut payload = vec![0x7c, 0x85];
-        payload.extend((0..1200).map(|i| (i % 251) as u8));
-        let start = Bytes::from(payload.clone());
-        payload[1] = 0x05;
-        let middle = Bytes::from(payload);
-        let mut seq: u16 = 0;
-        let mut sent = 0u64;
+        let mut flood = common::raw::EndlessFuA::default();
         let mut tick = tokio::time::interval(Duration::from_millis(10));
         loop {
             tick.tick().await;
-            for i in 0..20 {
-                let mut p = rtp::Packet::default();
-                p.header.version = 2;
-                p.header.payload_type = pt;
-                p.header.ssrc = vssrc;
-                p.header.sequence_number = seq;
-                p.header.timestamp = 90_000;
-                p.payload = if sent == 0 && i == 0 {
-                    start.clone()
-                } else {
-                    middle.clone()
-                };
-                seq = seq.wrapping_add(1);
-                sent += p.payload.len() as u64;
-                if video.write_rtp(p).await.is_err() {
-                    return sent;
+            for p in flood.next(&attacker, 20) {
+                if attacker.video.write_rtp(p).await.is_err() {
+                    return flood.sent;
                 }
             }
         }
-    });
-    (peer, task)
+    })
 }
 
 /// A signaling client that makes the server answer and never reads; reconnects when dropped.
@@ -498,7 +374,7 @@ fn never_reader(
 
 async fn part2(n: &Node, pictures: &Arc<Mutex<Vec<Instant>>>, minutes: f64) {
     println!("## 2. Memory under attack: FU-A fragments that never end + a never-reading WebSocket client, {minutes} min\n");
-    let (_peer, fu) = fu_a_attacker(n).await;
+    let fu = fu_a_attacker(n).await;
     let sessions = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let ws = never_reader(n, sessions.clone());
     let t0 = Instant::now();

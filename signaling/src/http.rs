@@ -411,6 +411,47 @@ impl Signaling {
         }
     }
 
+    /// May the caller act on `identity`'s WHIP session in `room` (its own, or the host), and is
+    /// there one? (`DELETE` and `PATCH` of a WHIP `Location`.)
+    fn whip_session_access(
+        &self,
+        headers: &HeaderMap,
+        room: &str,
+        identity: &str,
+    ) -> Result<(), ApiError> {
+        let claims = self.auth.verify_for_room(bearer(headers)?, room, now_s())?;
+        if claims.identity != identity && claims.role != Role::Host {
+            return Err(AuthError::Forbidden(claims.role).into());
+        }
+        let present = self
+            .lock()
+            .rooms
+            .get(room)
+            .and_then(|r| r.room.via(identity))
+            == Some(Via::Whip);
+        if !present {
+            return Err(ApiError::new(404, "not_found", "no such WHIP session"));
+        }
+        Ok(())
+    }
+
+    /// May the caller act on the WHEP session `session` (its owner, or the host)? An id that
+    /// names no owner is `404`.
+    fn whep_session_access(
+        &self,
+        headers: &HeaderMap,
+        room: &str,
+        session: &str,
+    ) -> Result<(), ApiError> {
+        let claims = self.auth.verify_for_room(bearer(headers)?, room, now_s())?;
+        let owner = whep_session_owner(session)
+            .ok_or_else(|| ApiError::new(404, "not_found", "no such WHEP session"))?;
+        if owner != claims.identity && claims.role != Role::Host {
+            return Err(AuthError::Forbidden(claims.role).into());
+        }
+        Ok(())
+    }
+
     /// Refuses a new subscription to co-hosts' own tracks for `identity` in `room` when it, or
     /// the room, holds the most allowed.
     async fn check_subscription_caps(&self, room: &str, identity: &str) -> Result<(), MediaError> {
@@ -844,19 +885,7 @@ async fn whip_patch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let claims = s.auth.verify_for_room(bearer(&headers)?, &room, now_s())?;
-    if claims.identity != identity && claims.role != Role::Host {
-        return Err(AuthError::Forbidden(claims.role).into());
-    }
-    let present = s
-        .lock()
-        .rooms
-        .get(&room)
-        .and_then(|r| r.room.via(&identity))
-        == Some(Via::Whip);
-    if !present {
-        return Err(ApiError::new(404, "not_found", "no such WHIP session"));
-    }
+    s.whip_session_access(&headers, &room, &identity)?;
     trickle_patch(&s, &headers, &body, &room, &identity, "publish").await
 }
 
@@ -866,12 +895,7 @@ async fn whep_patch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let claims = s.auth.verify_for_room(bearer(&headers)?, &room, now_s())?;
-    let owner = whep_session_owner(&session)
-        .ok_or_else(|| ApiError::new(404, "not_found", "no such WHEP session"))?;
-    if owner != claims.identity && claims.role != Role::Host {
-        return Err(AuthError::Forbidden(claims.role).into());
-    }
+    s.whep_session_access(&headers, &room, &session)?;
     // A co-host may be called `program`: the program viewer is tried first.
     if identity == "program"
         && s.backend
@@ -1173,19 +1197,7 @@ async fn whip_delete(
     Path((room, identity)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let claims = s.auth.verify_for_room(bearer(&headers)?, &room, now_s())?;
-    if claims.identity != identity && claims.role != Role::Host {
-        return Err(AuthError::Forbidden(claims.role).into());
-    }
-    let present = s
-        .lock()
-        .rooms
-        .get(&room)
-        .and_then(|r| r.room.via(&identity))
-        == Some(Via::Whip);
-    if !present {
-        return Err(ApiError::new(404, "not_found", "no such WHIP session"));
-    }
+    s.whip_session_access(&headers, &room, &identity)?;
     s.leave(&room, &identity, Via::Whip);
     Ok(StatusCode::OK)
 }
@@ -1271,12 +1283,8 @@ async fn whep_delete(
     Path((room, identity, session)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let claims = s.auth.verify_for_room(bearer(&headers)?, &room, now_s())?;
+    s.whep_session_access(&headers, &room, &session)?;
     let not_found = || ApiError::new(404, "not_found", "no such WHEP session");
-    let owner = whep_session_owner(&session).ok_or_else(not_found)?;
-    if owner != claims.identity && claims.role != Role::Host {
-        return Err(AuthError::Forbidden(claims.role).into());
-    }
     // A co-host may be called `program`: its subscriptions are tried after the program's.
     let ended = (identity == "program" && s.backend.unsubscribe_program(&room, &session).await)
         || s.backend.unsubscribe(&room, &session, &identity).await;

@@ -36,6 +36,7 @@ use webrtc::peer_connection::{
 pub mod clip;
 pub mod impair;
 pub mod nginx;
+pub mod raw;
 
 pub const API_KEY: &str = "test-api-key";
 pub const API_SECRET: &str = "test-secret-0123456789";
