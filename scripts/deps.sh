@@ -22,6 +22,9 @@ if [ "${1:-}" = "--test" ]; then
   [ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need+=(libnginx-mod-rtmp)
   command -v ip >/dev/null || need+=(iproute2)
   command -v unshare >/dev/null || need+=(util-linux)
+  # coturn (a real TURN server), python3-venv (aiortc, a third-party WebRTC stack, from PyPI).
+  command -v turnserver >/dev/null || need+=(coturn)
+  python3 -c "import ensurepip, venv" 2>/dev/null || need+=(python3-venv)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"

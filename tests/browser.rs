@@ -62,7 +62,7 @@ fn run_scenario(script: &str) {
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let dir = root.join("tests/browser");
-    npm_install(&dir, "node_modules/playwright-core");
+    npm_install(&dir, "node_modules/whip-whep");
     npm_install(
         &root.join("web-demo"),
         "node_modules/hls.js/dist/hls.min.js",
@@ -96,4 +96,19 @@ fn host_and_guest_pages_cohost_over_webrtc() {
 #[test]
 fn audience_page_plays_hls_with_layout_and_cue_overlays() {
     run_scenario("audience.mjs");
+}
+
+#[test]
+fn third_party_whip_whep_clients_from_the_apps_origin_and_through_its_proxy() {
+    run_scenario("field_clients.mjs");
+}
+
+#[test]
+fn relay_only_pages_publish_and_play_through_coturn() {
+    run_scenario("turn_relay.mjs");
+}
+
+#[test]
+fn a_chromium_cohost_behind_a_capped_uplink_lowers_its_bitrate_and_stays_fluid() {
+    run_scenario("weak_uplink.mjs");
 }

@@ -47,9 +47,9 @@ export function check(cond, msg) {
 export class Harness {
   /**
    * `udpPorts`: the server's media port range; `httpPortBase`: first of 1000 HTTP ports;
-   * `viewport`: optional page size.
+   * `viewport`: optional page size; `serverArgs`: more flags for the server.
    */
-  constructor({ udpPorts, httpPortBase, viewport }) {
+  constructor({ udpPorts, httpPortBase, viewport, serverArgs }) {
     if (!BIN) {
       console.error('CARGO_BIN_EXE_cohost is not set (path of the cohost server binary)');
       process.exit(2);
@@ -58,6 +58,7 @@ export class Harness {
     this.base = `http://127.0.0.1:${this.port}`;
     this.udpPorts = udpPorts;
     this.viewport = viewport;
+    this.serverArgs = serverArgs || [];
     this.serverLog = [];
     this.pageLogs = {};
     this.pages = {};
@@ -71,6 +72,7 @@ export class Harness {
       '--udp-ports', this.udpPorts,
       '--api-key', KEY,
       '--api-secret', SECRET,
+      ...this.serverArgs,
     ];
     log('starting', BIN, args.join(' '));
     const server = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
