@@ -370,6 +370,37 @@ impl Peer {
     }
 }
 
+/// Restarts ICE on a peer connection that answered the client's offer (a WHIP/WHEP `PATCH`
+/// with new credentials, RFC 9725 §4.4): the client's offer is applied again with its new
+/// ufrag and password, which restarts the ICE agent (new local credentials too), and answered
+/// again. Returns the new local description (credentials and candidates for the client).
+pub async fn restart_ice(
+    pc: &Arc<dyn PeerConnection>,
+    ufrag: &str,
+    pwd: &str,
+) -> Result<String, RtcError> {
+    let remote = pc
+        .remote_description()
+        .await
+        .ok_or_else(|| RtcError::Webrtc("no remote description".into()))?;
+    let offer = signaling::trickle::with_ice_credentials(&remote.sdp, ufrag, pwd);
+    let offer = RTCSessionDescription::offer(offer).map_err(|e| RtcError::Sdp(e.to_string()))?;
+    pc.set_remote_description(offer)
+        .await
+        .map_err(|e| RtcError::Sdp(e.to_string()))?;
+    let answer = pc
+        .create_answer(None)
+        .await
+        .map_err(|e| RtcError::Sdp(e.to_string()))?;
+    pc.set_local_description(answer)
+        .await
+        .map_err(|e| RtcError::Sdp(e.to_string()))?;
+    pc.local_description()
+        .await
+        .map(|d| d.sdp)
+        .ok_or_else(|| RtcError::Webrtc("no local description".into()))
+}
+
 /// Is this H.264 RTP payload (RFC 6184) the start of a keyframe (an IDR slice, or SPS, in a
 /// single NAL, STAP-A or the first FU-A fragment)?
 pub fn h264_payload_is_keyframe(payload: &[u8]) -> bool {

@@ -865,6 +865,21 @@ impl MediaBackend for SfuBackend {
             .await
             .map_err(|e| MediaError::BadSdp(format!("candidate: {e}")))
     }
+    async fn restart_ice(
+        &self,
+        room: &str,
+        identity: &str,
+        pc: &str,
+        ufrag: &str,
+        pwd: &str,
+    ) -> Result<String, MediaError> {
+        let conn = self
+            .session_pc(room, identity, pc)
+            .ok_or_else(|| MediaError::NotFound(format!("peer connection `{pc}`")))?;
+        crate::rtc::restart_ice(&conn, ufrag, pwd)
+            .await
+            .map_err(|e| MediaError::BadSdp(format!("ICE restart: {e}")))
+    }
     async fn set_muted(&self, room: &str, identity: &str, kind: MediaKind, muted: bool) {
         if let Some(p) = self.sfu.publisher(room, identity) {
             let t = if kind == MediaKind::Audio {

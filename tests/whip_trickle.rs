@@ -2,7 +2,9 @@
 //! viewer whose offers carry no candidates send them afterwards with `PATCH`, and connect;
 //! the `201` carries `ETag` and `Accept-Patch`; a stale `If-Match` is `412`, a malformed
 //! fragment `400` (and leaves the session working), a wrong media type `415`, an unknown
-//! session `404`, an ICE restart `422`.
+//! session `404`. An ICE restart (a fragment with new credentials, RFC 9725 §4.4) is `200`
+//! with the server's new credentials and candidates and a new `ETag`, and the viewer that
+//! restarted keeps decoding the program over the restarted ICE.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,6 +13,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use rtc::peer_connection::configuration::RTCOfferOptions;
 use webrtc::peer_connection::RTCPeerConnectionState;
 
 const FRAG: &str = "application/trickle-ice-sdpfrag";
@@ -123,8 +126,6 @@ async fn trickling_clients_connect_and_bad_patches_are_refused() {
         patch(&s.url("/whip/t/nobody"), &other, FRAG, None, &frag).await,
         404
     );
-    let restart = "a=ice-ufrag:newU\r\na=ice-pwd:newpasswordnewpassword12\r\n";
-    assert_eq!(patch(&location, &token, FRAG, None, restart).await, 422);
 
     // The candidates, trickled: 204, and the publisher connects.
     assert_eq!(
@@ -163,6 +164,108 @@ async fn trickling_clients_connect_and_bad_patches_are_refused() {
         decoded_at(&pv, (1280, 720)) >= 10
     })
     .await;
+    // The viewer restarts ICE (new credentials, RFC 9725 §4.4): 200 with the server's new
+    // credentials and candidates, a new entity tag; the old one is then stale.
+    let old_tag = {
+        let r = reqwest::Client::new()
+            .patch(&vloc)
+            .bearer_auth(&viewer_token)
+            .header("content-type", FRAG)
+            .body("a=end-of-candidates\r\n")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+        r.headers()["etag"].to_str().unwrap().to_owned()
+    };
+    let restart = viewer
+        .pc
+        .create_offer(Some(RTCOfferOptions { ice_restart: true }))
+        .await
+        .unwrap();
+    viewer.pc.set_local_description(restart).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await; // gathering (loopback)
+    let (_, rfrag) = split_offer(&viewer.pc.local_description().await.unwrap().sdp);
+    assert!(!rfrag.contains(&old_tag.replace('"', "")), "{rfrag}");
+    let r = reqwest::Client::new()
+        .patch(&vloc)
+        .bearer_auth(&viewer_token)
+        .header("content-type", FRAG)
+        .header("if-match", "*")
+        .body(rfrag.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "ICE restart");
+    assert_eq!(r.headers()["content-type"], FRAG);
+    let new_tag = r.headers()["etag"].to_str().unwrap().to_owned();
+    assert_ne!(new_tag, old_tag);
+    let server_frag = r.text().await.unwrap();
+    let ufrag = server_frag
+        .lines()
+        .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+        .unwrap()
+        .trim();
+    let pwd = server_frag
+        .lines()
+        .find_map(|l| l.strip_prefix("a=ice-pwd:"))
+        .unwrap()
+        .trim();
+    assert_eq!(new_tag, format!("\"{ufrag}\""));
+    assert!(
+        server_frag.contains("a=candidate:") && server_frag.contains("a=end-of-candidates"),
+        "{server_frag}"
+    );
+    // The client applies the server's new credentials and candidates (as RFC 9725 clients do).
+    let remote = viewer.pc.remote_description().await.unwrap().sdp;
+    let mut answer = String::new();
+    for l in remote.split_inclusive("\r\n") {
+        let t = l.trim_end();
+        if t.starts_with("a=ice-ufrag:") {
+            answer.push_str(&format!("a=ice-ufrag:{ufrag}\r\n"));
+        } else if t.starts_with("a=ice-pwd:") {
+            answer.push_str(&format!("a=ice-pwd:{pwd}\r\n"));
+        } else if !t.starts_with("a=candidate:") && t != "a=end-of-candidates" {
+            answer.push_str(l);
+            if t.starts_with("a=mid:") {
+                for c in server_frag
+                    .lines()
+                    .filter(|c| c.starts_with("a=candidate:"))
+                {
+                    answer.push_str(c.trim_end());
+                    answer.push_str("\r\n");
+                }
+            }
+        }
+    }
+    viewer.set_answer(&answer).await;
+    assert_eq!(
+        patch(&vloc, &viewer_token, FRAG, Some(&old_tag), &rfrag).await,
+        412,
+        "the tag from before the restart is stale"
+    );
+    assert_eq!(
+        patch(&vloc, &viewer_token, FRAG, Some(&new_tag), &rfrag).await,
+        204
+    );
+    // Still decoding over the restarted ICE: pictures keep arriving well past the old
+    // credentials' consent (checks with the old ufrag are refused by both agents now).
+    let before = decoded_at(&pv, (1280, 720));
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let at = pv.lock().unwrap().packets;
+    eventually(
+        "the restarted viewer keeps receiving the program",
+        20,
+        || pv.lock().unwrap().packets > at + 100,
+    )
+    .await;
+    let after = decoded_at(&pv, (1280, 720));
+    assert!(after >= before + 60, "decoded {before} then {after}");
+    assert_eq!(
+        *viewer.state.lock().unwrap(),
+        RTCPeerConnectionState::Connected
+    );
+
     // An ended session is 404.
     assert_eq!(delete(&vloc, &viewer_token).await, 200);
     assert_eq!(patch(&vloc, &viewer_token, FRAG, None, &vfrag).await, 404);

@@ -142,6 +142,17 @@ pub trait MediaBackend: Send + Sync + 'static {
         pc: &str,
         candidate: serde_json::Value,
     ) -> Result<(), MediaError>;
+    /// Restarts ICE on `identity`'s peer connection `pc` with the client's new credentials (a
+    /// trickle `PATCH` carrying a new ufrag, RFC 9725 §4.4); returns the server's new local
+    /// description, whose credentials and candidates go back to the client.
+    async fn restart_ice(
+        &self,
+        room: &str,
+        identity: &str,
+        pc: &str,
+        ufrag: &str,
+        pwd: &str,
+    ) -> Result<String, MediaError>;
     /// Mutes or unmutes forwarding and mixing of `identity`'s `kind`.
     async fn set_muted(&self, room: &str, identity: &str, kind: MediaKind, muted: bool);
     /// `identity` left: close everything it had.

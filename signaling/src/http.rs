@@ -814,8 +814,9 @@ impl Signaling {
 /// connection for the backend (`publish`, `subscribe:<target>` or `program`), `who` its
 /// subscriber or publisher key. Checks, in order: the fragment's media type (`415`), the
 /// session (`404`), `If-Match` against its entity tag (`412`), the fragment (`400`, nothing
-/// applied), an ICE restart (`422`: not supported; candidates are). Then every candidate is
-/// handed to the session's ICE agent: `204`.
+/// applied). An ICE restart (a new ufrag) restarts the session's ICE: `200` with the server's
+/// new credentials and candidates. Then every candidate is handed to the session's ICE agent:
+/// `204` (or that `200`).
 async fn trickle_patch(
     s: &Signaling,
     headers: &HeaderMap,
@@ -857,13 +858,33 @@ async fn trickle_patch(
         .map_err(|_| ApiError::new(400, "bad_request", "the fragment is not UTF-8"))?;
     let frag = crate::trickle::parse(text)
         .map_err(|e| ApiError::new(400, "bad_request", e.to_string()))?;
+    let mut restarted = None;
     if frag.is_restart(&theirs) {
-        // RFC 9725 §4.3: a session with trickle but no ICE restart answers 422.
-        return Err(ApiError::new(
-            422,
-            "ice_restart_unsupported",
-            "ICE restarts are not supported: end the session and POST a new offer",
-        ));
+        // RFC 9725 §4.4: the server restarts too and answers its new credentials and
+        // candidates (`200`, a fragment); the client's new candidates are then added.
+        let (Some(ufrag), Some(pwd)) = (frag.ufrag.as_deref(), frag.pwd.as_deref()) else {
+            return Err(ApiError::new(
+                400,
+                "bad_request",
+                "an ICE restart needs a=ice-ufrag and a=ice-pwd",
+            ));
+        };
+        let answer = s
+            .backend
+            .restart_ice(room, who, pc, ufrag, pwd)
+            .await
+            .map_err(ApiError::from)?;
+        let body = crate::trickle::restart_fragment(&answer).ok_or_else(|| {
+            ApiError::new(
+                500,
+                "internal",
+                "the restarted answer has no ICE credentials",
+            )
+        })?;
+        let tag = crate::trickle::sdp_ufrag(&answer)
+            .map(crate::trickle::etag)
+            .unwrap_or_default();
+        restarted = Some((body, tag));
     }
     for c in frag.candidates {
         let init = serde_json::json!({
@@ -875,6 +896,17 @@ async fn trickle_patch(
             .add_candidate(room, who, pc, init)
             .await
             .map_err(ApiError::from)?;
+    }
+    if let Some((body, tag)) = restarted {
+        return Ok((
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, crate::trickle::SDPFRAG.to_owned()),
+                (header::ETAG, tag),
+            ],
+            body,
+        )
+            .into_response());
     }
     Ok((StatusCode::NO_CONTENT, [(header::ETAG, tag)]).into_response())
 }
@@ -1659,6 +1691,16 @@ mod tests {
             _: serde_json::Value,
         ) -> Result<(), MediaError> {
             Ok(())
+        }
+        async fn restart_ice(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+            _: &str,
+            _: &str,
+        ) -> Result<String, MediaError> {
+            Err(MediaError::Unavailable("no media here".into()))
         }
         async fn set_muted(&self, _: &str, who: &str, _: MediaKind, muted: bool) {
             self.log(format!("mute {who} {muted}"));

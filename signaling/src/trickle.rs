@@ -172,6 +172,82 @@ pub fn if_match(header: &str, tag: &str) -> bool {
         .any(|t| t == "*" || t == tag || t.strip_prefix("W/") == Some(tag))
 }
 
+/// The client's offer of a session again, with the new ICE credentials of a restart
+/// (RFC 9725 §4.4): every `a=ice-ufrag`/`a=ice-pwd` replaced, and its candidates dropped
+/// (they belonged to the old credentials; the restart's come in the fragment). The peer
+/// connection restarts ICE when this is applied as a new remote offer.
+pub fn with_ice_credentials(offer: &str, ufrag: &str, pwd: &str) -> String {
+    let mut out = String::with_capacity(offer.len());
+    for line in offer.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.starts_with("a=candidate:") || line == "a=end-of-candidates" {
+            continue;
+        }
+        if line.starts_with("a=ice-ufrag:") {
+            out.push_str("a=ice-ufrag:");
+            out.push_str(ufrag);
+        } else if line.starts_with("a=ice-pwd:") {
+            out.push_str("a=ice-pwd:");
+            out.push_str(pwd);
+        } else {
+            out.push_str(line);
+        }
+        out.push_str("\r\n");
+    }
+    out
+}
+
+/// The body of a `200` answering an ICE restart (RFC 9725 §4.4, an RFC 8840 fragment): the
+/// server's new `a=ice-ufrag`/`a=ice-pwd` from its new answer, then its first media section's
+/// `m=` line, `a=mid` and component-1 candidates (one bundled, RTCP-muxed transport), and
+/// `a=end-of-candidates`.
+pub fn restart_fragment(answer: &str) -> Option<String> {
+    let mut ufrag = None;
+    let mut pwd = None;
+    let mut mline = None;
+    let mut mid = None;
+    let mut cands = Vec::new();
+    let mut section = 0usize;
+    for line in answer.lines().map(|l| l.trim_end_matches('\r')) {
+        if line.starts_with("m=") {
+            section += 1;
+            if section == 1 {
+                mline = Some(line);
+            }
+            continue;
+        }
+        if let Some(v) = line.strip_prefix("a=ice-ufrag:") {
+            ufrag.get_or_insert(v);
+        } else if let Some(v) = line.strip_prefix("a=ice-pwd:") {
+            pwd.get_or_insert(v);
+        } else if section == 1 {
+            if let Some(v) = line.strip_prefix("a=mid:") {
+                mid.get_or_insert(v);
+            } else if line.starts_with("a=candidate:")
+                && line.split_ascii_whitespace().nth(1) == Some("1")
+            {
+                // RTP's component only: WebRTC muxes RTCP (RFC 8858), so component-2
+                // candidates are dead weight (and some clients join them badly).
+                cands.push(line);
+            }
+        }
+    }
+    let mut f = format!("a=ice-ufrag:{}\r\na=ice-pwd:{}\r\n", ufrag?, pwd?);
+    if let Some(m) = mline {
+        f.push_str(m);
+        f.push_str("\r\n");
+        if let Some(mid) = mid {
+            f.push_str(&format!("a=mid:{mid}\r\n"));
+        }
+        for c in cands {
+            f.push_str(c);
+            f.push_str("\r\n");
+        }
+        f.push_str("a=end-of-candidates\r\n");
+    }
+    Some(f)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,5 +307,31 @@ mod tests {
         assert!(if_match("*", &tag));
         assert!(if_match("\"zz\", \"abcd\"", &tag));
         assert!(!if_match("\"zz\"", &tag));
+    }
+
+    #[test]
+    fn an_ice_restart_rewrites_the_offer_and_answers_a_fragment() {
+        let offer = "v=0\r\na=ice-ufrag:old1\r\na=ice-pwd:oldpasswordoldpassword12\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=ice-ufrag:old1\r\na=ice-pwd:oldpasswordoldpassword12\r\na=candidate:1 1 udp 1 192.0.2.1 5000 typ host\r\na=end-of-candidates\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\na=mid:1\r\n";
+        let re = with_ice_credentials(offer, "newU", "newpasswordnewpassword12");
+        assert!(!re.contains("old"), "{re}");
+        assert_eq!(re.matches("a=ice-ufrag:newU\r\n").count(), 2);
+        assert_eq!(
+            re.matches("a=ice-pwd:newpasswordnewpassword12\r\n").count(),
+            2
+        );
+        assert!(!re.contains("a=candidate") && !re.contains("end-of-candidates"));
+        assert!(re.contains("m=video 9 UDP/TLS/RTP/SAVPF 102\r\na=mid:1\r\n"));
+
+        let answer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=ice-ufrag:srv2\r\na=ice-pwd:serverpasswordserverpw12\r\na=mid:0\r\na=candidate:9 1 udp 2130706431 127.0.0.1 40000 typ host\r\na=candidate:9 2 udp 2130706431 127.0.0.1 40000 typ host\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\na=mid:1\r\na=candidate:9 1 udp 2130706431 127.0.0.1 40000 typ host\r\n";
+        let f = restart_fragment(answer).unwrap();
+        assert_eq!(
+            f,
+            "a=ice-ufrag:srv2\r\na=ice-pwd:serverpasswordserverpw12\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=candidate:9 1 udp 2130706431 127.0.0.1 40000 typ host\r\na=end-of-candidates\r\n"
+        );
+        // What the server answers parses as a fragment, as a client will parse it.
+        let back = parse(&f).unwrap();
+        assert_eq!(back.ufrag.as_deref(), Some("srv2"));
+        assert_eq!(back.candidates.len(), 1);
+        assert!(restart_fragment("v=0\r\n").is_none());
     }
 }

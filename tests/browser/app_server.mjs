@@ -7,8 +7,10 @@
 // The page exposes, for `page.evaluate`:
 //   publish(url, token, pcConfig)  -> { ms }    WHIP-publishes the fake camera and microphone
 //   play(url, token, pcConfig)     -> { ms }    WHEP-plays into a <video>
+//   restart(kind, url)             ICE restart of that session through its client
 //   stats()                        -> [{ kind: 'publish'|'play', url, state, framesDecoded,
-//                                        framesSent, width, local, remote }]  (candidate types)
+//                                        framesSent, width, local, remote (candidate types),
+//                                        ufrag (local ICE username fragment) }]
 //   fetchLog                        every fetch the clients made: { method, url, status|error }
 
 import { createServer, request } from 'node:http';
@@ -69,6 +71,8 @@ window.play = async (url, token, pcConfig) => {
 };
 // Players first: a publisher's DELETE ends the WHEP sessions of its viewers too.
 window.stop = async () => { for (const s of [...sessions].sort((a, b) => (a.kind === 'play' ? 0 : 1) - (b.kind === 'play' ? 0 : 1))) await s.client.stop().catch(() => {}); };
+// An ICE restart through the client (RFC 9725 §4.4: PATCH with new credentials).
+window.restart = (kind, url) => sessions.find((s) => s.kind === kind && s.url === url).client.restart();
 window.stats = async () => {
   const out = [];
   for (const s of sessions) {
@@ -79,6 +83,7 @@ window.stats = async () => {
     st.forEach((x) => {
       if (x.type === 'inbound-rtp' && x.kind === 'video') { r.framesDecoded += x.framesDecoded || 0; r.width = x.frameWidth; }
       if (x.type === 'outbound-rtp' && x.kind === 'video') { r.framesSent += x.framesSent || 0; r.bytesSent = x.bytesSent; }
+      if (x.type === 'transport') r.ufrag = x.iceLocalUsernameFragment;
       if (x.type === 'transport' && x.selectedCandidatePairId) {
         const p = byId[x.selectedCandidatePairId];
         if (p) { r.local = byId[p.localCandidateId]?.candidateType; r.remote = byId[p.remoteCandidateId]?.candidateType; r.rtt = p.currentRoundTripTime; }

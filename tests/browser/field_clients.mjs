@@ -75,6 +75,21 @@ async function main() {
     log(`trickle: ${posts.length} POSTs answered 201, ${patches.length} PATCHes answered 204`);
     for (const s of await stats(page)) check(s.state === 'connected', `${s.kind} ${s.url}: ${s.state}`);
 
+    // ICE restart of the cross-origin publisher through its client (PATCH, If-Match: *):
+    // cohost answers 200 with new credentials, the publisher reconnects on them and its
+    // player keeps decoding.
+    const before = (await stats(page)).find((x) => x.kind === 'publish' && x.url === pubUrl);
+    const decodedBefore = (await stats(page)).find((x) => x.kind === 'play' && x.url === sfuUrl).framesDecoded;
+    await page.evaluate(([k, u]) => window.restart(k, u), ['publish', pubUrl]);
+    const after = await waitFor('the publisher restarted ICE and is connected', async () => {
+      const s = (await stats(page)).find((x) => x.kind === 'publish' && x.url === pubUrl);
+      return s.ufrag && s.ufrag !== before.ufrag && s.state === 'connected' ? s : null;
+    });
+    await decoded(page, sfuUrl, decodedBefore + 90);
+    const restartPatch = (await page.evaluate(() => window.fetchLog)).filter((f) => f.method === 'PATCH' && f.status === 200);
+    check(restartPatch.length === 1, `one ICE restart PATCH answered 200: ${JSON.stringify(restartPatch)}`);
+    log(`ICE restart: ufrag ${before.ufrag} -> ${after.ufrag}, PATCH 200, the co-host still decoded`);
+
     // 3. An origin cohost does not list: the browser blocks the call (no CORS headers).
     const other = await h.openPage('other-origin', `${OTHER}/app.html`);
     await waitFor('other page ready', () => other.evaluate(() => window.ready === true));
