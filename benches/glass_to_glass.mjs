@@ -10,7 +10,9 @@
 //
 // Env: COHOST_BIN (default target/release/cohost), CHROMIUM (default /usr/bin/chromium),
 //   SECONDS (measured seconds per path, default 20), WARMUP_S (default 4), WIDTH/HEIGHT
-//   (default 640x360), ORDER (`cohost,p2p` default, or `p2p,cohost`), MIX (`default`: the
+//   (default 640x360), ORDER (`cohost,p2p` default, or `p2p,cohost`; `turn` is the cohost
+//   path with both pages allowed only relayed candidates through a local coturn, whose
+//   credentials come from cohost's WHIP `OPTIONS` `Link` headers: `ORDER=cohost,turn`), MIX (`default`: the
 //   room's program uses the server's default mix, 1280x720 30 fps; `small`: the room is created
 //   first with a 160x96 5 fps mix, to see what the mixer's CPU costs), JSON (a file: write the
 //   raw summary there), LOG_SERVER=1 (echo the server's log), SOURCE (`canvas`: the canvas'
@@ -44,6 +46,7 @@ import { fileURLToPath } from 'node:url';
 const here = dirname(fileURLToPath(import.meta.url));
 const require = createRequire(join(here, '..', 'tests', 'browser', 'package.json'));
 const { chromium } = require('playwright-core');
+const { startCoturn } = await import(join(here, '..', 'tests', 'browser', 'coturn.mjs'));
 
 const BIN = process.env.COHOST_BIN || join(here, '..', 'target', 'release', 'cohost');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
@@ -156,9 +159,10 @@ function gathered(pc) {
 }
 
 window.pcs = {};
-// offer side: 'send' (sendonly, the canvas track) or 'recv' (recvonly video)
-window.makeOffer = async (name, dir) => {
-  const pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle' });
+// offer side: 'send' (sendonly, the canvas track) or 'recv' (recvonly video); 'config' adds to
+// the RTCConfiguration (the turn path: ICE servers and iceTransportPolicy 'relay')
+window.makeOffer = async (name, dir, config) => {
+  const pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle', ...(config || {}) });
   window.pcs[name] = pc;
   let tr;
   if (dir === 'send') tr = pc.addTransceiver(window.senderStream.getVideoTracks()[0], { direction: 'sendonly', streams: [window.senderStream] });
@@ -256,6 +260,7 @@ window.statsSnapshot = async (name) => {
     if (r.type === 'remote-inbound-rtp' && r.kind === 'video') out['remote-inbound-rtp'] = r;
     if (r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded') out.pair = r;
   });
+  if (out.pair) { const lc = st.get(out.pair.localCandidateId); out.localType = lc && lc.candidateType; }
   return JSON.parse(JSON.stringify(out));
 };
 </script></body></html>`;
@@ -333,7 +338,22 @@ async function waitFor(what, fn, ms = 30000, every = 100) {
 // ---------------------------------------------------------------- main
 const port = 19000 + Math.floor(Math.random() * 1000);
 const base = `http://127.0.0.1:${port}`;
-let server, http, context, userDir;
+let server, http, context, userDir, turn;
+const TURN_PORT = 34700 + Math.floor(Math.random() * 50);
+const TURN_SECRET = 'glass-to-glass-turn-secret';
+
+/** The ICE servers cohost announces to `token`'s caller (`OPTIONS` `Link` headers, RFC 9725). */
+async function iceServersFor(token) {
+  const r = await fetch(`${base}/whip/${ROOM}`, { method: 'OPTIONS', headers: { Authorization: `Bearer ${token}` } });
+  const out = [];
+  for (const l of (r.headers.get('link') || '').split(/,\s*(?=<)/)) {
+    const m = l.match(/^<([^>]+)>/);
+    if (!m || !/rel="ice-server"/.test(l)) continue;
+    const p = (k) => (l.match(new RegExp(`${k}="([^"]*)"`)) || [])[1];
+    out.push({ urls: m[1], username: p('username'), credential: p('credential') });
+  }
+  return out;
+}
 const serverLog = [];
 
 async function mint(identity, role) {
@@ -379,6 +399,9 @@ async function measure(label, S, R, connect, sendPc, recvPc) {
   const sb = await S.evaluate((n) => window.statsSnapshot(n), sendPc);
   const rb = await R.evaluate((n) => window.statsSnapshot(n), recvPc);
   const taken = await R.evaluate(() => window.takeSamples());
+  if (label === 'turn' && (sb.localType !== 'relay' || rb.localType !== 'relay')) {
+    throw new Error(`turn: the pairs must be relayed (sender ${sb.localType}, receiver ${rb.localType})`);
+  }
   const bad = taken.undecodable;
   // A frame cannot be on screen before its last packet arrived: such a sample means the
   // callback read a newer picture than its metadata describes (a late callback); drop it.
@@ -388,6 +411,7 @@ async function measure(label, S, R, connect, sendPc, recvPc) {
   for (const s of samples) sizes[`${s.w}x${s.h}`] = (sizes[`${s.w}x${s.h}`] || 0) + 1;
   const res = {
     label,
+    candidates: { sender: sb.localType, receiver: rb.localType },
     frames: samples.length,
     undecodable: bad,
     implausible,
@@ -419,6 +443,10 @@ async function main() {
   // the cohost server
   const args = ['--bind', `127.0.0.1:${port}`, '--media-ip', '127.0.0.1', '--udp-ports', '52000-52200',
     '--api-key', KEY, '--api-secret', SECRET];
+  if (ORDER.includes('turn')) {
+    turn = await startCoturn(TURN_PORT, TURN_SECRET);
+    args.push('--ice-servers', `turn:127.0.0.1:${TURN_PORT}?transport=udp`, '--turn-secret', TURN_SECRET);
+  }
   log('starting', BIN, args.join(' '));
   server = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
   for (const s of [server.stdout, server.stderr]) {
@@ -478,15 +506,17 @@ async function main() {
   const guestTok = await mint('sub', 'guest');
   const results = { when: new Date().toISOString(), width: W, height: H, seconds: MEASURE_S, mix: MIX, source: SOURCE, paths: {} };
 
-  const paths = {
-    cohost: async () => {
+  const viaCohost = (label, relayed) => async () => {
       let whepLoc;
-      const r = await measure('cohost', S, R, async () => {
-        const offer = await S.evaluate(() => window.makeOffer('whip', 'send'));
+      const sendCfg = relayed ? { iceServers: await iceServersFor(hostTok), iceTransportPolicy: 'relay' } : null;
+      const recvCfg = relayed ? { iceServers: await iceServersFor(guestTok), iceTransportPolicy: 'relay' } : null;
+      if (relayed && !sendCfg.iceServers.length) throw new Error('cohost announced no TURN server');
+      const r = await measure(label, S, R, async () => {
+        const offer = await S.evaluate(([c]) => window.makeOffer('whip', 'send', c), [sendCfg]);
         const a = await postSdp(`${base}/whip/${ROOM}`, hostTok, offer);
         if (a.status !== 201) throw new Error(`WHIP: ${a.status} ${a.text}`);
         await S.evaluate((sdp) => window.setAnswer('whip', sdp), a.text);
-        const roffer = await R.evaluate(() => window.makeOffer('whep', 'recv'));
+        const roffer = await R.evaluate(([c]) => window.makeOffer('whep', 'recv', c), [recvCfg]);
         // the publisher counts as publishing once its track is up: retry 404 not_publishing
         const b = await waitFor('WHEP 201', async () => {
           const x = await postSdp(`${base}/whep/${ROOM}/pub`, guestTok, roffer);
@@ -503,7 +533,10 @@ async function main() {
       await fetch(`${base}/whip/${ROOM}/pub`, { method: 'DELETE', headers: { Authorization: `Bearer ${hostTok}` } }).catch(() => {});
       await S.evaluate(() => window.closePc('whip'));
       return r;
-    },
+  };
+  const paths = {
+    cohost: viaCohost('cohost', false),
+    turn: viaCohost('turn', true),
     p2p: async () => {
       const r = await measure('p2p', S, R, async () => {
         const offer = await S.evaluate(() => window.makeOffer('p2p-send', 'send'));
@@ -534,6 +567,12 @@ async function main() {
     rows.push(`| cohost − p2p | present | | ${f1(results.diff.p50)} | ${f1(results.diff.p95)} | ${f1(results.diff.p99)} | ${f1(results.diff.mean)} | | |`);
     rows.push(`| cohost − p2p | recv | | ${f1(results.diff_recv.p50)} | ${f1(results.diff_recv.p95)} | ${f1(results.diff_recv.p99)} | ${f1(results.diff_recv.mean)} | | |`);
   }
+  const t = results.paths.turn;
+  if (c && t) {
+    results.diff_turn = {};
+    for (const k of ['p50', 'p95', 'p99', 'mean']) results.diff_turn[k] = t.present[k] - c.present[k];
+    rows.push(`| turn − cohost | present | | ${f1(results.diff_turn.p50)} | ${f1(results.diff_turn.p95)} | ${f1(results.diff_turn.p99)} | ${f1(results.diff_turn.mean)} | | |`);
+  }
   console.log(rows.join('\n'));
   for (const [name, r] of Object.entries(results.paths)) {
     console.log(`\n${name}: ${r.frames} frames in ${MEASURE_S} s (${r.fps.toFixed(1)} fps presented, ${r.undecodable} undecodable, ${r.implausible} implausible dropped, sender drew ${r.draws_per_s.toFixed(1)}/s, loadavg ${r.loadavg.map((x) => x.toFixed(1)).join(' -> ')}), sizes ${JSON.stringify(r.sizes)}`);
@@ -553,6 +592,7 @@ main()
   .finally(async () => {
     try { await context?.close(); } catch {}
     if (server && server.exitCode === null) server.kill('SIGTERM');
+    turn?.stop();
     http?.close();
     if (userDir) try { rmSync(userDir, { recursive: true, force: true }); } catch {}
   });

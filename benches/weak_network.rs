@@ -254,8 +254,16 @@ async fn measure(
                 .min_by(|a, b| a.abs().total_cmp(&b.abs()))
         })
         .filter(|d| d.abs() < 500.0)
-        .map(f64::abs)
         .collect();
+    // Signed (onset − picture: > 0 when the picture comes first), for tuning.
+    eprintln!(
+        "  A/V skew signed p5/p50/p95: {:.0}/{:.0}/{:.0} ms over {} beeps",
+        pct(&mut skew, 0.05),
+        pct(&mut skew, 0.5),
+        pct(&mut skew, 0.95),
+        skew.len()
+    );
+    let mut skew: Vec<f64> = skew.into_iter().map(f64::abs).collect();
     let av = (pct(&mut skew, 0.5), pct(&mut skew, 0.95));
     let dropped = relay.stats().0.dropped_rtp;
     (program, sfu_stats, av, dropped, delay, plis)

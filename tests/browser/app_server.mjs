@@ -6,7 +6,10 @@
 //
 // The page exposes, for `page.evaluate`:
 //   publish(url, token, pcConfig)  -> { ms }    WHIP-publishes the fake camera and microphone
+//   publishGathered(url, token, pcConfig)  the same without whip-whep: gathers, then POSTs
+//                                   an offer with all candidates (the non-trickle baseline)
 //   play(url, token, pcConfig)     -> { ms }    WHEP-plays into a <video>
+//   timing()                       -> [{ kind, url, started, posted, connected }] (ms)
 //   restart(kind, url)             ICE restart of that session through its client
 //   stats()                        -> [{ kind: 'publish'|'play', url, state, framesDecoded,
 //                                        framesSent, width, local, remote (candidate types),
@@ -30,7 +33,7 @@ import { WHEPClient } from '/lib/whep.js';
 window.fetchLog = [];
 const realFetch = window.fetch.bind(window);
 window.fetch = async (url, opts = {}) => {
-  const e = { method: opts.method || 'GET', url: String(url) };
+  const e = { method: opts.method || 'GET', url: String(url), t: performance.now() };
   window.fetchLog.push(e);
   try { const r = await realFetch(url, opts); e.status = r.status; return r; }
   catch (err) { e.error = String(err); throw err; }
@@ -42,8 +45,37 @@ window.publish = async (url, token, pcConfig) => {
   for (const t of stream.getTracks()) pc.addTransceiver(t, { direction: 'sendonly' });
   const client = new WHIPClient();
   const t0 = performance.now();
-  sessions.push({ kind: 'publish', url, pc, client, t0 });
+  const session = { kind: 'publish', url, pc, client, t0 };
+  sessions.push(session);
+  timeConnect(session);
   await client.publish(pc, url, token);
+  return { ms: performance.now() - t0 };
+};
+// Connection timing of a session: started (t0), POST sent, connected (performance.now() ms).
+function timeConnect(session) {
+  session.connectedAt = null;
+  session.pc.addEventListener('connectionstatechange', () => {
+    if (session.pc.connectionState === 'connected' && session.connectedAt === null) session.connectedAt = performance.now();
+  });
+}
+window.timing = () => sessions.map((s) => ({ kind: s.kind, url: s.url, started: s.t0, posted: s.postedAt ?? (window.fetchLog.find((f) => f.method === 'POST' && f.url === s.url && f.t >= s.t0) || {}).t, connected: s.connectedAt }));
+// A publisher that gathers first and posts an offer with every candidate (no trickle), the
+// way OBS and most SDKs do: the baseline for trickle's connect time.
+window.publishGathered = async (url, token, pcConfig) => {
+  const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 360 }, audio: true });
+  const pc = new RTCPeerConnection(pcConfig || {});
+  for (const t of stream.getTracks()) pc.addTransceiver(t, { direction: 'sendonly' });
+  const t0 = performance.now();
+  const session = { kind: 'publish-gathered', url, pc, t0, client: { stop: async () => { pc.close(); if (session.location) await fetch(session.location, { method: 'DELETE', headers: { Authorization: 'Bearer ' + token } }); } } };
+  sessions.push(session);
+  timeConnect(session);
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((r) => { if (pc.iceGatheringState === 'complete') r(); pc.addEventListener('icegatheringstatechange', () => pc.iceGatheringState === 'complete' && r()); });
+  session.postedAt = performance.now();
+  const res = await fetch(url, { method: 'POST', headers: { 'Content-Type': 'application/sdp', Authorization: 'Bearer ' + token }, body: pc.localDescription.sdp });
+  if (res.status !== 201) throw new Error('POST ' + res.status);
+  session.location = new URL(res.headers.get('location'), url).href;
+  await pc.setRemoteDescription({ type: 'answer', sdp: await res.text() });
   return { ms: performance.now() - t0 };
 };
 window.play = async (url, token, pcConfig) => {
