@@ -271,3 +271,33 @@ async fn trickling_clients_connect_and_bad_patches_are_refused() {
     assert_eq!(patch(&vloc, &viewer_token, FRAG, None, &vfrag).await, 404);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
 }
+
+/// A client that sends no candidates at all, neither in its offer nor later (some do exactly
+/// this): the server learns its address from the connectivity checks it receives (a
+/// peer-reflexive candidate, RFC 8445 §7.3.1.3) and the media flows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_sends_a_candidate_connects() {
+    let s = start_server().await;
+    let token = s.token("quiet", "cam", "host").await;
+    let peer = client_peer().await;
+    let sender = add_sender(&peer, "cam").await;
+    let (offer, _never_sent) = split_offer(&peer.offer().await);
+    assert!(!offer.contains("a=candidate"));
+    let (status, _loc, answer) = post_sdp(&s.url("/whip/quiet"), &token, &offer).await;
+    assert_eq!(status, 201, "{answer}");
+    peer.set_answer(&answer).await;
+    eventually("the silent publisher connects", 15, || {
+        *peer.state.lock().unwrap() == RTCPeerConnectionState::Connected
+    })
+    .await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    sender.spawn(320, 240, 60.0, stop.clone());
+    let guest = s.token("quiet", "g", "guest").await;
+    let (mut sub, _) = whep_subscribe(&s, "quiet", "cam", &guest).await;
+    let (video, _audio) = collect_both(&mut sub).await;
+    eventually("its video reaches a subscriber", 20, || {
+        decoded_at(&video, (320, 240)) >= 10
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+}
