@@ -64,7 +64,26 @@ pub struct JitterBuffer {
     newest: Option<(i64, Duration)>,
     /// Smoothed delay from a packet's arrival to its play-out, ms.
     delay_ms: Option<f64>,
+    /// The delay lip sync asks of this audio (its video needs that long), see
+    /// [`JitterBuffer::set_sync_delay`].
+    sync_delay: Duration,
+    /// When the delay was last stretched or shrunk (program clock).
+    last_adjust: Option<Duration>,
+    /// Blocks of concealment inserted to raise the delay for lip sync.
+    pub stretched_blocks: u64,
+    /// Blocks skipped to lower a delay no longer needed.
+    pub shrunk_blocks: u64,
 }
+
+/// Lip sync moves an audio delay one block at a time, at most this often (the measured
+/// delay is smoothed over ~200 ms and must see one step before the next).
+const ADJUST_EVERY: Duration = Duration::from_millis(300);
+/// Raise the delay when it is this far below what lip sync asks...
+const STRETCH_BELOW_MS: f64 = 15.0;
+/// ...and lower it when this far above what is needed (hysteresis over one 20 ms block).
+const SHRINK_ABOVE_MS: f64 = 45.0;
+/// The most delay lip sync may ask of audio.
+pub const MAX_SYNC_DELAY: Duration = Duration::from_millis(400);
 
 impl std::fmt::Debug for JitterBuffer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -94,6 +113,47 @@ impl JitterBuffer {
             fec_blocks: 0,
             newest: None,
             delay_ms: None,
+            sync_delay: Duration::ZERO,
+            last_adjust: None,
+            stretched_blocks: 0,
+            shrunk_blocks: 0,
+        }
+    }
+
+    /// Asks this audio to play `d` after arrival (at most [`MAX_SYNC_DELAY`]) because its
+    /// video needs that long: lip sync in the direction the video play-out cannot go. The
+    /// delay rises by inserting one 20 ms block of concealment (libopus PLC continues the
+    /// sound) and falls, once no longer needed, by skipping one, each at most every 300 ms —
+    /// what NetEq's expand and accelerate do, in coarser steps. Never below the target.
+    pub fn set_sync_delay(&mut self, d: Duration) {
+        self.sync_delay = d.min(MAX_SYNC_DELAY);
+    }
+
+    /// Raises or lowers the playing delay by a block toward what is wanted (see
+    /// [`Self::set_sync_delay`]); called at the start of a pull, `next` is the next timestamp
+    /// to play.
+    fn adjust_delay(&mut self, next: &mut i64, now: Duration) {
+        let Some(d) = self.delay_ms else { return };
+        if self
+            .last_adjust
+            .is_some_and(|t| now.saturating_sub(t) < ADJUST_EVERY)
+        {
+            return;
+        }
+        let wanted = self.target.max(self.sync_delay).as_secs_f64() * 1000.0;
+        if d < wanted - STRETCH_BELOW_MS {
+            self.decode_into_fifo(None);
+            self.stretched_blocks += 1;
+            self.last_adjust = Some(now);
+        } else if d > wanted + SHRINK_ABOVE_MS && self.stretched_blocks > self.shrunk_blocks {
+            // Only what lip sync added is given back: the rest of the delay is the target's
+            // and the drift control's.
+            if let Some(pkt) = self.packets.remove(next) {
+                drop(pkt);
+                *next += BLOCK_FRAMES as i64;
+                self.shrunk_blocks += 1;
+                self.last_adjust = Some(now);
+            }
         }
     }
 
@@ -226,9 +286,11 @@ impl JitterBuffer {
             }
         }
         if let Some(mut next) = self.next_ts {
+            self.adjust_delay(&mut next, now);
             // Drift control: keep the buffered span near the target.
             if let Some((&last, _)) = self.packets.last_key_value() {
-                let max_span = (self.target.as_millis() as i64 * 48).max(BLOCK_FRAMES as i64) * 3;
+                let span_ms = self.target.max(self.sync_delay).as_millis() as i64;
+                let max_span = (span_ms * 48).max(BLOCK_FRAMES as i64) * 3;
                 if last - next > max_span {
                     let keep_from = last - max_span / 3;
                     while let Some((&k, _)) = self.packets.first_key_value() {
@@ -631,6 +693,52 @@ mod tests {
         assert!(energy[..3].iter().all(|e| *e == 0.0), "{energy:?}");
         assert!(energy[4..].iter().all(|e| *e > 1.0), "{energy:?}");
         assert_eq!(jb.concealed_blocks, 1);
+        assert_eq!(jb.late_packets, 0);
+    }
+
+    #[test]
+    fn lip_sync_raises_the_audio_delay_a_block_at_a_time_and_gives_it_back() {
+        // Packets arrive every 20 ms on time; pulls every 20 ms. Returns the smoothed delay.
+        let pkts = opus_packets(200);
+        let mut jb = JitterBuffer::new(Duration::from_millis(60));
+        let mut out = vec![0.0; 1920];
+        let mut energy_ok = true;
+        let mut step = 0usize;
+        let mut run = |jb: &mut JitterBuffer, n: usize, step: &mut usize| {
+            for _ in 0..n {
+                let k = *step;
+                jb.push_opus(
+                    &pkts[k % 200],
+                    (k * 960) as u32,
+                    Duration::from_millis(k as u64 * 20),
+                );
+                jb.pull(&mut out, Duration::from_millis(k as u64 * 20 + 1));
+                if k > 10 {
+                    // Continuous sound throughout: insertions are concealment, not silence.
+                    energy_ok &= out.iter().map(|s| s * s).sum::<f32>() > 1.0;
+                }
+                *step += 1;
+            }
+            jb.delay().unwrap().as_secs_f64() * 1000.0
+        };
+        let before = run(&mut jb, 50, &mut step);
+        assert!((55.0..90.0).contains(&before), "{before}");
+        // The video needs 160 ms: the audio's delay climbs to it, 20 ms per 300 ms.
+        jb.set_sync_delay(Duration::from_millis(160));
+        let raised = run(&mut jb, 150, &mut step);
+        assert!((140.0..190.0).contains(&raised), "{raised}");
+        assert!(
+            jb.stretched_blocks >= 4 && jb.stretched_blocks <= 7,
+            "{}",
+            jb.stretched_blocks
+        );
+        assert_eq!(jb.shrunk_blocks, 0);
+        // No longer needed: back down near the target, by skipped blocks.
+        jb.set_sync_delay(Duration::ZERO);
+        let back = run(&mut jb, 200, &mut step);
+        assert!(back < 110.0, "{back}");
+        assert!(jb.shrunk_blocks >= 3, "{}", jb.shrunk_blocks);
+        assert!(energy_ok, "the sound must not stop");
         assert_eq!(jb.late_packets, 0);
     }
 

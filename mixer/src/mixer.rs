@@ -87,14 +87,26 @@ pub const MAX_DECODES_PER_TICK: usize = 4;
 /// Longest video play-out delay of an input (beyond it pictures are shown as they come).
 pub const MAX_VIDEO_DELAY: Duration = Duration::from_millis(400);
 
-/// With lip sync, video is held back until 10 ms before its audio plays (well inside the
-/// ±40 ms viewers do not notice; a little early beats late, as in broadcast practice).
-pub const LIP_SYNC_LEAD: Duration = Duration::from_millis(10);
+/// What a program picture takes beyond its audio to reach a viewer: video encoding and
+/// packetization of a whole picture against one 20 ms Opus block (measured ~8–17 ms from a
+/// picture's tick to its arrival, release and test builds).
+pub const VIDEO_PATH_ALLOWANCE: Duration = Duration::from_millis(10);
+
+/// With lip sync, how long before its audio a picture is due. A due picture is shown at the
+/// next program tick, 0 to one frame later (half a frame on average), and then takes
+/// [`VIDEO_PATH_ALLOWANCE`] more than its audio: so a picture is due half a frame plus that
+/// allowance early, which centres its skew on zero whatever the phase of the sender's frames
+/// against the program's ticks (±half a frame: ±17 ms at 30 fps, well inside the ±40 ms
+/// viewers do not notice). With a fixed 10 ms lead, a sender in phase with the ticks left
+/// pictures either 7 or 40 ms behind their sound.
+pub fn lip_sync_lead(fps: u32) -> Duration {
+    Duration::from_secs(1) / fps.max(1) / 2 + VIDEO_PATH_ALLOWANCE
+}
 
 /// The video hold-back before an input's audio delay is measured: the audio jitter buffer
 /// aims at playing `jitter_ms` after arrival.
-pub fn av_sync_floor(jitter_ms: u64) -> Duration {
-    Duration::from_millis(jitter_ms).saturating_sub(LIP_SYNC_LEAD)
+pub fn av_sync_floor(jitter_ms: u64, fps: u32) -> Duration {
+    Duration::from_millis(jitter_ms).saturating_sub(lip_sync_lead(fps))
 }
 
 /// An item produced by [`Mixer::poll`].
@@ -375,7 +387,7 @@ impl Mixer {
             playout: {
                 let mut p = VideoPlayout::new(MAX_VIDEO_DELAY);
                 if self.cfg.lip_sync {
-                    p.set_floor(av_sync_floor(self.cfg.jitter_ms));
+                    p.set_floor(av_sync_floor(self.cfg.jitter_ms, self.cfg.fps));
                 }
                 p
             },
@@ -932,13 +944,21 @@ impl Mixer {
         self.next_block += 1;
         self.mix_buf.fill(0.0);
         let mut loudest: Option<(usize, f32)> = None;
+        let lead = lip_sync_lead(self.cfg.fps);
         for (idx, input) in self.inputs.iter_mut().enumerate() {
             input.jitter.pull(&mut self.in_buf, due);
             if self.cfg.lip_sync {
+                // When the video needs longer than the audio waits (heavy jitter, repairs),
+                // the audio waits longer: video delay is counted from the fastest transit,
+                // audio's from a typical arrival.
+                input.jitter.set_sync_delay(
+                    (input.playout.own_delay() + lead)
+                        .saturating_sub(input.playout.median_lateness()),
+                );
                 if let Some(d) = input.jitter.delay() {
                     // A picture waits as long as its audio: the audio's wait after arrival,
                     // plus how late a typical frame arrives behind the fastest one.
-                    let floor = (d + input.playout.median_lateness()).saturating_sub(LIP_SYNC_LEAD);
+                    let floor = (d + input.playout.median_lateness()).saturating_sub(lead);
                     input.playout.set_floor(floor);
                 }
             }

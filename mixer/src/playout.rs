@@ -53,6 +53,8 @@ pub struct VideoPlayout {
     history: VecDeque<(f64, f64)>,
     lateness: VecDeque<f64>,
     delay: f64,
+    /// The delay this input's video needs by itself (without the lip-sync floor), seconds.
+    own: f64,
     queue: VecDeque<Queued>,
     first_rtp: Option<i64>,
 }
@@ -69,6 +71,7 @@ impl VideoPlayout {
             history: VecDeque::new(),
             lateness: VecDeque::new(),
             delay: 0.0,
+            own: 0.0,
             queue: VecDeque::new(),
             first_rtp: None,
         }
@@ -82,6 +85,13 @@ impl VideoPlayout {
     /// The current play-out delay (beyond the fastest transit).
     pub fn delay(&self) -> Duration {
         Duration::from_secs_f64(self.delay)
+    }
+
+    /// The delay this input's video needs by itself to show every picture (its recent
+    /// lateness, without the lip-sync floor): what its audio must wait for lip sync when the
+    /// video is the slower of the two.
+    pub fn own_delay(&self) -> Duration {
+        Duration::from_secs_f64(self.own.max(0.0))
     }
 
     /// The median lateness of recent frames (how far a typical frame arrives behind the
@@ -105,6 +115,7 @@ impl VideoPlayout {
         self.lateness.clear();
         self.first_rtp = None;
         self.delay = 0.0;
+        self.own = 0.0;
     }
 
     /// Clock fit: (slope, intercept) of arrival = slope * rtp + intercept, lower envelope.
@@ -182,6 +193,7 @@ impl VideoPlayout {
         // The lip-sync floor moves with the audio's measured delay: it is part of the target,
         // so a falling floor too lowers the delay by at most 1 ms a frame (a sudden drop would
         // make two frames due in one program tick).
+        self.own = (p99 + p99.min(MARGIN.as_secs_f64())).min(self.max_delay.as_secs_f64());
         let target = (p99 + p99.min(MARGIN.as_secs_f64()))
             .max(self.floor.as_secs_f64())
             .min(self.max_delay.as_secs_f64());
