@@ -228,6 +228,15 @@ async fn measure(
         .and_then(|v| v.as_f64())
         .unwrap_or(f64::NAN);
     let plis = s.metric("cohost_keyframe_requests_total").await;
+    if let Some(i) = info.pointer("/media/program/inputs/0") {
+        eprintln!(
+            "  input: video delay {} (own {}) ms, audio delay {} ms, audio sync blocks {}",
+            i["video_delay_ms"],
+            i["video_own_delay_ms"],
+            i["audio_delay_ms"],
+            i["audio_sync_blocks"]
+        );
+    }
     stop.store(true, Ordering::Relaxed);
     let capture = sender.capture_ms.lock().unwrap().clone();
     let (pv, pa) = {

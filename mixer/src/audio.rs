@@ -62,8 +62,12 @@ pub struct JitterBuffer {
     pub fec_blocks: u64,
     /// The newest packet: (extended RTP timestamp, arrival).
     newest: Option<(i64, Duration)>,
-    /// Smoothed delay from a packet's arrival to its play-out, ms.
+    /// Smoothed delay from a packet's arrival to its play-out, ms: over ~200 ms (decides
+    /// the lip-sync steps) and over ~1 s with the number of samples so far (what video
+    /// follows: each packet's age carries its network jitter, ±40 ms at 80 ms of jitter,
+    /// which a picture due time must not follow).
     delay_ms: Option<f64>,
+    delay_slow: Option<(f64, u32)>,
     /// The delay lip sync asks of this audio (its video needs that long), see
     /// [`JitterBuffer::set_sync_delay`].
     sync_delay: Duration,
@@ -78,8 +82,9 @@ pub struct JitterBuffer {
 /// Lip sync moves an audio delay one block at a time, at most this often (the measured
 /// delay is smoothed over ~200 ms and must see one step before the next).
 const ADJUST_EVERY: Duration = Duration::from_millis(300);
-/// Raise the delay when it is this far below what lip sync asks...
-const STRETCH_BELOW_MS: f64 = 15.0;
+/// Raise the delay when it is this far below what lip sync asks (little: audio a few ms
+/// early of its picture costs the picture a whole program frame)...
+const STRETCH_BELOW_MS: f64 = 5.0;
 /// ...and lower it when this far above what is needed (hysteresis over one 20 ms block).
 const SHRINK_ABOVE_MS: f64 = 45.0;
 /// The most delay lip sync may ask of audio.
@@ -113,6 +118,7 @@ impl JitterBuffer {
             fec_blocks: 0,
             newest: None,
             delay_ms: None,
+            delay_slow: None,
             sync_delay: Duration::ZERO,
             last_adjust: None,
             stretched_blocks: 0,
@@ -141,10 +147,12 @@ impl JitterBuffer {
             return;
         }
         let wanted = self.target.max(self.sync_delay).as_secs_f64() * 1000.0;
+        let block_ms = BLOCK_FRAMES as f64 / 48.0;
         if d < wanted - STRETCH_BELOW_MS {
             self.decode_into_fifo(None);
             self.stretched_blocks += 1;
             self.last_adjust = Some(now);
+            self.step_delay(block_ms);
         } else if d > wanted + SHRINK_ABOVE_MS && self.stretched_blocks > self.shrunk_blocks {
             // Only what lip sync added is given back: the rest of the delay is the target's
             // and the drift control's.
@@ -153,6 +161,7 @@ impl JitterBuffer {
                 *next += BLOCK_FRAMES as i64;
                 self.shrunk_blocks += 1;
                 self.last_adjust = Some(now);
+                self.step_delay(-block_ms);
             }
         }
     }
@@ -211,14 +220,26 @@ impl JitterBuffer {
     /// How long audio waits here from arrival to play-out (smoothed over ~200 ms), once it
     /// plays: what video must wait too to stay in sync.
     pub fn delay(&self) -> Option<Duration> {
-        self.delay_ms
-            .map(|d| Duration::from_secs_f64(d.max(0.0) / 1000.0))
+        self.delay_slow
+            .map(|(d, _)| Duration::from_secs_f64(d.max(0.0) / 1000.0))
+    }
+
+    /// A step of the playing delay by `ms` (a block inserted or skipped): exact, so both
+    /// estimates take it at once.
+    fn step_delay(&mut self, ms: f64) {
+        if let Some(d) = self.delay_ms.as_mut() {
+            *d += ms;
+        }
+        if let Some((d, _)) = self.delay_slow.as_mut() {
+            *d += ms;
+        }
     }
 
     fn reset(&mut self) {
         self.packets.clear();
         self.newest = None;
         self.delay_ms = None;
+        self.delay_slow = None;
         self.next_ts = None;
         self.first_arrival = None;
         self.plc_run = 0;
@@ -373,6 +394,13 @@ impl JitterBuffer {
                 self.delay_ms = Some(match self.delay_ms {
                     None => d,
                     Some(x) => x * 0.9 + d * 0.1,
+                });
+                self.delay_slow = Some(match self.delay_slow {
+                    None => (d, 1),
+                    Some((x, n)) => {
+                        let a = (1.0 / f64::from(n + 1)).max(1.0 / 50.0);
+                        (x * (1.0 - a) + d * a, n.saturating_add(1))
+                    }
                 });
             }
         }

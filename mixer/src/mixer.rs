@@ -150,6 +150,12 @@ pub struct InputState {
     pub decode_errors: u64,
     /// Video play-out delay now, beyond the fastest transit (jitter, repairs, lip sync), ms.
     pub video_delay_ms: f64,
+    /// What the video needs by itself (its lateness, without lip sync), ms.
+    pub video_own_delay_ms: f64,
+    /// Audio wait from arrival to play-out now (smoothed), ms; 0 before it plays.
+    pub audio_delay_ms: f64,
+    /// Audio blocks inserted (net of those skipped) to wait for slower video (lip sync).
+    pub audio_sync_blocks: i64,
     /// Audio concealed (lost or late), in 20 ms blocks; of those recovered from FEC.
     pub audio_concealed_blocks: u64,
     /// Audio blocks recovered from in-band FEC.
@@ -725,6 +731,10 @@ impl Mixer {
                     pictures: i.video.pictures,
                     decode_errors: i.video.errors,
                     video_delay_ms: i.playout.delay().as_secs_f64() * 1000.0,
+                    video_own_delay_ms: i.playout.own_delay().as_secs_f64() * 1000.0,
+                    audio_delay_ms: i.jitter.delay().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+                    audio_sync_blocks: i.jitter.stretched_blocks as i64
+                        - i.jitter.shrunk_blocks as i64,
                     audio_concealed_blocks: i.jitter.concealed_blocks,
                     audio_fec_blocks: i.jitter.fec_blocks,
                     audio_level: i.level.level(),

@@ -193,7 +193,13 @@ impl VideoPlayout {
         // The lip-sync floor moves with the audio's measured delay: it is part of the target,
         // so a falling floor too lowers the delay by at most 1 ms a frame (a sudden drop would
         // make two frames due in one program tick).
-        self.own = (p99 + p99.min(MARGIN.as_secs_f64())).min(self.max_delay.as_secs_f64());
+        // What the delay would be without the floor (same rise-at-once, fall-slowly rule).
+        let own = (p99 + p99.min(MARGIN.as_secs_f64())).min(self.max_delay.as_secs_f64());
+        self.own = if own > self.own {
+            own
+        } else {
+            (self.own - 0.001).max(own)
+        };
         let target = (p99 + p99.min(MARGIN.as_secs_f64()))
             .max(self.floor.as_secs_f64())
             .min(self.max_delay.as_secs_f64());
