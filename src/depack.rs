@@ -2,6 +2,7 @@
 //! and Opus packets, with loss handling: after a gap, video is dropped until the next keyframe
 //! and the caller is told to request one.
 
+use mixer::h264::{has_nal_type, nal_type, stap_a_well_formed};
 use rtc::rtp;
 use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp::packetizer::Depacketizer;
@@ -33,38 +34,6 @@ pub struct H264Assembler {
     last_seq: Option<u16>,
     waiting_keyframe: bool,
     broken: bool,
-}
-
-/// Does this Annex-B access unit contain an IDR slice?
-pub fn annexb_has_idr(au: &[u8]) -> bool {
-    let mut i = 0;
-    while i + 3 < au.len() {
-        if au[i] == 0 && au[i + 1] == 0 && au[i + 2] == 1 {
-            if au[i + 3] & 0x1f == 5 {
-                return true;
-            }
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    false
-}
-
-/// `rtc`'s depacketizer indexes past the end of a STAP-A whose last length field is cut
-/// (rtc-rtp 0.21.1, `codec/h264/mod.rs`): such payloads are refused before it sees them.
-pub fn stap_a_well_formed(payload: &[u8]) -> bool {
-    if payload.first().map(|b| b & 0x1f) != Some(24) {
-        return true;
-    }
-    let mut i = 1usize;
-    while i < payload.len() {
-        let (Some(&hi), Some(&lo)) = (payload.get(i), payload.get(i + 1)) else {
-            return false;
-        };
-        i += 2 + usize::from(u16::from_be_bytes([hi, lo]));
-    }
-    i == payload.len()
 }
 
 /// Largest access unit accepted (a 1080p keyframe at high quality is well under this); also
@@ -121,7 +90,7 @@ impl H264Assembler {
             return Assembled::Pending;
         }
         if self.waiting_keyframe {
-            if !annexb_has_idr(&data) {
+            if !has_nal_type(&data, nal_type::IDR) {
                 return Assembled::Pending;
             }
             self.waiting_keyframe = false;

@@ -251,7 +251,7 @@ pub fn run(args: &MixArgs) -> Result<(), MixCmdError> {
     let mut parts: Vec<Part> = Vec::new();
     for (i, path) in args.inputs.iter().enumerate() {
         let data = std::fs::read(path).map_err(io_err(path))?;
-        let aus = mixer::nal::access_units(&data);
+        let aus = mixer::h264::access_units(&data);
         if aus.is_empty() {
             return Err(MixCmdError::Args(format!(
                 "{}: no H.264 access units",

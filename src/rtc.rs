@@ -401,52 +401,9 @@ pub async fn restart_ice(
         .ok_or_else(|| RtcError::Webrtc("no local description".into()))
 }
 
-/// Is this H.264 RTP payload (RFC 6184) the start of a keyframe (an IDR slice, or SPS, in a
-/// single NAL, STAP-A or the first FU-A fragment)?
-pub fn h264_payload_is_keyframe(payload: &[u8]) -> bool {
-    let Some(&first) = payload.first() else {
-        return false;
-    };
-    let is_key = |t: u8| t == 5 || t == 7;
-    match first & 0x1f {
-        t @ 1..=23 => is_key(t),
-        24 => {
-            // STAP-A: [hdr][size16][nal]...
-            let mut i = 1usize;
-            while i + 2 < payload.len() {
-                let size = usize::from(u16::from_be_bytes([payload[i], payload[i + 1]]));
-                if let Some(nal) = payload.get(i + 2) {
-                    if is_key(nal & 0x1f) {
-                        return true;
-                    }
-                }
-                i += 2 + size;
-            }
-            false
-        }
-        28 => payload
-            .get(1)
-            .is_some_and(|fu| fu & 0x80 != 0 && is_key(fu & 0x1f)),
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn keyframe_detection() {
-        assert!(h264_payload_is_keyframe(&[0x65, 1, 2]));
-        assert!(!h264_payload_is_keyframe(&[0x41, 1, 2]));
-        assert!(h264_payload_is_keyframe(&[0x78, 0, 2, 0x67, 1, 0, 1, 0x68]));
-        assert!(!h264_payload_is_keyframe(&[0x78, 0, 2, 0x41, 1]));
-        assert!(h264_payload_is_keyframe(&[0x7c, 0x85, 9]));
-        assert!(!h264_payload_is_keyframe(&[0x7c, 0x05, 9]));
-        assert!(!h264_payload_is_keyframe(&[]));
-        assert!(!h264_payload_is_keyframe(&[0x78, 0xff]));
-        assert!(!h264_payload_is_keyframe(&[0x7c]));
-    }
 
     #[test]
     fn ntp_conversion() {

@@ -24,7 +24,8 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::PeerConnection;
 use webrtc::peer_connection::RTCPeerConnectionState;
 
-use crate::rtc::{h264_payload_is_keyframe, is_keyframe_request, Peer, PeerEvent, RtcEngine};
+use crate::rtc::{is_keyframe_request, Peer, PeerEvent, RtcEngine};
+use mixer::h264::rtp_payload_is_keyframe;
 
 /// Minimum spacing of keyframe requests sent to one publisher.
 pub const PLI_MIN_INTERVAL: Duration = Duration::from_millis(300);
@@ -566,7 +567,7 @@ impl Sfu {
                     m.bytes_in
                         .fetch_add((packet.payload.len() + 12) as u64, Ordering::Relaxed);
                     let t = p.track(kind);
-                    if kind == RtpCodecKind::Video && h264_payload_is_keyframe(&packet.payload) {
+                    if kind == RtpCodecKind::Video && rtp_payload_is_keyframe(&packet.payload) {
                         p.keyframe_wanted.store(false, Ordering::Release);
                     }
                     if t.muted.load(Ordering::Relaxed) {
@@ -691,7 +692,7 @@ impl Sfu {
                         let mut packet = pkt.packet;
                         if !started {
                             // Start a video subscriber on a keyframe: earlier frames cannot decode.
-                            if !h264_payload_is_keyframe(&packet.payload) {
+                            if !rtp_payload_is_keyframe(&packet.payload) {
                                 if let Some(l) = last_in {
                                     seq_offset = seq_offset.wrapping_sub(
                                         packet.header.sequence_number.wrapping_sub(l),

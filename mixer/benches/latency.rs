@@ -308,7 +308,7 @@ fn run(streams: &[Vec<Vec<u8>>], jitter_ms: f64, seed: u64) {
 fn time_files(paths: &str) {
     let streams: Vec<Vec<Vec<u8>>> = paths
         .split(',')
-        .map(|p| mixer::nal::access_units(&std::fs::read(p).expect("read input")))
+        .map(|p| mixer::h264::access_units(&std::fs::read(p).expect("read input")))
         .collect();
     let cfg = MixConfig {
         layout: Layout::template(Template::Grid),

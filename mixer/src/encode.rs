@@ -9,7 +9,7 @@ use openh264::{OpenH264API, Timestamp};
 
 use crate::compose::I420Frame;
 use crate::config::MixerError;
-use crate::nal::{self, nal_type};
+use crate::h264::{self, nal_type};
 
 /// One encoded picture.
 #[derive(Debug, Clone)]
@@ -87,8 +87,8 @@ impl VideoEncoder {
         let data = bs.to_vec();
         let mut keyframe = false;
         let mut has_slice = false;
-        for n in nal::split_annexb(&data) {
-            match nal::nal_unit_type(n) {
+        for n in h264::split_annexb(&data) {
+            match h264::nal_unit_type(n) {
                 Some(nal_type::SPS) => self.sps = Some(n.to_vec()),
                 Some(nal_type::PPS) => self.pps = Some(n.to_vec()),
                 Some(nal_type::IDR) => {

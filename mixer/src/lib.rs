@@ -69,10 +69,10 @@ pub mod compose;
 pub mod config;
 pub mod driver;
 pub mod encode;
+pub mod h264;
 pub mod layout;
 pub mod mixer;
 pub mod mux;
-pub mod nal;
 pub mod playout;
 pub mod video;
 

@@ -12,8 +12,8 @@ use crate::audio::{
 use crate::compose::{identity_color, Compositor, I420Frame, Yuv};
 use crate::config::{CueError, MixConfig, MixerError};
 use crate::encode::VideoEncoder;
+use crate::h264;
 use crate::layout::{compute_regions, Fit, Layout, LayoutParticipant, Region, Template};
-use crate::nal;
 use crate::playout::VideoPlayout;
 use crate::video::{DecodeOutcome, InputDecoder};
 
@@ -592,7 +592,7 @@ impl Mixer {
             });
         }
         self.cues.push(PendingCue {
-            sei: nal::build_user_data_sei(&nal::CUE_SEI_UUID, &json),
+            sei: h264::build_user_data_sei(&h264::CUE_SEI_UUID, &json),
             remaining: repeat.clamp(1, MAX_CUE_REPEAT),
         });
         let ack = CueAck {
@@ -927,7 +927,7 @@ impl Mixer {
             let json = layout_sei_json(pts_ms, self.cfg.width, self.cfg.height, &regions, |id| {
                 levels.get(id).copied().unwrap_or(0.0)
             });
-            seis.push(nal::build_user_data_sei(&nal::LAYOUT_SEI_UUID, &json));
+            seis.push(h264::build_user_data_sei(&h264::LAYOUT_SEI_UUID, &json));
         }
         for cue in &mut self.cues {
             seis.push(cue.sei.clone());
@@ -937,7 +937,7 @@ impl Mixer {
         let data = if seis.is_empty() {
             encoded.data
         } else {
-            nal::insert_sei_before_slices(&encoded.data, &seis).unwrap_or(encoded.data)
+            h264::insert_sei_before_slices(&encoded.data, &seis).unwrap_or(encoded.data)
         };
         self.last_regions = Some(regions);
         self.video_frames += 1;
@@ -1129,7 +1129,7 @@ mod tests {
         let mut carrying = Vec::new();
         for o in outs {
             if let MixerOutput::Video(v) = o {
-                for d in nal::find_user_data(&v.data, &nal::CUE_SEI_UUID) {
+                for d in h264::find_user_data(&v.data, &h264::CUE_SEI_UUID) {
                     let j: serde_json::Value = serde_json::from_slice(&d).expect("json");
                     assert_eq!(j, json!({"v":1,"id":"ad-1","pts_ms":100,"data":{"k":1}}));
                     carrying.push(v.pts_ms);

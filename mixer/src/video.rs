@@ -4,7 +4,7 @@ use openh264::decoder::{Decoder, DecoderConfig, Flush};
 use openh264::OpenH264API;
 
 use crate::compose::I420Frame;
-use crate::nal::{self, nal_type};
+use crate::h264::{self, nal_type};
 
 /// Largest access unit accepted from an input (bytes).
 pub const MAX_AU_BYTES: usize = 4 << 20;
@@ -98,7 +98,7 @@ impl InputDecoder {
         self.scratch.clear();
         let mut has_idr = false;
         let mut useful = false;
-        for n in nal::split_annexb(au) {
+        for n in h264::split_annexb(au) {
             let Some(&hdr) = n.first() else { continue };
             if hdr & 0x80 != 0 {
                 self.errors += 1;
@@ -110,7 +110,7 @@ impl InputDecoder {
                 1..=5 | nal_type::SPS | nal_type::PPS => {
                     useful = true;
                     has_idr |= t == nal_type::IDR;
-                    nal::push_nal(&mut self.scratch, n);
+                    h264::push_nal(&mut self.scratch, n);
                 }
                 _ => {} // SEI, AUD, filler, extensions: not needed to decode.
             }

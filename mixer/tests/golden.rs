@@ -6,8 +6,8 @@ mod common;
 
 use common::*;
 use mixer::compose::Yuv;
+use mixer::h264::{self, CUE_SEI_UUID, LAYOUT_SEI_UUID};
 use mixer::layout::{Layout, Template};
-use mixer::nal::{self, CUE_SEI_UUID, LAYOUT_SEI_UUID};
 use mixer::MixConfig;
 use serde_json::{json, Value};
 
@@ -95,8 +95,8 @@ fn golden_two_inputs_grid_layout_change_cue_audio() {
     for v in &videos {
         assert_eq!(v.dts_ms, v.pts_ms);
         // SEI NAL units sit before the slices; no SEI-only access units.
-        let types: Vec<u8> = nal::split_annexb(&v.data)
-            .filter_map(nal::nal_unit_type)
+        let types: Vec<u8> = h264::split_annexb(&v.data)
+            .filter_map(h264::nal_unit_type)
             .collect();
         let first_slice = types.iter().position(|t| *t == 1 || *t == 5).unwrap();
         assert!(
@@ -218,14 +218,14 @@ fn golden_two_inputs_grid_layout_change_cue_audio() {
     let raw_layout: Vec<usize> = videos
         .iter()
         .enumerate()
-        .filter(|(_, v)| !nal::find_user_data(&v.data, &LAYOUT_SEI_UUID).is_empty())
+        .filter(|(_, v)| !h264::find_user_data(&v.data, &LAYOUT_SEI_UUID).is_empty())
         .map(|(i, _)| i)
         .collect();
     assert_eq!(raw_layout, layout_frames);
     assert_eq!(
         videos
             .iter()
-            .map(|v| nal::find_user_data(&v.data, &CUE_SEI_UUID).len())
+            .map(|v| h264::find_user_data(&v.data, &CUE_SEI_UUID).len())
             .sum::<usize>(),
         3
     );

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use mixer::compose::{identity_color, Yuv};
-use mixer::nal::{self, CUE_SEI_UUID};
+use mixer::h264::{self, CUE_SEI_UUID};
 use mixer::{CueError, MixConfig, MixerEvent, MixerOutput};
 use serde_json::json;
 
@@ -196,7 +196,7 @@ fn zero_inputs_background_only() {
     }
     // The layout SEI still goes out on keyframes, with no regions.
     let v = res.videos();
-    let d = nal::find_user_data(&v[0].data, &nal::LAYOUT_SEI_UUID);
+    let d = h264::find_user_data(&v[0].data, &h264::LAYOUT_SEI_UUID);
     let j: serde_json::Value = serde_json::from_slice(&d[0]).unwrap();
     assert_eq!(j["regions"], json!([]));
     // Silent audio is still produced (players need a continuous track).
@@ -283,7 +283,7 @@ fn over_long_cue_is_refused_and_not_stamped() {
         "{err:?}"
     );
     for v in res.videos() {
-        assert!(nal::find_user_data(&v.data, &CUE_SEI_UUID).is_empty());
+        assert!(h264::find_user_data(&v.data, &CUE_SEI_UUID).is_empty());
     }
 }
 
@@ -498,7 +498,7 @@ fn custom_regions_z_order_and_letterbox() {
         "bar below",
     );
     // The layout SEI lists both regions, lowest z first.
-    let d = nal::find_user_data(&res.videos()[0].data, &nal::LAYOUT_SEI_UUID);
+    let d = h264::find_user_data(&res.videos()[0].data, &h264::LAYOUT_SEI_UUID);
     let j: serde_json::Value = serde_json::from_slice(&d[0]).unwrap();
     assert_eq!(j["regions"][0]["identity"], "a");
     assert_eq!(j["regions"][1]["identity"], "b");
@@ -542,7 +542,7 @@ fn a_cue_waits_for_the_picture_it_names() {
                 shown = true
             }
             MixerOutput::Video(v) => {
-                let has = !nal::find_user_data(&v.data, &CUE_SEI_UUID).is_empty();
+                let has = !h264::find_user_data(&v.data, &CUE_SEI_UUID).is_empty();
                 if has {
                     assert!(shown, "cue stamped at {} ms before its picture", v.pts_ms);
                     carrier.get_or_insert(v.pts_ms);

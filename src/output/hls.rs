@@ -24,7 +24,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use mixer::mux::ts::{annexb_nal_units, AacConfig, TsMuxer};
+use mixer::h264::split_annexb;
+use mixer::mux::ts::{AacConfig, TsMuxer};
 use tracing::{debug, warn};
 
 /// `Content-Type` of `index.m3u8`.
@@ -372,13 +373,13 @@ impl HlsSegmenter {
             self.frame_ticks = (pts_90k - o.last_video_pts).min(TICKS_PER_SECOND);
         }
         o.last_video_pts = pts_90k;
-        let needs_ps = keyframe && !annexb_nal_units(annexb).any(|n| n[0] & 0x1F == 7);
+        let needs_ps = keyframe && !split_annexb(annexb).any(|n| n[0] & 0x1F == 7);
         match (&self.parameter_sets, needs_ps) {
             (Some(ps), true) => {
                 // Access unit delimiter (if any) first, then SPS/PPS, then the rest.
                 let mut au = Vec::with_capacity(ps.len() + annexb.len() + 16);
                 let mut inserted = false;
-                for nal in annexb_nal_units(annexb) {
+                for nal in split_annexb(annexb) {
                     if !inserted && nal[0] & 0x1F != 9 {
                         au.extend_from_slice(ps);
                         inserted = true;
@@ -446,7 +447,7 @@ impl HlsSegmenter {
 
     fn learn_parameter_sets(&mut self, annexb: &[u8]) {
         let mut ps = Vec::new();
-        for n in annexb_nal_units(annexb) {
+        for n in split_annexb(annexb) {
             if matches!(n[0] & 0x1F, 7 | 8) {
                 ps.extend_from_slice(&[0, 0, 0, 1]);
                 ps.extend_from_slice(n);

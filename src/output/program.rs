@@ -294,16 +294,8 @@ fn parse_id(id: &str) -> Option<u64> {
 
 /// AVCDecoderConfigurationRecord from the first SPS and PPS of an Annex-B access unit.
 fn avc_record(annexb: &[u8]) -> Option<Vec<u8>> {
-    let mut sps = None;
-    let mut pps = None;
-    for n in mixer::mux::ts::annexb_nal_units(annexb) {
-        match n[0] & 0x1F {
-            7 if sps.is_none() => sps = Some(n),
-            8 if pps.is_none() => pps = Some(n),
-            _ => {}
-        }
-    }
-    flv::avc_decoder_configuration_record(sps?, pps?)
+    let (sps, pps) = mixer::h264::first_sps_pps(annexb)?;
+    flv::avc_decoder_configuration_record(sps, pps)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! RTMP message (type 8 audio, 9 video, 18 data); [`tag`] wraps a body into a full file tag
 //! followed by its PreviousTagSize. [`FlvMuxer`] strings them together for a file.
 
-use crate::nal::{self, nal_type};
+use crate::h264::{self, nal_type};
 
 /// FLV tag type: audio.
 pub const TAG_AUDIO: u8 = 8;
@@ -69,8 +69,8 @@ pub fn avc_sequence_header_body(record: &[u8]) -> Vec<u8> {
 pub fn avc_nalu_body(annexb: &[u8], keyframe: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(annexb.len() + 16);
     out.extend_from_slice(&[if keyframe { 0x17 } else { 0x27 }, 0x01, 0, 0, 0]);
-    for n in nal::split_annexb(annexb) {
-        if nal::nal_unit_type(n) == Some(nal_type::AUD) {
+    for n in h264::split_annexb(annexb) {
+        if h264::nal_unit_type(n) == Some(nal_type::AUD) {
             continue;
         }
         let len = u32::try_from(n.len()).unwrap_or(u32::MAX);
@@ -190,17 +190,7 @@ impl FlvMuxer {
         let ts = pts_ms as u32;
         let mut out = Vec::new();
         if keyframe {
-            let mut sps = None;
-            let mut pps = None;
-            for n in nal::split_annexb(annexb) {
-                match nal::nal_unit_type(n) {
-                    Some(nal_type::SPS) if sps.is_none() => sps = Some(n),
-                    Some(nal_type::PPS) if pps.is_none() => pps = Some(n),
-                    _ => {}
-                }
-            }
-            if let Some(rec) = sps
-                .zip(pps)
+            if let Some(rec) = h264::first_sps_pps(annexb)
                 .and_then(|(s, p)| avc_decoder_configuration_record(s, p))
             {
                 if self.avc_record.as_ref() != Some(&rec) {
@@ -275,8 +265,8 @@ mod tests {
     #[test]
     fn nalu_body_is_avcc() {
         let mut au = Vec::new();
-        nal::push_nal(&mut au, &[0x09, 0xf0]); // AUD dropped
-        nal::push_nal(&mut au, &[0x06, 1, 2]);
+        h264::push_nal(&mut au, &[0x09, 0xf0]); // AUD dropped
+        h264::push_nal(&mut au, &[0x06, 1, 2]);
         au.extend_from_slice(&[0, 0, 1, 0x65, 9, 9, 9]); // 3-byte start code
         let body = avc_nalu_body(&au, true);
         assert_eq!(
@@ -338,13 +328,13 @@ mod tests {
     fn muxer_waits_for_keyframe() {
         let mut m = FlvMuxer::new();
         let mut p = Vec::new();
-        nal::push_nal(&mut p, &[0x41, 1]);
+        h264::push_nal(&mut p, &[0x41, 1]);
         assert!(m.video(&p, 0, false).is_empty());
         assert!(m.audio(&[1], 0, &[0x11, 0x90]).is_empty());
         let mut k = Vec::new();
-        nal::push_nal(&mut k, &[0x67, 0x42, 0xc0, 0x1f]);
-        nal::push_nal(&mut k, &[0x68, 0xce]);
-        nal::push_nal(&mut k, &[0x65, 1]);
+        h264::push_nal(&mut k, &[0x67, 0x42, 0xc0, 0x1f]);
+        h264::push_nal(&mut k, &[0x68, 0xce]);
+        h264::push_nal(&mut k, &[0x65, 1]);
         let out = m.video(&k, 33, true);
         assert_eq!(out[0], TAG_VIDEO);
         assert_eq!(out[11..13], [0x17, 0x00]); // sequence header first

@@ -19,6 +19,8 @@
 
 use thiserror::Error;
 
+use crate::h264;
+
 /// Size of one transport stream packet.
 pub const TS_PACKET_SIZE: usize = 188;
 /// PID of the program map table.
@@ -133,34 +135,6 @@ impl AacConfig {
         v.extend_from_slice(raw);
         Ok(v)
     }
-}
-
-/// Iterates over the NAL units of an Annex-B byte stream (start codes removed).
-pub fn annexb_nal_units(data: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut starts = Vec::new(); // (start code begin, payload begin)
-    let mut i = 0;
-    while i + 3 <= data.len() {
-        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
-            let begin = if i > 0 && data[i - 1] == 0 { i - 1 } else { i };
-            starts.push((begin, i + 3));
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    let mut units = Vec::with_capacity(starts.len());
-    for (k, &(_, payload)) in starts.iter().enumerate() {
-        let end = starts.get(k + 1).map_or(data.len(), |&(b, _)| b);
-        if payload < end {
-            units.push(&data[payload..end]);
-        }
-    }
-    units.into_iter()
-}
-
-/// Whether the Annex-B access unit contains a NAL unit of type `nal_type`.
-pub fn annexb_has_nal_type(data: &[u8], nal_type: u8) -> bool {
-    annexb_nal_units(data).any(|n| n[0] & 0x1F == nal_type)
 }
 
 /// Converts length-prefixed (AVCC, as in FLV) NAL units to Annex-B with 4-byte start
@@ -326,7 +300,7 @@ impl TsMuxer {
         keyframe: bool,
         annexb: &[u8],
     ) {
-        let has_aud = annexb_nal_units(annexb)
+        let has_aud = h264::split_annexb(annexb)
             .next()
             .is_some_and(|n| n[0] & 0x1F == 9);
         let mut payload = Vec::with_capacity(annexb.len() + 6);
@@ -690,13 +664,13 @@ mod tests {
         let au = [
             0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65, 4, 5,
         ];
-        let nals: Vec<&[u8]> = annexb_nal_units(&au).collect();
+        let nals: Vec<&[u8]> = h264::split_annexb(&au).collect();
         assert_eq!(
             nals,
             vec![&[0x67, 1, 2][..], &[0x68, 3][..], &[0x65, 4, 5][..]]
         );
-        assert!(annexb_has_nal_type(&au, 5));
-        assert!(!annexb_has_nal_type(&au, 1));
+        assert!(h264::has_nal_type(&au, 5));
+        assert!(!h264::has_nal_type(&au, 1));
         let avcc = [0, 0, 0, 2, 0x65, 9, 0, 0, 0, 1, 0x06];
         assert_eq!(
             avcc_to_annexb(&avcc, 4),

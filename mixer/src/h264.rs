@@ -1,8 +1,8 @@
-//! H.264 Annex-B parsing and SEI building, safe on untrusted bytes.
-//!
-//! Everything here is a pure function over byte slices: the Annex-B splitter, emulation
-//! prevention (adding and removing `0x03` bytes), building `user_data_unregistered` SEI NAL
-//! units and reading them back. None of these functions panic on any input.
+//! H.264 in one place, safe on untrusted bytes: the Annex-B splitter and NAL unit types,
+//! parameter sets and keyframes, emulation prevention (adding and removing `0x03` bytes),
+//! `user_data_unregistered` SEI (building, reading back, inserting), and the RFC 6184 RTP
+//! payload checks the server's SFU and mixer input need. Everything here is a pure function
+//! over byte slices; none of them panics on any input.
 
 /// H.264 NAL unit types used by the mixer.
 pub mod nal_type {
@@ -98,6 +98,73 @@ impl<'a> Iterator for AnnexBIter<'a> {
 /// bytes are trimmed. Safe on any input: garbage yields garbage units or none, never a panic.
 pub fn split_annexb(data: &[u8]) -> AnnexBIter<'_> {
     AnnexBIter { data, pos: 0 }
+}
+
+/// Whether an Annex-B access unit holds a NAL unit of type `t` (e.g. [`nal_type::IDR`]).
+pub fn has_nal_type(annexb: &[u8], t: u8) -> bool {
+    split_annexb(annexb).any(|n| nal_unit_type(n) == Some(t))
+}
+
+/// The first SPS and PPS of an Annex-B access unit, when it has both.
+pub fn first_sps_pps(annexb: &[u8]) -> Option<(&[u8], &[u8])> {
+    let mut sps = None;
+    let mut pps = None;
+    for n in split_annexb(annexb) {
+        match nal_unit_type(n) {
+            Some(nal_type::SPS) if sps.is_none() => sps = Some(n),
+            Some(nal_type::PPS) if pps.is_none() => pps = Some(n),
+            _ => {}
+        }
+    }
+    sps.zip(pps)
+}
+
+/// Is this H.264 RTP payload (RFC 6184) the start of a keyframe: an IDR slice or an SPS in a
+/// single NAL unit, a STAP-A, or the first fragment of an FU-A?
+pub fn rtp_payload_is_keyframe(payload: &[u8]) -> bool {
+    let Some(&first) = payload.first() else {
+        return false;
+    };
+    let is_key = |t: u8| t == nal_type::IDR || t == nal_type::SPS;
+    match first & 0x1f {
+        t @ 1..=23 => is_key(t),
+        24 => {
+            // STAP-A: [hdr][size16][nal]...
+            let mut i = 1usize;
+            while i + 2 < payload.len() {
+                let size = usize::from(u16::from_be_bytes([payload[i], payload[i + 1]]));
+                if let Some(nal) = payload.get(i + 2) {
+                    if is_key(nal & 0x1f) {
+                        return true;
+                    }
+                }
+                i += 2 + size;
+            }
+            false
+        }
+        28 => payload
+            .get(1)
+            .is_some_and(|fu| fu & 0x80 != 0 && is_key(fu & 0x1f)),
+        _ => false,
+    }
+}
+
+/// Is this RTP payload, if a STAP-A (RFC 6184 §5.7.1), made of whole units (every length
+/// field complete, the last unit ending at the payload's end)? Other payloads are `true`.
+/// `rtc`'s depacketizer indexes past the end of a STAP-A whose last length field is cut
+/// (rtc-rtp 0.21.1), so such payloads are refused before it sees them.
+pub fn stap_a_well_formed(payload: &[u8]) -> bool {
+    if payload.first().map(|b| b & 0x1f) != Some(24) {
+        return true;
+    }
+    let mut i = 1usize;
+    while i < payload.len() {
+        let (Some(&hi), Some(&lo)) = (payload.get(i), payload.get(i + 1)) else {
+            return false;
+        };
+        i += 2 + usize::from(u16::from_be_bytes([hi, lo]));
+    }
+    i == payload.len()
 }
 
 /// Adds emulation prevention bytes: turns an RBSP into NAL unit payload bytes.
@@ -523,5 +590,35 @@ mod tests {
         let mut only_ps = Vec::new();
         push_nal(&mut only_ps, &[0x67, 1]);
         assert!(insert_sei_before_slices(&only_ps, &[sei]).is_none());
+    }
+
+    #[test]
+    fn keyframes_on_rtp_payloads_and_in_access_units() {
+        assert!(rtp_payload_is_keyframe(&[0x65, 1, 2]));
+        assert!(!rtp_payload_is_keyframe(&[0x41, 1, 2]));
+        assert!(rtp_payload_is_keyframe(&[0x78, 0, 2, 0x67, 1, 0, 1, 0x68]));
+        assert!(!rtp_payload_is_keyframe(&[0x78, 0, 2, 0x41, 1]));
+        assert!(rtp_payload_is_keyframe(&[0x7c, 0x85, 9]));
+        assert!(!rtp_payload_is_keyframe(&[0x7c, 0x05, 9]));
+        assert!(!rtp_payload_is_keyframe(&[]));
+        assert!(!rtp_payload_is_keyframe(&[0x78, 0xff]));
+        assert!(!rtp_payload_is_keyframe(&[0x7c]));
+        assert!(stap_a_well_formed(&[0x78, 0, 2, 0x67, 1, 0, 1, 0x68]));
+        assert!(!stap_a_well_formed(&[0x78, 0, 2, 0x67, 1, 0]));
+        assert!(!stap_a_well_formed(&[0x78, 0, 9, 0x67]));
+        assert!(stap_a_well_formed(&[0x65, 1]));
+
+        let mut au = Vec::new();
+        push_nal(&mut au, &[0x09, 0xf0]);
+        push_nal(&mut au, &[0x67, 0x42]);
+        push_nal(&mut au, &[0x68, 0xce]);
+        push_nal(&mut au, &[0x65, 1]);
+        assert!(has_nal_type(&au, nal_type::IDR));
+        assert!(!has_nal_type(&au, nal_type::SLICE));
+        assert_eq!(
+            first_sps_pps(&au),
+            Some((&[0x67u8, 0x42][..], &[0x68u8, 0xce][..]))
+        );
+        assert_eq!(first_sps_pps(&au[..8]), None);
     }
 }
