@@ -74,7 +74,7 @@ async fn cue_lands_on_the_frame_the_host_captured() {
         // 320x240 crop-to-fill on 1280x720: x4, 120 rows cropped at the top; the band's
         // centre row 120 → 360, block i's centre (20 i + 10) x4.
         let n = read_counter(pic.y(), pic.strides().0, 360, 40, 80);
-        for c in mixer::nal::find_user_data(au, &mixer::nal::CUE_SEI_UUID) {
+        for c in mixer::h264::find_user_data(au, &mixer::h264::CUE_SEI_UUID) {
             let v: serde_json::Value = serde_json::from_slice(&c).unwrap();
             landed.insert(v["id"].as_str().unwrap().to_owned(), n);
         }
