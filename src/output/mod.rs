@@ -11,7 +11,8 @@
 //!   `index.m3u8` and `seg{N}.ts` from.
 //! * [`rtmp`], [`chunk`], [`amf0`] — the RTMP publish client underneath.
 
-pub mod amf0;
+/// AMF0 lives with the FLV muxer (`mixer::mux::amf0`); RTMP commands use it from here.
+pub use mixer::mux::amf0;
 pub mod chunk;
 pub mod hls;
 pub mod program;

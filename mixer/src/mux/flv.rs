@@ -6,6 +6,7 @@
 //! followed by its PreviousTagSize. [`FlvMuxer`] strings them together for a file.
 
 use crate::h264::{self, nal_type};
+use crate::mux::amf0::{self, Amf0Value};
 
 /// FLV tag type: audio.
 pub const TAG_AUDIO: u8 = 8;
@@ -114,50 +115,31 @@ pub struct Metadata {
     pub audio_kbps: u32,
 }
 
-fn amf_string_raw(out: &mut Vec<u8>, s: &str) {
-    let len = u16::try_from(s.len()).unwrap_or(u16::MAX);
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(s.as_bytes().get(..usize::from(len)).unwrap_or_default());
-}
-
-fn amf_number(out: &mut Vec<u8>, key: &str, v: f64) {
-    amf_string_raw(out, key);
-    out.push(0x00);
-    out.extend_from_slice(&v.to_be_bytes());
-}
-
 /// Script tag body: AMF0 `"onMetaData"` followed by an ECMA array of the stream properties
 /// (H.264 codec id 7, AAC codec id 10, 48 kHz stereo).
 pub fn on_metadata_body(m: &Metadata) -> Vec<u8> {
-    let mut out = Vec::with_capacity(320);
-    out.push(0x02);
-    amf_string_raw(&mut out, "onMetaData");
-    out.push(0x08);
-    out.extend_from_slice(&12u32.to_be_bytes());
-    amf_number(&mut out, "duration", 0.0);
-    amf_number(&mut out, "width", f64::from(m.width));
-    amf_number(&mut out, "height", f64::from(m.height));
-    amf_number(&mut out, "videodatarate", f64::from(m.video_kbps));
-    amf_number(&mut out, "framerate", m.fps);
-    amf_number(&mut out, "videocodecid", 7.0);
-    amf_number(&mut out, "audiodatarate", f64::from(m.audio_kbps));
-    amf_number(&mut out, "audiosamplerate", 48_000.0);
-    amf_number(&mut out, "audiosamplesize", 16.0);
-    amf_string_raw(&mut out, "stereo");
-    out.extend_from_slice(&[0x01, 0x01]);
-    amf_number(&mut out, "audiocodecid", 10.0);
-    amf_string_raw(&mut out, "encoder");
-    out.push(0x02);
-    amf_string_raw(&mut out, "cohost");
-    out.extend_from_slice(&[0, 0, 9]);
-    out
+    let n = |k: &str, v: f64| (k.to_owned(), Amf0Value::Number(v));
+    let props = vec![
+        n("duration", 0.0),
+        n("width", f64::from(m.width)),
+        n("height", f64::from(m.height)),
+        n("videodatarate", f64::from(m.video_kbps)),
+        n("framerate", m.fps),
+        n("videocodecid", 7.0),
+        n("audiodatarate", f64::from(m.audio_kbps)),
+        n("audiosamplerate", 48_000.0),
+        n("audiosamplesize", 16.0),
+        ("stereo".to_owned(), Amf0Value::Boolean(true)),
+        n("audiocodecid", 10.0),
+        ("encoder".to_owned(), Amf0Value::str("cohost")),
+    ];
+    amf0::encode_all(&[Amf0Value::str("onMetaData"), Amf0Value::EcmaArray(props)])
 }
 
 /// RTMP data message (type 18) body for publishing metadata: AMF0 `"@setDataFrame"` followed
 /// by the [`on_metadata_body`] (what encoders such as OBS and ffmpeg send after `publish`).
 pub fn set_data_frame_body(m: &Metadata) -> Vec<u8> {
-    let mut out = vec![0x02];
-    amf_string_raw(&mut out, "@setDataFrame");
+    let mut out = amf0::encode_all(&[Amf0Value::str("@setDataFrame")]);
     out.extend_from_slice(&on_metadata_body(m));
     out
 }
