@@ -7,7 +7,7 @@
 use libfuzzer_sys::fuzz_target;
 
 #[allow(dead_code)]
-#[path = "../../src/output/amf0.rs"]
+#[path = "../../mixer/src/mux/amf0.rs"]
 mod amf0;
 #[allow(dead_code)]
 #[path = "../../src/output/chunk.rs"]
