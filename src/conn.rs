@@ -112,7 +112,7 @@ struct Slot {
 
 impl Limiter {
     fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
-        let mut m = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = crate::sync::lock(&self.by_ip);
         let open = self.stats.open.load(Ordering::Relaxed) as usize;
         let n = m.get(&ip).copied().unwrap_or(0);
         if open >= self.max || n >= self.per_ip {
@@ -129,7 +129,7 @@ impl Limiter {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut m = self.limiter.by_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = crate::sync::lock(&self.limiter.by_ip);
         if let Some(n) = m.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {

@@ -36,6 +36,7 @@ pub mod program;
 pub mod reorder;
 pub mod rtc;
 pub mod sfu;
+pub mod sync;
 mod web;
 
 pub use config::Config;

@@ -3,6 +3,7 @@
 //! viewers. The program starts when the first co-host publishes and stops a grace period after
 //! the last one leaves; layout, cues and outputs are controlled through the API.
 
+use crate::sync::lock;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -225,10 +226,6 @@ pub struct Programs {
     /// Set by [`Programs::shutdown`]: no waiting program starts any more.
     closing: AtomicBool,
     me: Weak<Programs>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Programs {

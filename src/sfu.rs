@@ -88,14 +88,13 @@ impl PubTrack {
         }
     }
     fn set_sender_report(&self, ntp: u64, rtp: u32) {
-        *self.sender_report.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((crate::rtc::ntp_to_unix_ms(ntp), rtp));
+        *crate::sync::lock(&self.sender_report) = Some((crate::rtc::ntp_to_unix_ms(ntp), rtp));
     }
 
     /// The RTP timestamp this track had at `unix_ms` on the publisher's own clock, from its
     /// last sender report (`None` before the first one).
     pub fn rtp_at(&self, unix_ms: f64, clock_rate: f64) -> Option<u32> {
-        let (ntp_ms, rtp) = (*self.sender_report.lock().unwrap_or_else(|p| p.into_inner()))?;
+        let (ntp_ms, rtp) = (*crate::sync::lock(&self.sender_report))?;
         let delta = ((unix_ms - ntp_ms) * clock_rate / 1000.0).round();
         if !delta.is_finite() || delta.abs() > f64::from(i32::MAX) {
             return None;
@@ -104,7 +103,7 @@ impl PubTrack {
     }
 
     fn codec(&self) -> Option<RTCRtpCodec> {
-        self.codec.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        crate::sync::lock(&self.codec).clone()
     }
 }
 
@@ -143,22 +142,17 @@ impl Drop for Publisher {
 
 impl Publisher {
     fn add_task(&self, t: tokio::task::JoinHandle<()>) {
-        let mut g = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = crate::sync::lock(&self.tasks);
         g.retain(|t| !t.is_finished());
         g.push(t);
     }
 
     /// Ends the publication's tasks (they hold `Arc`s of it), so it is freed.
     fn end(&self) {
-        for t in self
-            .tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-        {
+        for t in crate::sync::lock(&self.tasks).drain(..) {
             t.abort();
         }
-        *self.video_remote.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *crate::sync::lock(&self.video_remote) = None;
     }
 
     /// Asks for a keyframe: a PLI is sent now if none went out in the last
@@ -262,18 +256,15 @@ impl Sfu {
 
     /// Attaches the program pipeline.
     pub fn set_program_sink(&self, sink: Arc<dyn ProgramSink>) {
-        *self.program.lock().unwrap_or_else(|p| p.into_inner()) = Some(sink);
+        *crate::sync::lock(&self.program) = Some(sink);
     }
 
     fn program(&self) -> Option<Arc<dyn ProgramSink>> {
-        self.program
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        crate::sync::lock(&self.program).clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, RoomMedia>> {
-        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.rooms)
     }
 
     /// (rooms with media, publishers, subscriptions) for metrics.
@@ -513,7 +504,7 @@ impl Sfu {
         info!(?kind, ssrc, codec = ?codec.as_ref().map(|c| c.mime_type.clone()), "track");
         {
             let pt = p.track(kind);
-            *pt.codec.lock().unwrap_or_else(|e| e.into_inner()) = codec;
+            *crate::sync::lock(&pt.codec) = codec;
         }
         if kind == RtpCodecKind::Video {
             p.set_video_remote(track.clone(), ssrc);
@@ -782,13 +773,10 @@ impl Sfu {
 
 impl Publisher {
     async fn video_remote(&self) -> Option<(Arc<dyn TrackRemote>, u32)> {
-        self.video_remote
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        crate::sync::lock(&self.video_remote).clone()
     }
     fn set_video_remote(&self, t: Arc<dyn TrackRemote>, ssrc: u32) {
-        *self.video_remote.lock().unwrap_or_else(|p| p.into_inner()) = Some((t, ssrc));
+        *crate::sync::lock(&self.video_remote) = Some((t, ssrc));
     }
 }
 

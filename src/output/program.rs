@@ -19,6 +19,7 @@
 //! # }
 //! ```
 
+use crate::sync::lock;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -272,9 +273,6 @@ impl ProgramOutputs {
 
 /// Every lock here recovers from poisoning, as everywhere in the server: a panic elsewhere
 /// must not silently stop the HLS and RTMP outputs.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 fn info(id: u64, o: &RtmpOutput) -> OutputInfo {
     OutputInfo {
