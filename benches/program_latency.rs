@@ -1,7 +1,7 @@
 //! Program latency: a co-host's frame → the RTMP tag leaving cohost, → an RTMP viewer (nginx,
 //! ffmpeg), → a WHEP program viewer, → an HLS segment becoming available.
 //!
-//! One process: the real server (`tests/common` `start_server`), a real nginx-rtmp, and one
+//! One process: the real server (`testkit` `start_server`), a real nginx-rtmp, and one
 //! webrtc-rs co-host (WHIP) that encodes 640x360 H.264 with openh264 at 30 fps. Into each
 //! picture it draws its capture time — milliseconds since the process's epoch `Instant`, taken
 //! just before encoding — as 64 blocks of 40x40 px (4 rows of 16, from y = 40): 32 bits of the
@@ -31,8 +31,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use testkit as common;
 
 use std::io::Read;
 use std::process::{Command, Stdio};

@@ -1,7 +1,7 @@
 //! Rooms per machine: how many 2-co-host rooms with a 720p30 program and an RTMP push run in
 //! real time.
 //!
-//! The bench process runs the real server (`tests/common` `start_server`: `cohost::build`,
+//! The bench process runs the real server (`testkit` `start_server`: `cohost::build`,
 //! HTTP on 127.0.0.1:0, media on 127.0.0.1) and a real nginx-rtmp. For each N it creates N rooms
 //! (default mix: 1280x720, 30 fps, 2500 kbps, AAC 128 kbps, grid), adds one RTMP output per room
 //! to nginx through the API, then starts itself again as a *client* process (`--client`) that
@@ -34,8 +34,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use testkit as common;
 
 use std::io::{BufRead, Write};
 use std::process::{Command, Stdio};

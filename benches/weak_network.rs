@@ -1,5 +1,5 @@
 //! Weak networks, side by side: one WHIP co-host whose uplink goes through the impairment
-//! relay (`tests/common/impair.rs`), watched at once through the SFU (WHEP of that co-host) and
+//! relay (`testkit/src/impair.rs`), watched at once through the SFU (WHEP of that co-host) and
 //! as the mixed program (WHEP of the room), per condition (random loss 0/1/3/5/10 %, 2 % burst
 //! loss, 40/80 ms jitter, 3 % loss with 40 ms jitter).
 //!
@@ -21,8 +21,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use testkit as common;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;

@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use testkit as common;
 
 use common::*;
 use reqwest::header::{HeaderMap, HeaderValue};

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 
 use cohost::output::hls::{HlsConfig, HlsSegmenter};
 
-mod common;
+use testkit as common;
 
 fn have(cmd: &str) -> bool {
     Command::new(cmd)
@@ -24,7 +24,7 @@ fn have(cmd: &str) -> bool {
 }
 
 fn is_keyframe(au: &[u8]) -> bool {
-    mixer::mux::ts::annexb_has_nal_type(au, 5)
+    mixer::h264::has_nal_type(au, 5)
 }
 
 fn probe_json(path: &Path, entries: &str) -> serde_json::Value {

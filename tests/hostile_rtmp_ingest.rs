@@ -18,7 +18,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use testkit as common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

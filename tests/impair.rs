@@ -1,11 +1,11 @@
-//! The network impairment kit (`tests/common/impair.rs`): the pure link model's loss, burst,
+//! The network impairment kit (`testkit/src/impair.rs`): the pure link model's loss, burst,
 //! jitter and bandwidth-cap behaviour; the UDP relay's forwarding and counters through real
 //! sockets; and a WHIP publisher behind a lossy relayed uplink whose video still reaches a WHEP
 //! subscriber and decodes (which proves the candidate rewriting steers the media through it).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use testkit as common;
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;

@@ -18,7 +18,7 @@ use cohost::output::{
 };
 use tokio::sync::{broadcast, watch};
 
-mod common;
+use testkit as common;
 
 use common::nginx::{free_port, missing_tools, Nginx};
 
@@ -316,7 +316,7 @@ async fn program_outputs_feed_nginx_and_hls() {
                             data: bytes::Bytes::from(au.clone()),
                             pts_ms: pts,
                             dts_ms: pts,
-                            keyframe: mixer::mux::ts::annexb_has_nal_type(au, 5),
+                            keyframe: mixer::h264::has_nal_type(au, 5),
                         }),
                     ));
                 }

@@ -8,7 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use testkit as common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

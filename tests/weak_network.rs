@@ -1,5 +1,5 @@
 //! Co-hosts on weak networks: a WHIP co-host whose uplink goes through the impairment relay
-//! (`tests/common/impair.rs`: seeded random loss, jitter) must stay fluid in the mixed program,
+//! (`testkit/src/impair.rs`: seeded random loss, jitter) must stay fluid in the mixed program,
 //! not freeze until the next keyframe. A WHEP viewer of the program decodes every program
 //! picture and reads the co-host's frame counter back from it; a second viewer watches the
 //! co-host through the SFU for comparison. Asserted on the media: the share of program
@@ -8,7 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use testkit as common;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

@@ -271,9 +271,6 @@ impl ProgramOutputs {
     }
 }
 
-/// Every lock here recovers from poisoning, as everywhere in the server: a panic elsewhere
-/// must not silently stop the HLS and RTMP outputs.
-
 fn info(id: u64, o: &RtmpOutput) -> OutputInfo {
     OutputInfo {
         id: format_id(id),

@@ -1,5 +1,5 @@
 // An impairing UDP relay for the browser tests' media path: the same link model as the Rust
-// kit (`tests/common/impair.rs`, whose docs explain it) for a Chromium page, which the Rust
+// kit (`testkit/src/impair.rs`, whose docs explain it) for a Chromium page, which the Rust
 // relay cannot reach from inside the scenario's network namespace. Seeded and deterministic
 // for a given packet sequence: random loss, a bandwidth cap with a tail-drop queue, a fixed
 // delay, per direction, applied to RTP and RTCP only (STUN and DTLS pass untouched, so ICE
