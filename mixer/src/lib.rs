@@ -37,9 +37,11 @@
 //! - Templates show at most 9 tiles ([`layout::MAX_TILES`]), hosts first then join order.
 //!   `speaker` enlarges the dominant speaker (someone else must be loudest for 1 s),
 //!   initially the host; `pip` shows the host full canvas.
-//! - Video sync is "latest picture wins": input RTP timestamps are not used to delay video
-//!   (lowest latency); audio is played out by RTP timestamp through the jitter buffer
-//!   (`jitter_ms`, default 60 ms), so lips may lead the voice by about that much.
+//! - Each input's pictures are played out by their RTP timestamps through an adaptive delay
+//!   ([`playout`]: the sender's clock fitted to the arrivals, the 99th percentile of recent
+//!   lateness); audio through the jitter buffer (`jitter_ms`, default 60 ms). With
+//!   `lip_sync` (default) the slower of the two sets the pace: video is held back to its
+//!   audio (less [`mixer::lip_sync_lead`]), and audio waits for video that needs longer.
 //! - After any decode error an input shows its last good picture until the next IDR decodes
 //!   (never a smeared picture), and keyframe requests are throttled to one per
 //!   `keyframe_request_interval_ms` per input.
