@@ -14,10 +14,7 @@ use mixer::driver::{MixerDriver, MixerPool};
 use mixer::mux::flv::Metadata;
 use mixer::{CueError, Layout, MixConfig, MixerEvent, MixerOutput};
 use rtc::media::Sample;
-use rtc::media_stream::MediaStreamTrack;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
 use serde_json::{json, Value};
 use signaling::backend::{CueAck, MediaError};
 use tokio::sync::{broadcast, mpsc};
@@ -866,20 +863,12 @@ impl Programs {
         let mk = |kind, ssrc, codec: RTCRtpCodec, k: &str| {
             TrackLocalStaticSample::new(
                 Instant::now(),
-                MediaStreamTrack::new(
+                crate::rtc::local_track(
                     format!("program-{room}"),
                     format!("program-{k}"),
-                    format!("program-{k}"),
                     kind,
-                    vec![RTCRtpEncodingParameters {
-                        rtp_coding_parameters: RTCRtpCodingParameters {
-                            ssrc: Some(ssrc),
-                            ..Default::default()
-                        },
-                        active: true,
-                        codec,
-                        ..Default::default()
-                    }],
+                    ssrc,
+                    codec,
                 ),
             )
             .map(Arc::new)
@@ -888,26 +877,13 @@ impl Programs {
         let video = mk(
             RtpCodecKind::Video,
             vssrc,
-            RTCRtpCodec {
-                mime_type: "video/H264".into(),
-                clock_rate: 90000,
-                channels: 0,
-                sdp_fmtp_line:
-                    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f".into(),
-                rtcp_feedback: vec![],
-            },
+            crate::rtc::h264_codec("42e01f"),
             "video",
         )?;
         let audio = mk(
             RtpCodecKind::Audio,
             assrc,
-            RTCRtpCodec {
-                mime_type: "audio/opus".into(),
-                clock_rate: 48000,
-                channels: 2,
-                sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
-                rtcp_feedback: vec![],
-            },
+            crate::rtc::opus_codec(),
             "audio",
         )?;
         let vs = peer

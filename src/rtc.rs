@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use rtc::interceptor::NackResponderBuilder;
 use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
+use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
 };
@@ -23,7 +24,8 @@ use rtc::peer_connection::transport::RTCIceCandidateType;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::sansio::Protocol;
 use tokio::sync::mpsc;
@@ -147,6 +149,59 @@ fn video_feedback() -> Vec<RTCPFeedback> {
     .collect()
 }
 
+/// H.264 packetization-mode 1 with `profile` (`42e01f` constrained baseline, `42001f`
+/// baseline): what cohost negotiates and what the program is encoded as. No RTCP feedback
+/// (the media engine adds it for negotiation).
+pub fn h264_codec(profile: &str) -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_H264.to_owned(),
+        clock_rate: 90000,
+        channels: 0,
+        sdp_fmtp_line: format!(
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile}"
+        ),
+        rtcp_feedback: vec![],
+    }
+}
+
+/// Opus, stereo, with in-band FEC (RFC 7587).
+pub fn opus_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_OPUS.to_owned(),
+        clock_rate: 48000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
+/// A local track's description: stream `stream_id`, track `track_id` (also its label), one
+/// active encoding on `ssrc` with `codec`. The SFU's forwarded tracks and the program's WHEP
+/// tracks are built with it.
+pub fn local_track(
+    stream_id: String,
+    track_id: String,
+    kind: RtpCodecKind,
+    ssrc: u32,
+    codec: RTCRtpCodec,
+) -> MediaStreamTrack {
+    MediaStreamTrack::new(
+        stream_id,
+        track_id.clone(),
+        track_id,
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            active: true,
+            codec,
+            ..Default::default()
+        }],
+    )
+}
+
 /// The codecs cohost negotiates: H.264 packetization-mode 1 (constrained baseline preferred,
 /// then baseline), each with RTX, and Opus. Forwarding untouched needs every co-host on the
 /// same codec, and the mixer decodes only these.
@@ -155,13 +210,8 @@ pub fn media_engine() -> Result<MediaEngine, RtcError> {
     let w = |e: rtc::shared::error::Error| RtcError::Webrtc(e.to_string());
     let h264 = |pt: u8, profile: &str| RTCRtpCodecParameters {
         rtp_codec: RTCRtpCodec {
-            mime_type: MIME_TYPE_H264.to_owned(),
-            clock_rate: 90000,
-            channels: 0,
-            sdp_fmtp_line: format!(
-                "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile}"
-            ),
             rtcp_feedback: video_feedback(),
+            ..h264_codec(profile)
         },
         payload_type: pt,
     };
@@ -185,13 +235,7 @@ pub fn media_engine() -> Result<MediaEngine, RtcError> {
     }
     me.register_codec(
         RTCRtpCodecParameters {
-            rtp_codec: RTCRtpCodec {
-                mime_type: MIME_TYPE_OPUS.to_owned(),
-                clock_rate: 48000,
-                channels: 2,
-                sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-                rtcp_feedback: vec![],
-            },
+            rtp_codec: opus_codec(),
             payload_type: 111,
         },
         RtpCodecKind::Audio,

@@ -8,12 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rtc::media_stream::MediaStreamTrack;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
 use signaling::backend::{CueAck, MediaBackend, MediaError, MediaEvent, PublishOptions};
 use signaling::protocol::{MediaKind, TrackInfo};
 use tokio::sync::{broadcast, mpsc, watch, Notify};
@@ -607,20 +604,12 @@ impl Sfu {
             } else {
                 "audio"
             };
-            let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            let track = Arc::new(TrackLocalStaticRTP::new(crate::rtc::local_track(
                 target.to_owned(),
                 format!("{target}-{k}"),
-                format!("{target}-{k}"),
                 kind,
-                vec![RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters {
-                        ssrc: Some(ssrc),
-                        ..Default::default()
-                    },
-                    active: true,
-                    codec: codec.clone(),
-                    ..Default::default()
-                }],
+                ssrc,
+                codec.clone(),
             )));
             let sender = peer
                 .pc
