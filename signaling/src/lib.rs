@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod backend;
 pub mod http;
+pub mod hub;
 pub mod ice;
 pub mod protocol;
 pub mod room;
