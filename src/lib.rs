@@ -27,6 +27,7 @@ pub mod config;
 pub mod conn;
 pub mod cors;
 pub mod depack;
+pub mod forward;
 mod live;
 pub mod metrics;
 pub mod mix_cmd;

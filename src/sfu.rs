@@ -21,6 +21,7 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::PeerConnection;
 use webrtc::peer_connection::RTCPeerConnectionState;
 
+use crate::forward::Forwarder;
 use crate::rtc::{is_keyframe_request, Peer, PeerEvent, RtcEngine};
 use mixer::h264::rtp_payload_is_keyframe;
 
@@ -652,16 +653,14 @@ impl Sfu {
             let t2 = track.clone();
             tasks.push(tokio::spawn(
                 async move {
-                    let mut seq_offset: u16 = 0;
-                    let mut started = kind == RtpCodecKind::Audio;
-                    let mut last_in: Option<u16> = None;
+                    let mut fwd = Forwarder::new(kind == RtpCodecKind::Video, ssrc, pt);
                     loop {
                         let pkt = match rx.recv().await {
                             Ok(pkt) => pkt,
                             Err(broadcast::error::RecvError::Lagged(n)) => {
                                 m.packets_dropped.fetch_add(n, Ordering::Relaxed);
-                                if kind == RtpCodecKind::Video {
-                                    started = false; // wait for the next keyframe
+                                fwd.lost();
+                                if fwd.waiting_for_keyframe() {
                                     pub_.request_keyframe();
                                 }
                                 continue;
@@ -670,26 +669,9 @@ impl Sfu {
                         };
                         let at = pkt.at;
                         let mut packet = pkt.packet;
-                        if !started {
-                            // Start a video subscriber on a keyframe: earlier frames cannot decode.
-                            if !rtp_payload_is_keyframe(&packet.payload) {
-                                if let Some(l) = last_in {
-                                    seq_offset = seq_offset.wrapping_sub(
-                                        packet.header.sequence_number.wrapping_sub(l),
-                                    );
-                                }
-                                last_in = Some(packet.header.sequence_number);
-                                continue;
-                            }
-                            started = true;
+                        if !fwd.rewrite(&mut packet) {
+                            continue;
                         }
-                        last_in = Some(packet.header.sequence_number);
-                        packet.header.ssrc = ssrc;
-                        packet.header.payload_type = pt;
-                        packet.header.sequence_number =
-                            packet.header.sequence_number.wrapping_add(seq_offset);
-                        packet.header.extension = false;
-                        packet.header.extensions.clear();
                         let len = packet.payload.len() + 12;
                         if t2.write_rtp(packet).await.is_err() {
                             break;
