@@ -153,12 +153,13 @@ mod tests {
                 name: "sequence numbers wrap",
                 video: true,
                 input: vec![
+                    (65533, P, false),
                     (65534, P, false),
                     (65535, IDR, false),
                     (0, P, false),
                     (1, P, false),
                 ],
-                want: vec![None, Some(65534), Some(65535), Some(0)],
+                want: vec![None, None, Some(65534), Some(65535), Some(0)],
             },
         ];
         for c in cases {
