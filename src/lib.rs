@@ -28,6 +28,7 @@ pub mod conn;
 pub mod cors;
 pub mod depack;
 pub mod forward;
+pub mod keyframe;
 mod live;
 pub mod metrics;
 pub mod mix_cmd;

@@ -25,10 +25,8 @@ use crate::forward::Forwarder;
 use crate::rtc::{is_keyframe_request, Peer, PeerEvent, RtcEngine};
 use mixer::h264::rtp_payload_is_keyframe;
 
-/// Minimum spacing of keyframe requests sent to one publisher.
-pub const PLI_MIN_INTERVAL: Duration = Duration::from_millis(300);
-/// While a keyframe is wanted, the request is repeated at this period until one arrives.
-pub const PLI_RETRY: Duration = Duration::from_millis(500);
+use crate::keyframe::KeyframeRequester;
+pub use crate::keyframe::{PLI_MIN_INTERVAL, PLI_RETRY};
 
 /// Optional forwarding-delay observer (for benchmarks): called after each successful
 /// `write_rtp` to a subscriber with the packet's [`InPacket::at`]. Unset, it costs one atomic
@@ -114,7 +112,7 @@ pub struct Publisher {
     pub video: PubTrack,
     /// Audio (Opus).
     pub audio: PubTrack,
-    keyframe_wanted: AtomicBool,
+    keyframes: Mutex<KeyframeRequester>,
     kick: Notify,
     ready: watch::Sender<bool>,
     expect_video: bool,
@@ -156,7 +154,7 @@ impl Publisher {
     /// Asks for a keyframe: a PLI is sent now if none went out in the last
     /// [`PLI_MIN_INTERVAL`], and repeated every [`PLI_RETRY`] until a keyframe arrives.
     pub fn request_keyframe(&self) {
-        self.keyframe_wanted.store(true, Ordering::Release);
+        crate::sync::lock(&self.keyframes).want();
         self.kick.notify_one();
     }
 
@@ -358,7 +356,7 @@ impl Sfu {
             pc: pc.clone(),
             video: PubTrack::new(),
             audio: PubTrack::new(),
-            keyframe_wanted: AtomicBool::new(true),
+            keyframes: Mutex::new(KeyframeRequester::wanting()),
             kick: Notify::new(),
             ready: watch::channel(false).0,
             expect_video,
@@ -423,20 +421,22 @@ impl Sfu {
             let task = tokio::spawn(
                 async move {
                     let p = pk;
-                    let mut last: Option<Instant> = None;
                     loop {
-                        let _ = tokio::time::timeout(PLI_RETRY, p.kick.notified()).await;
+                        // Until the requester's next chance, or a new want (at most a retry
+                        // period, to notice the publisher going away).
+                        let now = Instant::now();
+                        let next = crate::sync::lock(&p.keyframes)
+                            .poll_timeout(now)
+                            .unwrap_or(now + PLI_RETRY);
+                        let _ = tokio::time::timeout_at(next.into(), p.kick.notified()).await;
                         if Arc::strong_count(&p) == 1 {
                             break;
                         }
-                        if !p.keyframe_wanted.load(Ordering::Acquire) {
-                            continue;
-                        }
-                        if last.is_some_and(|t| t.elapsed() < PLI_MIN_INTERVAL) {
-                            continue;
-                        }
                         let track = p.video_remote().await;
                         let Some((track, ssrc)) = track else { continue };
+                        if !crate::sync::lock(&p.keyframes).poll(Instant::now()) {
+                            continue;
+                        }
                         let pli = PictureLossIndication {
                             sender_ssrc: 0,
                             media_ssrc: ssrc,
@@ -445,7 +445,6 @@ impl Sfu {
                             break;
                         }
                         m.keyframe_requests.fetch_add(1, Ordering::Relaxed);
-                        last = Some(Instant::now());
                         debug!("PLI sent");
                     }
                 }
@@ -557,7 +556,7 @@ impl Sfu {
                         .fetch_add((packet.payload.len() + 12) as u64, Ordering::Relaxed);
                     let t = p.track(kind);
                     if kind == RtpCodecKind::Video && rtp_payload_is_keyframe(&packet.payload) {
-                        p.keyframe_wanted.store(false, Ordering::Release);
+                        crate::sync::lock(&p.keyframes).keyframe_seen();
                     }
                     if t.muted.load(Ordering::Relaxed) {
                         continue;
