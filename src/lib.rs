@@ -37,6 +37,7 @@ pub mod output;
 pub mod program;
 pub mod reorder;
 pub mod rtc;
+pub mod sender_clock;
 pub mod sfu;
 pub mod sync;
 mod web;

@@ -75,14 +75,6 @@ pub fn is_sender_report(p: &dyn rtc::rtcp::Packet) -> bool {
     p.as_any().is::<rtc::rtcp::sender_report::SenderReport>()
 }
 
-/// NTP time (RFC 3550: seconds since 1900 in 32.32 fixed point) as Unix milliseconds.
-pub fn ntp_to_unix_ms(ntp: u64) -> f64 {
-    const UNIX_EPOCH_IN_NTP_S: f64 = 2_208_988_800.0;
-    let secs = (ntp >> 32) as f64;
-    let frac = (ntp & 0xffff_ffff) as f64 / 4_294_967_296.0;
-    (secs - UNIX_EPOCH_IN_NTP_S + frac) * 1000.0
-}
-
 /// Marks inbound PLI/FIR (keyframe requests from subscribers) and SR (a publisher's NTP ↔ RTP
 /// mapping, used to place cues on the frame a host captured) for delivery to the application
 /// (webrtc-rs 0.21 stops inbound RTCP at the end of the interceptor chain otherwise); every
@@ -448,13 +440,6 @@ pub async fn restart_ice(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ntp_conversion() {
-        // 2024-01-01T00:00:00Z = 1704067200 Unix = 3913056000 NTP seconds; .5 s fraction.
-        let ntp = (3_913_056_000u64 << 32) | 0x8000_0000;
-        assert!((ntp_to_unix_ms(ntp) - 1_704_067_200_500.0).abs() < 0.01);
-    }
 
     #[test]
     fn engine_registers() {

@@ -27,6 +27,7 @@ use mixer::h264::rtp_payload_is_keyframe;
 
 use crate::keyframe::KeyframeRequester;
 pub use crate::keyframe::{PLI_MIN_INTERVAL, PLI_RETRY};
+use crate::sender_clock::SenderClock;
 
 /// Optional forwarding-delay observer (for benchmarks): called after each successful
 /// `write_rtp` to a subscriber with the packet's [`InPacket::at`]. Unset, it costs one atomic
@@ -70,8 +71,8 @@ pub struct PubTrack {
     pub tx: broadcast::Sender<InPacket>,
     codec: Mutex<Option<RTCRtpCodec>>,
     muted: AtomicBool,
-    /// Last sender report: (NTP time as Unix ms, RTP timestamp).
-    sender_report: Mutex<Option<(f64, u32)>>,
+    /// The publisher's clock from its sender reports.
+    sender_clock: Mutex<SenderClock>,
 }
 
 impl PubTrack {
@@ -80,22 +81,17 @@ impl PubTrack {
             tx: broadcast::channel(1024).0,
             codec: Mutex::new(None),
             muted: AtomicBool::new(false),
-            sender_report: Mutex::new(None),
+            sender_clock: Mutex::new(SenderClock::default()),
         }
     }
     fn set_sender_report(&self, ntp: u64, rtp: u32) {
-        *crate::sync::lock(&self.sender_report) = Some((crate::rtc::ntp_to_unix_ms(ntp), rtp));
+        crate::sync::lock(&self.sender_clock).report(ntp, rtp);
     }
 
     /// The RTP timestamp this track had at `unix_ms` on the publisher's own clock, from its
-    /// last sender report (`None` before the first one).
+    /// last sender report (`None` before the first one), see [`SenderClock::rtp_at`].
     pub fn rtp_at(&self, unix_ms: f64, clock_rate: f64) -> Option<u32> {
-        let (ntp_ms, rtp) = (*crate::sync::lock(&self.sender_report))?;
-        let delta = ((unix_ms - ntp_ms) * clock_rate / 1000.0).round();
-        if !delta.is_finite() || delta.abs() > f64::from(i32::MAX) {
-            return None;
-        }
-        Some(rtp.wrapping_add_signed(delta as i32))
+        crate::sync::lock(&self.sender_clock).rtp_at(unix_ms, clock_rate)
     }
 
     fn codec(&self) -> Option<RTCRtpCodec> {
