@@ -11,16 +11,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use rtc::media::Sample;
-use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp::packetizer::Depacketizer;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -402,21 +399,7 @@ pub async fn add_sender(peer: &ClientPeer, name: &str) -> Sender {
         Arc::new(
             TrackLocalStaticSample::new(
                 Instant::now(),
-                MediaStreamTrack::new(
-                    name.to_owned(),
-                    format!("{name}-{k}"),
-                    format!("{name}-{k}"),
-                    kind,
-                    vec![RTCRtpEncodingParameters {
-                        rtp_coding_parameters: RTCRtpCodingParameters {
-                            ssrc: Some(ssrc),
-                            ..Default::default()
-                        },
-                        active: true,
-                        codec,
-                        ..Default::default()
-                    }],
-                ),
+                cohost::rtc::local_track(name.to_owned(), format!("{name}-{k}"), kind, ssrc, codec),
             )
             .unwrap(),
         )

@@ -6,11 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::TrackLocal;
 
@@ -39,20 +36,12 @@ fn track(kind: RtpCodecKind, codec: RTCRtpCodec, ssrc: u32) -> Arc<TrackLocalSta
     } else {
         "a"
     };
-    Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+    Arc::new(TrackLocalStaticRTP::new(cohost::rtc::local_track(
         "raw".into(),
         format!("raw-{k}"),
-        format!("raw-{k}"),
         kind,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(ssrc),
-                ..Default::default()
-            },
-            active: true,
-            codec,
-            ..Default::default()
-        }],
+        ssrc,
+        codec,
     )))
 }
 
