@@ -149,7 +149,7 @@ impl ProgramControl for Programs {
         let at = at_capture_ms.and_then(|t| self.capture_rtp(room, t));
         let driver = {
             let mut g = lock(&self.rooms);
-            if let Some(&pts_ms) = g.get(room).and_then(|r| r.cue_acks.get(id)) {
+            if let Some(pts_ms) = g.get(room).and_then(|r| r.cues.answered(id)) {
                 return Ok(CueAck {
                     id: id.to_owned(),
                     pts_ms,
@@ -160,22 +160,17 @@ impl ProgramControl for Programs {
                 Some(r) if r.running.is_some() => r,
                 other => return Err(self.no_program(room, other.map(|r| &*r))),
             };
-            let now = Instant::now();
-            while r
-                .cue_times
-                .front()
-                .is_some_and(|t| now.duration_since(*t) > self.config.cue_window)
-            {
-                r.cue_times.pop_front();
-            }
-            if r.cue_times.len() >= self.config.cue_limit {
+            if !r.cues.take_slot(
+                Instant::now(),
+                self.config.cue_limit,
+                self.config.cue_window,
+            ) {
                 return Err(MediaError::RateLimited(format!(
                     "at most {} cues per {} s per room",
                     self.config.cue_limit,
                     self.config.cue_window.as_secs()
                 )));
             }
-            r.cue_times.push_back(now);
             r.running.as_ref().map(|x| x.driver.clone())
         };
         let Some(driver) = driver else {
@@ -205,7 +200,7 @@ impl ProgramControl for Programs {
         if res.as_ref().map_or(true, |a| a.duplicate) {
             // A refused cue, or an id seen before, is not a new cue: give its slot back.
             if let Some(r) = lock(&self.rooms).get_mut(room) {
-                r.cue_times.pop_back();
+                r.cues.give_back();
             }
         }
         let ack = res?;
@@ -213,14 +208,7 @@ impl ProgramControl for Programs {
             self.metrics.cues.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(r) = lock(&self.rooms).get_mut(room) {
-            if r.cue_acks.insert(ack.id.clone(), ack.pts_ms).is_none() {
-                r.cue_ack_order.push_back(ack.id.clone());
-                while r.cue_ack_order.len() > CUE_IDS_KEPT {
-                    if let Some(old) = r.cue_ack_order.pop_front() {
-                        r.cue_acks.remove(&old);
-                    }
-                }
-            }
+            r.cues.remember(&ack.id, ack.pts_ms);
         }
         Ok(CueAck {
             id: ack.id,

@@ -4,7 +4,7 @@
 //! the last one leaves; layout, cues and outputs are controlled through the API.
 
 use crate::sync::lock;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -31,12 +31,11 @@ use crate::rtc::RtcEngine;
 use crate::sfu::{ProgramControl, ProgramSink, Publisher, Sfu};
 
 mod control;
+mod cues;
+use cues::CueBook;
 mod feed;
 mod metrics;
 mod viewers;
-
-/// Cue ids a room remembers for idempotency (as many as the mixer does).
-const CUE_IDS_KEPT: usize = 4096;
 
 /// Program settings.
 #[derive(Debug, Clone)]
@@ -163,11 +162,8 @@ struct RoomProgram {
     running: Option<Running>,
     media_tx: broadcast::Sender<ProgramMedia>,
     viewers: HashMap<String, Viewer>,
-    cue_times: VecDeque<Instant>,
-    /// Answers to the room's latest cues, by id (at most [`CUE_IDS_KEPT`]): a retried id gets
-    /// its first answer, even past the rate limit or after the program restarted.
-    cue_acks: HashMap<String, u64>,
-    cue_ack_order: VecDeque<String>,
+    /// The room's cue rate limit and the answers to its latest cues.
+    cues: CueBook,
     layout: Layout,
     /// Publishers ready while no program slot was free (`max_programs`), in order.
     waiting: Vec<Arc<Publisher>>,
@@ -205,9 +201,7 @@ impl RoomProgram {
             running: None,
             media_tx: broadcast::channel(512).0,
             viewers: HashMap::new(),
-            cue_times: VecDeque::new(),
-            cue_acks: HashMap::new(),
-            cue_ack_order: VecDeque::new(),
+            cues: CueBook::default(),
             waiting: Vec::new(),
             waiting_since: None,
             persistent: false,
