@@ -12,6 +12,7 @@ Prints one JSON line of results at the end; exits 1 on any failure. Only 127.0.0
 
 import asyncio
 import json
+import math
 import sys
 import time
 import urllib.parse
@@ -66,8 +67,6 @@ class ToneTrack(AudioStreamTrack):
 
     async def recv(self):
         frame = await super().recv()
-        import math
-
         n = frame.samples
         pcm = bytearray()
         for i in range(n):

@@ -30,21 +30,7 @@ pub(crate) async fn trickle_patch(
     who: &str,
     pc: &str,
 ) -> Result<Response, ApiError> {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !ct
-        .trim()
-        .to_ascii_lowercase()
-        .starts_with(crate::trickle::SDPFRAG)
-    {
-        return Err(ApiError::new(
-            415,
-            "unsupported_media_type",
-            format!("Content-Type must be {}", crate::trickle::SDPFRAG),
-        ));
-    }
+    require_content_type(headers, crate::trickle::SDPFRAG)?;
     let Some((ours, theirs)) = s.backend.ice_ufrags(room, who, pc).await else {
         return Err(ApiError::new(404, "not_found", "no such session"));
     };
@@ -146,23 +132,24 @@ pub(crate) async fn whep_patch(
     trickle_patch(&s, &headers, &body, &room, &session, &pc).await
 }
 
-pub(crate) fn require_sdp(headers: &HeaderMap) -> Result<(), ApiError> {
+/// `415` unless the request's `Content-Type` is `media_type` (parameters allowed).
+pub(crate) fn require_content_type(headers: &HeaderMap, media_type: &str) -> Result<(), ApiError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if !ct
-        .trim()
-        .to_ascii_lowercase()
-        .starts_with("application/sdp")
-    {
+    if !ct.trim().to_ascii_lowercase().starts_with(media_type) {
         return Err(ApiError::new(
             415,
             "unsupported_media_type",
-            "Content-Type must be application/sdp",
+            format!("Content-Type must be {media_type}"),
         ));
     }
     Ok(())
+}
+
+pub(crate) fn require_sdp(headers: &HeaderMap) -> Result<(), ApiError> {
+    require_content_type(headers, "application/sdp")
 }
 
 pub(crate) fn sdp_created(location: String, answer: String, links: Vec<String>) -> Response {
