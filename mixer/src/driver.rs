@@ -825,8 +825,10 @@ mod tests {
             "flood: {pushed} access units taken in {secs:.1} s; pictures: healthy {healthy_pictures}, flooded {flooded_pictures}"
         );
         assert!(pushed > 1000, "the flood itself: {pushed}");
-        // 20 fps: ~40 pictures in 2 s; a starved room would show a handful.
-        let want = (secs * 20.0 * 0.7) as usize;
+        // 20 fps: ~40 pictures in 2 s; a starved room shows a handful (0-3 before the pool
+        // bounded each run). The bar is well above that and well below 40: the flooder thread
+        // and the rest of the suite share this machine's two cores (27 of 40 seen under load).
+        let want = (secs * 20.0 * 0.35) as usize;
         assert!(
             healthy_pictures >= want,
             "healthy room: {healthy_pictures} pictures in {secs:.1} s"
