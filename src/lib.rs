@@ -29,7 +29,6 @@ pub mod cors;
 pub mod depack;
 pub mod forward;
 pub mod keyframe;
-mod live;
 pub mod metrics;
 pub mod mix_cmd;
 pub mod nack;
@@ -71,6 +70,12 @@ pub struct AppState {
     pub metrics_open: bool,
     /// Origins allowed to call from browser pages.
     pub cors: Arc<cors::CorsOrigins>,
+}
+
+impl axum::extract::FromRef<AppState> for Arc<signaling::http::Signaling> {
+    fn from_ref(s: &AppState) -> Self {
+        s.signaling.clone()
+    }
 }
 
 /// A running server's parts, for tests and embedding.
@@ -115,7 +120,7 @@ pub fn router(state: AppState) -> Router {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics_handler))
-        .merge(live::router())
+        .merge(output::routes::router())
         .with_state(state.clone());
     signaling::http::router(state.signaling.clone())
         .merge(app)

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
-use signaling::backend::{CueAck, MediaBackend, MediaError, MediaEvent, PublishOptions};
+use signaling::backend::{
+    CueAck, MediaBackend, MediaError, MediaEvent, PeerConnId, PublishOptions,
+};
 use signaling::protocol::{MediaKind, TrackInfo};
 use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tracing::{debug, info, info_span, Instrument};
@@ -771,7 +773,12 @@ impl MediaBackend for SfuBackend {
             .start_subscribe(room, subscriber, target, offer)
             .await
     }
-    async fn ice_ufrags(&self, room: &str, identity: &str, pc: &str) -> Option<(String, String)> {
+    async fn ice_ufrags(
+        &self,
+        room: &str,
+        identity: &str,
+        pc: &PeerConnId,
+    ) -> Option<(String, String)> {
         let conn = self.session_pc(room, identity, pc)?;
         let ours = conn.local_description().await?;
         let theirs = conn.remote_description().await?;
@@ -804,7 +811,7 @@ impl MediaBackend for SfuBackend {
         &self,
         room: &str,
         identity: &str,
-        pc: &str,
+        pc: &PeerConnId,
         candidate: serde_json::Value,
     ) -> Result<(), MediaError> {
         let init: rtc::peer_connection::transport::RTCIceCandidateInit =
@@ -824,7 +831,7 @@ impl MediaBackend for SfuBackend {
         &self,
         room: &str,
         identity: &str,
-        pc: &str,
+        pc: &PeerConnId,
         ufrag: &str,
         pwd: &str,
     ) -> Result<String, MediaError> {
@@ -1004,22 +1011,26 @@ pub trait ProgramControl: Send + Sync + 'static {
 }
 
 impl SfuBackend {
-    /// A session's peer connection: `publish` (of `identity`), `subscribe:<target>` (of the
-    /// subscriber `identity`), or `program` (the program viewer `identity`).
-    fn session_pc(&self, room: &str, identity: &str, pc: &str) -> Option<Arc<dyn PeerConnection>> {
-        if pc == "program" {
+    /// A session's peer connection: the publication of `identity`, its subscription to a
+    /// target, or the program viewer `identity`'s.
+    fn session_pc(
+        &self,
+        room: &str,
+        identity: &str,
+        pc: &PeerConnId,
+    ) -> Option<Arc<dyn PeerConnection>> {
+        if *pc == PeerConnId::Program {
             return self.program.as_ref()?.viewer_pc(room, identity);
         }
         let g = self.sfu.lock();
         let r = g.get(room)?;
-        if pc == "publish" {
-            r.publishers.get(identity).map(|p| p.pc.clone())
-        } else if let Some(target) = pc.strip_prefix("subscribe:") {
-            r.subs
-                .get(&(identity.to_owned(), target.to_owned()))
-                .map(|s| s.pc.clone())
-        } else {
-            None
+        match pc {
+            PeerConnId::Publish => r.publishers.get(identity).map(|p| p.pc.clone()),
+            PeerConnId::Subscribe(target) => r
+                .subs
+                .get(&(identity.to_owned(), target.clone()))
+                .map(|s| s.pc.clone()),
+            PeerConnId::Program => None,
         }
     }
 }

@@ -74,6 +74,41 @@ pub struct CueAck {
     pub duplicate: bool,
 }
 
+/// One of a participant's peer connections: `pc` on the wire (`"publish"`,
+/// `"subscribe:<target>"`), plus a WHEP program viewer's own.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PeerConnId {
+    /// The participant's publication.
+    Publish,
+    /// Its subscription to `target`'s tracks.
+    Subscribe(String),
+    /// A WHEP program viewer's connection.
+    Program,
+}
+
+impl PeerConnId {
+    /// Parses the wire form of a client's peer connection (`publish`, `subscribe:<target>`);
+    /// `program` is not a client's to name.
+    pub fn parse(pc: &str) -> Option<Self> {
+        match pc {
+            "publish" => Some(PeerConnId::Publish),
+            _ => pc
+                .strip_prefix("subscribe:")
+                .map(|t| PeerConnId::Subscribe(t.to_owned())),
+        }
+    }
+}
+
+impl std::fmt::Display for PeerConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerConnId::Publish => f.write_str("publish"),
+            PeerConnId::Subscribe(t) => write!(f, "subscribe:{t}"),
+            PeerConnId::Program => f.write_str("program"),
+        }
+    }
+}
+
 /// How a publication came in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PublishOptions {
@@ -139,7 +174,7 @@ pub trait MediaBackend: Send + Sync + 'static {
         &self,
         room: &str,
         identity: &str,
-        pc: &str,
+        pc: &PeerConnId,
         candidate: serde_json::Value,
     ) -> Result<(), MediaError>;
     /// Restarts ICE on `identity`'s peer connection `pc` with the client's new credentials (a
@@ -149,7 +184,7 @@ pub trait MediaBackend: Send + Sync + 'static {
         &self,
         room: &str,
         identity: &str,
-        pc: &str,
+        pc: &PeerConnId,
         ufrag: &str,
         pwd: &str,
     ) -> Result<String, MediaError>;
@@ -199,7 +234,12 @@ pub trait MediaBackend: Send + Sync + 'static {
     /// program in its grace period, or with outputs, is kept.
     async fn room_emptied(&self, room: &str);
     /// The ICE username fragments of a session's peer connection: (ours, the client's), from
-    /// its current local and remote descriptions; `None` if there is no such session. `pc` as
-    /// in [`MediaBackend::add_candidate`], plus `"program"` for a program viewer `identity`.
-    async fn ice_ufrags(&self, room: &str, identity: &str, pc: &str) -> Option<(String, String)>;
+    /// its current local and remote descriptions; `None` if there is no such session
+    /// ([`PeerConnId::Program`]: the program viewer `identity`).
+    async fn ice_ufrags(
+        &self,
+        room: &str,
+        identity: &str,
+        pc: &PeerConnId,
+    ) -> Option<(String, String)>;
 }

@@ -10,12 +10,14 @@
 //!   segments) publishing into an [`hls::HlsStore`] that the HTTP layer serves
 //!   `index.m3u8` and `seg{N}.ts` from.
 //! * [`rtmp`], [`chunk`], [`amf0`] — the RTMP publish client underneath.
+//! * [`routes`] — their HTTP side: HLS files and the RTMP outputs API.
 
 /// AMF0 lives with the FLV muxer (`mixer::mux::amf0`); RTMP commands use it from here.
 pub use mixer::mux::amf0;
 pub mod chunk;
 pub mod hls;
 pub mod program;
+pub mod routes;
 pub mod rtmp;
 pub mod rtmp_output;
 #[cfg(test)]

@@ -4,14 +4,12 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
 use crate::auth::{valid_display_name, valid_identity, valid_name, Claims, Role, MAX_NAME_CHARS};
-use crate::protocol::ServerMessage;
-use crate::room::{Room, Via};
 
 use super::*;
 use crate::hub::*;
@@ -35,10 +33,9 @@ pub fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiE
 
 pub(crate) async fn mint_token(
     State(s): State<Arc<Signaling>>,
-    headers: HeaderMap,
+    _: Admin,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    s.require_admin(&headers)?;
     let req: TokenRequest = json_body(&body)?;
     if !valid_name(&req.room) {
         return Err(ApiError::new(
@@ -90,10 +87,9 @@ pub(crate) struct CreateRoom {
 
 pub(crate) async fn create_room(
     State(s): State<Arc<Signaling>>,
-    headers: HeaderMap,
+    _: Admin,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    s.require_admin(&headers)?;
     let req: CreateRoom = json_body(&body)?;
     if !valid_name(&req.name) {
         return Err(ApiError::new(
@@ -102,130 +98,48 @@ pub(crate) async fn create_room(
             "name: 1-64 of [A-Za-z0-9_.-]",
         ));
     }
-    s.backend.create_room(&req.name, req.mix).await?;
-    {
-        let mut g = s.lock();
-        let e = g
-            .rooms
-            .entry(req.name.clone())
-            .or_insert_with(|| RoomEntry {
-                room: Room::with_limits(&req.name, s.config.room_limits),
-                persistent: true,
-            });
-        e.persistent = true;
-    }
-    let info = room_json(&s, &req.name).await;
+    s.create_room(&req.name, req.mix).await?;
+    let info = s.room_info(&req.name).await;
     Ok((StatusCode::CREATED, Json(info)).into_response())
-}
-
-pub(crate) async fn room_json(s: &Arc<Signaling>, room: &str) -> serde_json::Value {
-    let participants = s
-        .lock()
-        .rooms
-        .get(room)
-        .map(|r| r.room.participants())
-        .unwrap_or_default();
-    let media = s.backend.room_info(room).await;
-    serde_json::json!({"name": room, "participants": participants, "media": media})
 }
 
 pub(crate) async fn list_rooms(
     State(s): State<Arc<Signaling>>,
-    headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    s.require_admin(&headers)?;
-    let names: Vec<String> = {
-        let mut v: Vec<String> = s.lock().rooms.keys().cloned().collect();
-        v.sort();
-        v
-    };
+    _: Admin,
+) -> Json<serde_json::Value> {
     let mut rooms = Vec::new();
-    for n in names {
-        rooms.push(room_json(&s, &n).await);
+    for n in s.room_names() {
+        rooms.push(s.room_info(&n).await);
     }
-    Ok(Json(serde_json::json!({ "rooms": rooms })))
+    Json(serde_json::json!({ "rooms": rooms }))
 }
 
 pub(crate) async fn get_room(
     State(s): State<Arc<Signaling>>,
-    Path(room): Path<String>,
-    headers: HeaderMap,
+    HostOf(room): HostOf,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    s.require_host(&headers, &room)?;
-    if !s.lock().rooms.contains_key(&room) {
-        return Err(ApiError::new(
-            404,
-            "unknown_room",
-            format!("no room `{room}`"),
-        ));
+    if !s.room_exists(&room) {
+        return Err(HubError::UnknownRoom(room).into());
     }
-    Ok(Json(room_json(&s, &room).await))
+    Ok(Json(s.room_info(&room).await))
 }
 
 pub(crate) async fn delete_room(
     State(s): State<Arc<Signaling>>,
+    _: Admin,
     Path(room): Path<String>,
-    headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    s.require_admin(&headers)?;
-    let Some(entry) = s.lock().rooms.remove(&room) else {
-        return Err(ApiError::new(
-            404,
-            "unknown_room",
-            format!("no room `{room}`"),
-        ));
-    };
-    for p in entry.room.participants() {
-        if let Some(Via::Ws(conn)) = entry.room.via(&p.identity) {
-            let tx = s.lock().conns.get(&conn).cloned();
-            if let Some(tx) = tx {
-                tx.send(ServerMessage::error("room_closed", "the room was deleted"));
-                tx.close();
-            }
-        }
-        s.backend.leave(&room, &p.identity).await;
-    }
-    s.backend.close_room(&room).await;
+    s.delete_room(&room).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Whether a room exists (joined or created through the API).
-impl Signaling {
-    /// `true` if the room exists.
-    pub fn room_exists(&self, room: &str) -> bool {
-        self.lock().rooms.contains_key(room)
-    }
-
-    /// Keeps an existing room until it is deleted through the API, as if created there (an
-    /// operator gave it an output). `false` if there is no such room.
-    pub fn keep_room(&self, room: &str) -> bool {
-        match self.lock().rooms.get_mut(room) {
-            Some(r) => {
-                r.persistent = true;
-                true
-            }
-            None => false,
-        }
-    }
 }
 
 pub(crate) async fn put_layout(
     State(s): State<Arc<Signaling>>,
-    Path(room): Path<String>,
-    headers: HeaderMap,
+    HostOf(room): HostOf,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    s.require_host(&headers, &room)?;
     let layout: serde_json::Value = json_body(&body)?;
-    if !s.room_exists(&room) {
-        return Err(ApiError::new(
-            404,
-            "unknown_room",
-            format!("no room `{room}`"),
-        ));
-    }
-    let applied = s.backend.set_layout(&room, layout).await?;
-    s.layout_applied(&room, applied.clone());
+    let applied = s.set_layout(&room, layout).await?;
     Ok(Json(serde_json::json!({ "layout": applied })))
 }
 
@@ -243,25 +157,15 @@ pub(crate) struct CueRequest {
 
 pub(crate) async fn post_cue(
     State(s): State<Arc<Signaling>>,
-    Path(room): Path<String>,
-    headers: HeaderMap,
+    HostOf(room): HostOf,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    s.require_host(&headers, &room)?;
     let req: CueRequest = json_body(&body)?;
     if req.id.is_empty() || req.id.len() > 64 {
         return Err(ApiError::new(400, "bad_cue", "id: 1-64 bytes"));
     }
-    if !s.room_exists(&room) {
-        return Err(ApiError::new(
-            404,
-            "unknown_room",
-            format!("no room `{room}`"),
-        ));
-    }
     let repeat = req.repeat.unwrap_or(3).clamp(1, 300);
     let ack = s
-        .backend
         .cue(&room, &req.id, req.data, repeat, req.at_capture_ms)
         .await?;
     let status = if ack.duplicate {

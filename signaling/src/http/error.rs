@@ -43,6 +43,20 @@ impl From<AuthError> for ApiError {
     }
 }
 
+impl From<crate::hub::HubError> for ApiError {
+    fn from(e: crate::hub::HubError) -> Self {
+        use crate::hub::HubError as H;
+        match e {
+            H::Auth(e) => e.into(),
+            H::Media(e) => e.into(),
+            H::Room(e) => ApiError::new(409, e.code(), e.to_string()),
+            H::UnknownRoom(_) => ApiError::new(404, "unknown_room", e.to_string()),
+            H::NotPublishing { .. } => ApiError::new(404, "not_publishing", e.to_string()),
+            H::NoSession(_) => ApiError::new(404, "not_found", e.to_string()),
+        }
+    }
+}
+
 impl From<MediaError> for ApiError {
     fn from(e: MediaError) -> Self {
         ApiError::new(e.status(), e.code(), e.to_string())

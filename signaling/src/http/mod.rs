@@ -16,6 +16,7 @@ use crate::protocol::MAX_MESSAGE_BYTES;
 
 mod api;
 mod error;
+mod extract;
 mod whip;
 mod ws;
 
@@ -25,6 +26,7 @@ pub use api::json_body;
 use api::*;
 use error::*;
 pub use error::{ApiError, Caller};
+pub use extract::{Admin, HostOf, Member};
 use whip::*;
 use ws::*;
 
@@ -215,7 +217,7 @@ mod tests {
             &self,
             _: &str,
             _: &str,
-            _: &str,
+            _: &crate::backend::PeerConnId,
             _: serde_json::Value,
         ) -> Result<(), MediaError> {
             Ok(())
@@ -224,7 +226,7 @@ mod tests {
             &self,
             _: &str,
             _: &str,
-            _: &str,
+            _: &crate::backend::PeerConnId,
             _: &str,
             _: &str,
         ) -> Result<String, MediaError> {
@@ -279,7 +281,12 @@ mod tests {
             Vec::new()
         }
         async fn room_emptied(&self, _: &str) {}
-        async fn ice_ufrags(&self, _: &str, _: &str, _: &str) -> Option<(String, String)> {
+        async fn ice_ufrags(
+            &self,
+            _: &str,
+            _: &str,
+            _: &crate::backend::PeerConnId,
+        ) -> Option<(String, String)> {
             None
         }
     }

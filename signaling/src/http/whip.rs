@@ -6,18 +6,15 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use tracing::{info_span, Instrument};
 
 use crate::auth::{AuthError, Role};
-use crate::backend::MediaError;
-use crate::room::{Room, Via};
+use crate::backend::PeerConnId;
 
 use super::*;
 use crate::hub::*;
 
 /// Trickle ICE on a WHIP/WHEP session (RFC 9725 §4.3): `pc` names the session's peer
-/// connection for the backend (`publish`, `subscribe:<target>` or `program`), `who` its
-/// subscriber or publisher key. Checks, in order: the fragment's media type (`415`), the
+/// connection, `who` its subscriber or publisher key. Checks, in order: the fragment's media type (`415`), the
 /// session (`404`), `If-Match` against its entity tag (`412`), the fragment (`400`, nothing
 /// applied). An ICE restart (a new ufrag) restarts the session's ICE: `200` with the server's
 /// new credentials and candidates. Then every candidate is handed to the session's ICE agent:
@@ -28,10 +25,10 @@ pub(crate) async fn trickle_patch(
     body: &Bytes,
     room: &str,
     who: &str,
-    pc: &str,
+    pc: &PeerConnId,
 ) -> Result<Response, ApiError> {
     require_content_type(headers, crate::trickle::SDPFRAG)?;
-    let Some((ours, theirs)) = s.backend.ice_ufrags(room, who, pc).await else {
+    let Some((ours, theirs)) = s.ice_ufrags(room, who, pc).await else {
         return Err(ApiError::new(404, "not_found", "no such session"));
     };
     let tag = crate::trickle::etag(&ours);
@@ -60,11 +57,7 @@ pub(crate) async fn trickle_patch(
                 "an ICE restart needs a=ice-ufrag and a=ice-pwd",
             ));
         };
-        let answer = s
-            .backend
-            .restart_ice(room, who, pc, ufrag, pwd)
-            .await
-            .map_err(ApiError::from)?;
+        let answer = s.restart_ice(room, who, pc, ufrag, pwd).await?;
         let body = crate::trickle::restart_fragment(&answer).ok_or_else(|| {
             ApiError::new(
                 500,
@@ -83,10 +76,7 @@ pub(crate) async fn trickle_patch(
             "sdpMid": c.mid,
             "sdpMLineIndex": c.mline_index,
         });
-        s.backend
-            .add_candidate(room, who, pc, init)
-            .await
-            .map_err(ApiError::from)?;
+        s.add_candidate(room, who, pc, init).await?;
     }
     if let Some((body, tag)) = restarted {
         return Ok((
@@ -109,7 +99,7 @@ pub(crate) async fn whip_patch(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     s.whip_session_access(&headers, &room, &identity)?;
-    trickle_patch(&s, &headers, &body, &room, &identity, "publish").await
+    trickle_patch(&s, &headers, &body, &room, &identity, &PeerConnId::Publish).await
 }
 
 pub(crate) async fn whep_patch(
@@ -119,16 +109,7 @@ pub(crate) async fn whep_patch(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     s.whep_session_access(&headers, &room, &session)?;
-    // A co-host may be called `program`: the program viewer is tried first.
-    if identity == "program"
-        && s.backend
-            .ice_ufrags(&room, &session, "program")
-            .await
-            .is_some()
-    {
-        return trickle_patch(&s, &headers, &body, &room, &session, "program").await;
-    }
-    let pc = format!("subscribe:{identity}");
+    let pc = s.whep_pc(&room, &identity, &session).await;
     trickle_patch(&s, &headers, &body, &room, &session, &pc).await
 }
 
@@ -182,64 +163,21 @@ pub(crate) fn body_text(body: Bytes) -> Result<String, ApiError> {
 
 pub(crate) async fn whip_post(
     State(s): State<Arc<Signaling>>,
-    Path(room): Path<String>,
+    Member(claims): Member,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let claims = s.auth.verify_for_room(bearer(&headers)?, &room, now_s())?;
     if claims.role == Role::Viewer {
         return Err(AuthError::Forbidden(Role::Viewer).into());
     }
     require_sdp(&headers)?;
     let offer = body_text(body)?;
-    let me = claims.identity.clone();
-    let name = claims.name.clone().unwrap_or_else(|| me.clone());
-    let fx = {
-        let mut g = s.lock();
-        let entry = g.rooms.entry(room.clone()).or_insert_with(|| RoomEntry {
-            room: Room::with_limits(&room, s.config.room_limits),
-            persistent: false,
-        });
-        entry
-            .room
-            .join(&me, &name, claims.role, Via::Whip)
-            .map_err(|e| ApiError::new(409, e.code(), e.to_string()))?
-    };
-    // A replaced WHIP session's media is dropped (queued by `join`) before this publication
-    // starts: both go through the participant's media queue.
-    s.apply(&room, fx);
-    let span = info_span!("participant", room = %room, identity = %me);
-    let opts = s.publish_options(&room, &me, true);
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let (room2, me2) = (room.clone(), me.clone());
-    s.enqueue(
-        &room,
-        &me,
-        Box::new(move |s| {
-            Box::pin(async move {
-                let res = s.backend.publish(&room2, &me2, offer, opts).await;
-                if res.is_ok() {
-                    s.reapply_mutes(&room2, &me2, opts).await;
-                }
-                let _ = tx.send(res);
-            })
-        }),
-    );
-    let res = rx
-        .instrument(span)
-        .await
-        .unwrap_or_else(|_| Err(MediaError::Internal("the publication was dropped".into())));
-    match res {
-        Ok(answer) => Ok(sdp_created(
-            format!("/whip/{room}/{}", path_segment(&me)),
-            answer,
-            s.config.ice.links(Some(&me), now_s()),
-        )),
-        Err(e) => {
-            s.leave(&room, &me, Via::Whip);
-            Err(e.into())
-        }
-    }
+    let answer = s.publish_whip(&claims, offer).await?;
+    Ok(sdp_created(
+        format!("/whip/{}/{}", claims.room, path_segment(&claims.identity)),
+        answer,
+        s.config.ice.links(Some(&claims.identity), now_s()),
+    ))
 }
 
 pub(crate) async fn whip_delete(
@@ -248,49 +186,21 @@ pub(crate) async fn whip_delete(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     s.whip_session_access(&headers, &room, &identity)?;
-    s.leave(&room, &identity, Via::Whip);
+    s.end_whip(&room, &identity);
     Ok(StatusCode::OK)
 }
 
 pub(crate) async fn whep_post(
     State(s): State<Arc<Signaling>>,
+    Member(claims): Member,
     Path((room, identity)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let claims = s.auth.verify_for_room(bearer(&headers)?, &room, now_s())?;
-    // One rule with WebSocket `subscribe`: viewers watch the program, unless on air.
-    let viewer_on_air = || {
-        s.lock()
-            .rooms
-            .get(&room)
-            .and_then(|r| r.room.participant(&claims.identity).map(|p| p.on_air))
-            .unwrap_or(false)
-    };
-    if claims.role == Role::Viewer && !viewer_on_air() {
-        return Err(AuthError::Forbidden(Role::Viewer).into());
-    }
+    s.may_watch_cohosts(&claims)?;
     require_sdp(&headers)?;
     let offer = body_text(body)?;
-    let publishing = s
-        .lock()
-        .rooms
-        .get(&room)
-        .and_then(|r| r.room.participant(&identity).map(|p| p.publishing))
-        .unwrap_or(false);
-    s.check_subscription_caps(&room, &claims.identity).await?;
-    if !publishing {
-        return Err(ApiError::new(
-            404,
-            "not_publishing",
-            format!("`{identity}` is not publishing in `{room}`"),
-        ));
-    }
-    let session = whep_session_id(&claims.identity);
-    let answer = s
-        .backend
-        .subscribe(&room, &session, &identity, offer)
-        .await?;
+    let (session, answer) = s.subscribe_whep(&claims, &identity, offer).await?;
     Ok(sdp_created(
         format!("/whep/{room}/{}/{session}", path_segment(&identity)),
         answer,
@@ -314,28 +224,23 @@ pub(crate) async fn whep_delete(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     s.whep_session_access(&headers, &room, &session)?;
-    let not_found = || ApiError::new(404, "not_found", "no such WHEP session");
-    // A co-host may be called `program`: its subscriptions are tried after the program's.
-    let ended = (identity == "program" && s.backend.unsubscribe_program(&room, &session).await)
-        || s.backend.unsubscribe(&room, &session, &identity).await;
-    if ended {
+    if s.end_whep(&room, &identity, &session).await {
         Ok(StatusCode::OK)
     } else {
-        Err(not_found())
+        Err(HubError::NoSession("WHEP session").into())
     }
 }
 
 pub(crate) async fn whep_program_post(
     State(s): State<Arc<Signaling>>,
-    Path(room): Path<String>,
+    Member(claims): Member,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let claims = s.auth.verify_for_room(bearer(&headers)?, &room, now_s())?;
     require_sdp(&headers)?;
     let offer = body_text(body)?;
-    let viewer = whep_session_id(&claims.identity);
-    let answer = s.backend.subscribe_program(&room, &viewer, offer).await?;
+    let room = &claims.room;
+    let (viewer, answer) = s.subscribe_program(&claims, offer).await?;
     Ok(sdp_created(
         format!("/whep/{room}/program/{viewer}"),
         answer,
@@ -356,14 +261,8 @@ impl Signaling {
         if claims.identity != identity && claims.role != Role::Host {
             return Err(AuthError::Forbidden(claims.role).into());
         }
-        let present = self
-            .lock()
-            .rooms
-            .get(room)
-            .and_then(|r| r.room.via(identity))
-            == Some(Via::Whip);
-        if !present {
-            return Err(ApiError::new(404, "not_found", "no such WHIP session"));
+        if !self.has_whip_session(room, identity) {
+            return Err(HubError::NoSession("WHIP session").into());
         }
         Ok(())
     }
@@ -377,8 +276,7 @@ impl Signaling {
         session: &str,
     ) -> Result<(), ApiError> {
         let claims = self.auth.verify_for_room(bearer(headers)?, room, now_s())?;
-        let owner = whep_session_owner(session)
-            .ok_or_else(|| ApiError::new(404, "not_found", "no such WHEP session"))?;
+        let owner = whep_session_owner(session).ok_or(HubError::NoSession("WHEP session"))?;
         if owner != claims.identity && claims.role != Role::Host {
             return Err(AuthError::Forbidden(claims.role).into());
         }

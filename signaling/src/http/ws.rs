@@ -14,7 +14,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::auth::{valid_display_name, AuthError, Claims, MAX_NAME_CHARS};
 use crate::protocol::{parse_client_message, ClientMessage, ServerMessage, MAX_MESSAGE_BYTES};
-use crate::room::{Room, Via};
+use crate::room::Via;
 
 use super::*;
 use crate::hub::*;
@@ -44,14 +44,13 @@ pub(crate) async fn ws_handler(
 }
 
 pub(crate) async fn run_socket(s: Arc<Signaling>, claims: Claims, mut socket: WebSocket) {
-    let conn = s.next_conn.fetch_add(1, Ordering::Relaxed);
     let (otx, mut rx) = mpsc::channel::<Outbound>(OUTBOUND_QUEUE);
     let kill = Arc::new(tokio::sync::Notify::new());
     let tx = ConnTx {
         tx: otx,
         kill: kill.clone(),
     };
-    s.lock().conns.insert(conn, tx.clone());
+    let conn = s.connect(tx.clone());
     let send_timeout = s.config.send_timeout;
     let room = claims.room.clone();
     let me = claims.identity.clone();
@@ -116,27 +115,16 @@ pub(crate) async fn run_socket(s: Arc<Signaling>, claims: Claims, mut socket: We
                         tx.send(ServerMessage::error("bad_name", format!("a name is 1 to {MAX_NAME_CHARS} characters without control characters")));
                         continue;
                     }
-                    let res = {
-                        let mut g = s.lock();
-                        let entry = g.rooms.entry(room.clone()).or_insert_with(|| RoomEntry { room: Room::with_limits(&room, s.config.room_limits), persistent: false });
-                        entry.room.join(&me, &name, claims.role, Via::Ws(conn))
-                    };
-                    match res {
-                        Ok(fx) => { joined = true; info!(role = ?claims.role, "joined"); s.apply(&room, fx); }
+                    match s.join(&room, &me, &name, claims.role, Via::Ws(conn)) {
+                        Ok(()) => { joined = true; info!(role = ?claims.role, "joined"); }
                         Err(e) => { s.metrics.errors.fetch_add(1, Ordering::Relaxed); tx.send(ServerMessage::error(e.code(), e.to_string())); }
                     }
                     continue;
                 }
-                let res = {
-                    let mut g = s.lock();
-                    match g.rooms.get_mut(&room) {
-                        // Only this connection's own session may act for the identity.
-                        Some(r) if r.room.via(&me) == Some(Via::Ws(conn)) => r.room.handle(&me, msg),
-                        _ => { break; }
-                    }
-                };
+                // `None`: this socket no longer holds the identity's session.
+                let Some(res) = s.handle(&room, &me, conn, msg) else { break };
                 match res {
-                    Ok(fx) => s.apply(&room, fx),
+                    Ok(()) => {}
                     Err(e) => { s.metrics.errors.fetch_add(1, Ordering::Relaxed); tx.send(ServerMessage::error(e.code(), e.to_string())); }
                 }
             }
@@ -166,7 +154,7 @@ pub(crate) async fn run_socket(s: Arc<Signaling>, claims: Claims, mut socket: We
             }
         }
     }
-    s.lock().conns.remove(&conn);
+    s.disconnect(conn);
     if joined {
         s.leave(&room, &me, Via::Ws(conn));
     }

@@ -1,14 +1,14 @@
-//! HTTP routes of the live program: HLS (`/live/{room}/...`) and RTMP outputs
-//! (`/api/rooms/{room}/outputs`).
+//! HTTP routes of the program's outputs: HLS for audiences (`/live/{room}/...`) and the RTMP
+//! outputs API (`/api/rooms/{room}/outputs`, API key: [`Admin`]).
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use signaling::http::{json_body, ApiError};
+use signaling::http::{json_body, Admin, ApiError};
 
 use crate::output::hls::parse_segment_file_name;
 use crate::AppState;
@@ -78,11 +78,10 @@ struct AddOutput {
 
 async fn add_output(
     State(s): State<AppState>,
+    _: Admin,
     Path(room): Path<String>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    s.signaling.require_admin(&headers)?;
     let req: AddOutput = json_body(&body)?;
     if !s.signaling.keep_room(&room) {
         return Err(ApiError::new(
@@ -103,10 +102,9 @@ async fn add_output(
 
 async fn list_outputs(
     State(s): State<AppState>,
+    _: Admin,
     Path(room): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    s.signaling.require_admin(&headers)?;
     if !s.signaling.room_exists(&room) {
         return Err(ApiError::new(
             404,
@@ -124,10 +122,9 @@ async fn list_outputs(
 
 async fn get_output(
     State(s): State<AppState>,
+    _: Admin,
     Path((room, id)): Path<(String, String)>,
-    headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    s.signaling.require_admin(&headers)?;
     s.programs
         .outputs(&room, false)
         .and_then(|o| o.output(&id))
@@ -137,10 +134,9 @@ async fn get_output(
 
 async fn delete_output(
     State(s): State<AppState>,
+    _: Admin,
     Path((room, id)): Path<(String, String)>,
-    headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    s.signaling.require_admin(&headers)?;
     let Some(o) = s.programs.outputs(&room, false) else {
         return Err(ApiError::new(404, "not_found", format!("no output `{id}`")));
     };

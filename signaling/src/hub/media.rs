@@ -1,161 +1,20 @@
-//! The signaling hub: rooms and their pure state machines ([`crate::room`]), the live
-//! connections, the effect interpreter and the per-participant media queues, rate limits and
-//! counters — everything a transport (WebSocket, WHIP, WHEP, REST in [`crate::http`]) calls,
-//! and what a second node will talk to. No HTTP here.
+//! The hub's media side: each participant's ordered queue of media work, the interpreter of
+//! the rooms' media commands, and the operations the transports call (publish, subscribe,
+//! layout, cues, trickle) — each checked against the room state, then handed to the
+//! [`MediaBackend`](crate::backend::MediaBackend).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tracing::warn;
+use tracing::{info_span, Instrument};
 
-use crate::auth::{Auth, Role};
-use crate::backend::{MediaBackend, MediaError, MediaEvent, PublishOptions};
+use crate::auth::{Claims, Role};
+use crate::backend::{CueAck, MediaError, PeerConnId, PublishOptions};
 use crate::protocol::{MediaKind, ServerMessage};
-use crate::room::{Effect, MediaCommand, Room, Via};
-// Session access checks answer with the HTTP edge's error (they are called only from there).
+use crate::room::{Effect, MediaCommand, Via};
 
-/// Signaling's own settings.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Interval of server WebSocket pings.
-    pub ping_interval: Duration,
-    /// A socket silent for this long is closed.
-    pub idle_timeout: Duration,
-    /// A socket that does not take a message within this long (a client that stopped
-    /// reading) is dropped.
-    pub send_timeout: Duration,
-    /// Default lifetime of minted tokens.
-    pub default_token_ttl: Duration,
-    /// Messages a WebSocket client may send per second, sustained ...
-    pub message_rate: f64,
-    /// ... and in a burst (a browser trickling its ICE candidates sends a dozen at once).
-    pub message_burst: f64,
-    /// Seats per room and role (`--max-room-viewers` sets the viewers').
-    pub room_limits: crate::room::RoomLimits,
-    /// Co-hosts' own tracks (WHEP sessions and WebSocket subscriptions) one identity may
-    /// receive at once in a room.
-    pub max_subscriptions_per_identity: usize,
-    /// ... and all identities of a room together.
-    pub max_subscriptions_per_room: usize,
-    /// STUN/TURN servers announced to clients (`--ice-servers`, `--turn-secret`).
-    pub ice: crate::ice::IceConfig,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            ping_interval: Duration::from_secs(15),
-            idle_timeout: Duration::from_secs(45),
-            send_timeout: Duration::from_secs(10),
-            default_token_ttl: Duration::from_secs(6 * 3600),
-            message_rate: 50.0,
-            message_burst: 100.0,
-            room_limits: crate::room::RoomLimits::default(),
-            max_subscriptions_per_identity: 16,
-            max_subscriptions_per_room: 256,
-            ice: crate::ice::IceConfig::default(),
-        }
-    }
-}
-
-/// A token bucket: `rate` tokens a second up to `burst`; one per message. Clock-driven (the
-/// caller passes `now`), so it is tested without sleeping.
-#[derive(Debug, Clone)]
-pub struct RateLimit {
-    pub(crate) rate: f64,
-    pub(crate) burst: f64,
-    pub(crate) tokens: f64,
-    pub(crate) last: tokio::time::Instant,
-}
-
-impl RateLimit {
-    /// A full bucket at `now`.
-    pub fn new(rate: f64, burst: f64, now: tokio::time::Instant) -> Self {
-        RateLimit {
-            rate: rate.max(0.0),
-            burst: burst.max(1.0),
-            tokens: burst.max(1.0),
-            last: now,
-        }
-    }
-
-    /// Takes a token if there is one.
-    pub fn allow(&mut self, now: tokio::time::Instant) -> bool {
-        let dt = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now.max(self.last);
-        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
-/// Counters exported by `/metrics`.
-#[derive(Debug, Default)]
-pub struct SignalingMetrics {
-    /// Signaling errors sent to clients (bad messages, refused actions, auth failures).
-    pub errors: AtomicU64,
-    /// WebSocket connections accepted.
-    pub connections: AtomicU64,
-    /// Messages received.
-    pub messages: AtomicU64,
-    /// Sockets dropped because they did not read (queue full or send timeout).
-    pub slow_dropped: AtomicU64,
-}
-
-pub(crate) enum Outbound {
-    Msg(ServerMessage),
-    Close,
-}
-
-/// Messages waiting for one socket, at most.
-pub(crate) const OUTBOUND_QUEUE: usize = 256;
-
-/// The sending side of one socket: a bounded queue, and a kill switch for when the queue is
-/// full (a client that does not read is dropped, never waited for).
-#[derive(Clone)]
-pub(crate) struct ConnTx {
-    pub(crate) tx: mpsc::Sender<Outbound>,
-    pub(crate) kill: Arc<tokio::sync::Notify>,
-}
-
-impl ConnTx {
-    /// Queues `msg`; false (and the socket is dropped) when its queue is full.
-    pub(crate) fn send(&self, msg: ServerMessage) -> bool {
-        if self.tx.try_send(Outbound::Msg(msg)).is_ok() {
-            return true;
-        }
-        self.kill.notify_one();
-        false
-    }
-
-    /// Closes the socket after what is queued (at once when the queue is full).
-    pub(crate) fn close(&self) {
-        if self.tx.try_send(Outbound::Close).is_err() {
-            self.kill.notify_one();
-        }
-    }
-}
-
-pub(crate) struct RoomEntry {
-    pub(crate) room: Room,
-    /// Created by the API: kept when empty.
-    pub(crate) persistent: bool,
-}
-
-#[derive(Default)]
-pub(crate) struct Inner {
-    pub(crate) rooms: HashMap<String, RoomEntry>,
-    pub(crate) conns: HashMap<u64, ConnTx>,
-    /// One queue of media work per participant (room, identity), see [`Signaling::enqueue`].
-    pub(crate) queues: HashMap<(String, String), mpsc::UnboundedSender<MediaJob>>,
-}
+use super::{now_s, whep_session_id, whep_session_owner, HubError, Signaling};
 
 /// A piece of media work run in its participant's queue.
 pub(crate) type MediaJob = Box<
@@ -166,119 +25,7 @@ pub(crate) type MediaJob = Box<
 /// A participant's media queue ends after this long without work.
 pub(crate) const QUEUE_IDLE: Duration = Duration::from_secs(30);
 
-/// Shared signaling state: rooms, live connections, auth and the media backend.
-pub struct Signaling {
-    pub(crate) inner: Mutex<Inner>,
-    pub(crate) auth: Auth,
-    pub(crate) backend: Arc<dyn MediaBackend>,
-    pub(crate) config: Config,
-    pub(crate) next_conn: AtomicU64,
-    /// Counters.
-    pub metrics: SignalingMetrics,
-}
-
-/// Creates the channel on which the media backend reports [`MediaEvent`]s.
-pub fn media_events() -> (
-    mpsc::UnboundedSender<MediaEvent>,
-    mpsc::UnboundedReceiver<MediaEvent>,
-) {
-    mpsc::unbounded_channel()
-}
-
-pub(crate) fn now_s() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 impl Signaling {
-    /// Builds the state and spawns the task that applies media events.
-    pub fn new(
-        auth: Auth,
-        backend: Arc<dyn MediaBackend>,
-        config: Config,
-        mut events: mpsc::UnboundedReceiver<MediaEvent>,
-    ) -> Arc<Self> {
-        let s = Arc::new(Signaling {
-            inner: Mutex::new(Inner::default()),
-            auth,
-            backend,
-            config,
-            next_conn: AtomicU64::new(1),
-            metrics: SignalingMetrics::default(),
-        });
-        let weak = Arc::downgrade(&s);
-        tokio::spawn(async move {
-            while let Some(ev) = events.recv().await {
-                let Some(s) = weak.upgrade() else { break };
-                s.on_media_event(ev);
-            }
-        });
-        s
-    }
-
-    /// The auth helper.
-    pub fn auth(&self) -> &Auth {
-        &self.auth
-    }
-
-    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // A poisoned lock means a panic elsewhere; the state is still the last consistent one.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Number of rooms and participants, for metrics.
-    pub fn counts(&self) -> (usize, usize) {
-        let g = self.lock();
-        let p = g.rooms.values().map(|r| r.room.participants().len()).sum();
-        (g.rooms.len(), p)
-    }
-
-    pub(crate) fn on_media_event(self: &Arc<Self>, ev: MediaEvent) {
-        match ev {
-            MediaEvent::Publishing {
-                room,
-                identity,
-                publishing,
-                tracks,
-            } => {
-                let fx = {
-                    let mut g = self.lock();
-                    match g.rooms.get_mut(&room) {
-                        Some(r) => r.room.set_publishing(&identity, publishing, tracks),
-                        None => Vec::new(),
-                    }
-                };
-                self.apply(&room, fx);
-            }
-            MediaEvent::WhipEnded { room, identity } => {
-                self.leave(&room, &identity, Via::Whip);
-            }
-        }
-    }
-
-    pub(crate) fn leave(self: &Arc<Self>, room: &str, identity: &str, via: Via) {
-        let fx = {
-            let mut g = self.lock();
-            let Some(r) = g.rooms.get_mut(room) else {
-                return;
-            };
-            let fx = r.room.leave(identity, via);
-            let emptied = r.room.is_empty() && !r.persistent;
-            if emptied {
-                g.rooms.remove(room);
-            }
-            (fx, emptied)
-        };
-        let (fx, emptied) = fx;
-        self.apply(room, fx);
-        if emptied {
-            let (b, room) = (self.backend.clone(), room.to_owned());
-            tokio::spawn(async move { b.room_emptied(&room).await });
-        }
-    }
-
     /// Runs `job` after every media job queued before it for `identity` in `room`, and before
     /// those queued after it. A participant's peer-connection work (publish, unpublish,
     /// subscribe, candidates, mutes, leave) thus happens in the order signaling decided it —
@@ -378,25 +125,6 @@ impl Signaling {
                         }
                     }
                 }
-            }
-        }
-    }
-
-    pub(crate) fn send_to(&self, room: &str, identity: &str, msg: ServerMessage) {
-        let tx = {
-            let g = self.lock();
-            let Some(Via::Ws(conn)) = g.rooms.get(room).and_then(|r| r.room.via(identity)) else {
-                return;
-            };
-            g.conns.get(&conn).cloned()
-        };
-        if let Some(tx) = tx {
-            if matches!(msg, ServerMessage::Error { .. }) {
-                self.metrics.errors.fetch_add(1, Ordering::Relaxed);
-            }
-            if !tx.send(msg) {
-                // A client that does not read its messages is dropped, not waited for.
-                warn!(room, identity = ?identity, "signaling queue full; dropping the socket");
             }
         }
     }
@@ -519,7 +247,11 @@ impl Signaling {
                 pc,
                 candidate,
             } => {
-                if let Err(e) = b.add_candidate(room, &identity, &pc, candidate).await {
+                let res = match PeerConnId::parse(&pc) {
+                    Some(pc) => b.add_candidate(room, &identity, &pc, candidate).await,
+                    None => Err(MediaError::NotFound(format!("peer connection `{pc}`"))),
+                };
+                if let Err(e) = res {
                     self.send_to(
                         room,
                         &identity,
@@ -571,24 +303,225 @@ impl Signaling {
             .unwrap_or_default();
         self.apply(room, fx);
     }
-}
 
-/// A WHEP session id: its owner's identity (hex, so any identity fits and the id parses back)
-/// and 128 random bits, so a session cannot be guessed by others in the room.
-pub(crate) fn whep_session_id(owner: &str) -> String {
-    let hex: String = owner.bytes().map(|b| format!("{b:02x}")).collect();
-    format!("{hex}.{:032x}", rand::random::<u128>())
-}
-
-/// The owner of a session id made by [`whep_session_id`].
-pub(crate) fn whep_session_owner(session: &str) -> Option<String> {
-    let (hex, _) = session.split_once('.')?;
-    if hex.len() % 2 != 0 {
-        return None;
+    /// A room created through the API (kept when empty), with an optional mix.
+    pub async fn create_room(
+        &self,
+        name: &str,
+        mix: Option<serde_json::Value>,
+    ) -> Result<(), HubError> {
+        self.backend.create_room(name, mix).await?;
+        self.keep_room_state(name);
+        Ok(())
     }
-    let bytes = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect::<Option<Vec<u8>>>()?;
-    String::from_utf8(bytes).ok()
+
+    /// A room's participants and its media side (`GET /api/rooms/{room}`).
+    pub async fn room_info(&self, room: &str) -> serde_json::Value {
+        let participants = self.participants(room).unwrap_or_default();
+        let media = self.backend.room_info(room).await;
+        serde_json::json!({"name": room, "participants": participants, "media": media})
+    }
+
+    /// Deletes a room: its WebSocket participants are told and closed, everyone's media ends,
+    /// then the room's.
+    pub async fn delete_room(&self, room: &str) -> Result<(), HubError> {
+        let r = self
+            .remove_room(room)
+            .ok_or_else(|| HubError::UnknownRoom(room.to_owned()))?;
+        for p in r.participants() {
+            if let Some(Via::Ws(conn)) = r.via(&p.identity) {
+                self.close_conn_with(
+                    conn,
+                    ServerMessage::error("room_closed", "the room was deleted"),
+                );
+            }
+            self.backend.leave(room, &p.identity).await;
+        }
+        self.backend.close_room(room).await;
+        Ok(())
+    }
+
+    /// Applies a layout to an existing room and tells its participants; returns it as applied.
+    pub async fn set_layout(
+        self: &Arc<Self>,
+        room: &str,
+        layout: serde_json::Value,
+    ) -> Result<serde_json::Value, HubError> {
+        if !self.room_exists(room) {
+            return Err(HubError::UnknownRoom(room.to_owned()));
+        }
+        let applied = self.backend.set_layout(room, layout).await?;
+        self.layout_applied(room, applied.clone());
+        Ok(applied)
+    }
+
+    /// Stamps a cue into an existing room's program.
+    pub async fn cue(
+        &self,
+        room: &str,
+        id: &str,
+        data: serde_json::Value,
+        repeat: u32,
+        at_capture_ms: Option<f64>,
+    ) -> Result<CueAck, HubError> {
+        if !self.room_exists(room) {
+            return Err(HubError::UnknownRoom(room.to_owned()));
+        }
+        Ok(self
+            .backend
+            .cue(room, id, data, repeat, at_capture_ms)
+            .await?)
+    }
+
+    /// A WHIP publication: `claims` join the room (replacing an earlier WHIP session of theirs,
+    /// whose media is dropped first: both go through the participant's queue) and publish
+    /// `offer`; the answer. A publication that fails leaves the room again.
+    pub async fn publish_whip(
+        self: &Arc<Self>,
+        claims: &Claims,
+        offer: String,
+    ) -> Result<String, HubError> {
+        if claims.role == Role::Viewer {
+            return Err(crate::auth::AuthError::Forbidden(Role::Viewer).into());
+        }
+        let (room, me) = (claims.room.clone(), claims.identity.clone());
+        let name = claims.name.clone().unwrap_or_else(|| me.clone());
+        self.join(&room, &me, &name, claims.role, Via::Whip)?;
+        let span = info_span!("participant", room = %room, identity = %me);
+        let opts = self.publish_options(&room, &me, true);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (room2, me2) = (room.clone(), me.clone());
+        self.enqueue(
+            &room,
+            &me,
+            Box::new(move |s| {
+                Box::pin(async move {
+                    let res = s.backend.publish(&room2, &me2, offer, opts).await;
+                    if res.is_ok() {
+                        s.reapply_mutes(&room2, &me2, opts).await;
+                    }
+                    let _ = tx.send(res);
+                })
+            }),
+        );
+        let res = rx
+            .instrument(span)
+            .await
+            .unwrap_or_else(|_| Err(MediaError::Internal("the publication was dropped".into())));
+        res.inspect_err(|_| self.leave(&room, &me, Via::Whip))
+            .map_err(HubError::from)
+    }
+
+    /// Ends `identity`'s WHIP session (its `DELETE`).
+    pub fn end_whip(self: &Arc<Self>, room: &str, identity: &str) {
+        self.leave(room, identity, Via::Whip);
+    }
+
+    /// A WHEP subscription of `claims` to `target`'s own tracks (viewers only while on air,
+    /// one rule with WebSocket `subscribe`): the new session's id and the answer.
+    pub async fn subscribe_whep(
+        &self,
+        claims: &Claims,
+        target: &str,
+        offer: String,
+    ) -> Result<(String, String), HubError> {
+        let room = claims.room.as_str();
+        self.may_watch_cohosts(claims)?;
+        let publishing = self.participant(room, target).is_some_and(|p| p.publishing);
+        self.check_subscription_caps(room, &claims.identity).await?;
+        if !publishing {
+            return Err(HubError::NotPublishing {
+                room: room.to_owned(),
+                identity: target.to_owned(),
+            });
+        }
+        let session = whep_session_id(&claims.identity);
+        let answer = self
+            .backend
+            .subscribe(room, &session, target, offer)
+            .await?;
+        Ok((session, answer))
+    }
+
+    /// Co-hosts' own tracks are for co-hosts: a viewer watches the program, unless on air.
+    pub fn may_watch_cohosts(&self, claims: &Claims) -> Result<(), HubError> {
+        let on_air = || {
+            self.participant(&claims.room, &claims.identity)
+                .is_some_and(|p| p.on_air)
+        };
+        if claims.role == Role::Viewer && !on_air() {
+            return Err(crate::auth::AuthError::Forbidden(Role::Viewer).into());
+        }
+        Ok(())
+    }
+
+    /// A WHEP viewer of the room's program: the session's id and the answer.
+    pub async fn subscribe_program(
+        &self,
+        claims: &Claims,
+        offer: String,
+    ) -> Result<(String, String), HubError> {
+        let viewer = whep_session_id(&claims.identity);
+        let answer = self
+            .backend
+            .subscribe_program(&claims.room, &viewer, offer)
+            .await?;
+        Ok((viewer, answer))
+    }
+
+    /// Ends a WHEP session on `target` (a co-host, or `program`: a co-host may be called so,
+    /// its subscriptions are tried after the program's); `false` if there was none.
+    pub async fn end_whep(&self, room: &str, target: &str, session: &str) -> bool {
+        (target == "program" && self.backend.unsubscribe_program(room, session).await)
+            || self.backend.unsubscribe(room, session, target).await
+    }
+
+    /// The peer connection a WHEP session on `target` uses: the program viewer's when
+    /// `target` is `program` and there is one, else the subscription's.
+    pub async fn whep_pc(&self, room: &str, target: &str, session: &str) -> PeerConnId {
+        if target == "program"
+            && self
+                .backend
+                .ice_ufrags(room, session, &PeerConnId::Program)
+                .await
+                .is_some()
+        {
+            return PeerConnId::Program;
+        }
+        PeerConnId::Subscribe(target.to_owned())
+    }
+
+    /// A session's ICE username fragments (ours, the client's); `None` if there is none.
+    pub async fn ice_ufrags(
+        &self,
+        room: &str,
+        who: &str,
+        pc: &PeerConnId,
+    ) -> Option<(String, String)> {
+        self.backend.ice_ufrags(room, who, pc).await
+    }
+
+    /// Restarts a session's ICE with the client's new credentials; the server's new local
+    /// description.
+    pub async fn restart_ice(
+        &self,
+        room: &str,
+        who: &str,
+        pc: &PeerConnId,
+        ufrag: &str,
+        pwd: &str,
+    ) -> Result<String, HubError> {
+        Ok(self.backend.restart_ice(room, who, pc, ufrag, pwd).await?)
+    }
+
+    /// Adds a trickled candidate (`RTCIceCandidateInit` JSON) to a session.
+    pub async fn add_candidate(
+        &self,
+        room: &str,
+        who: &str,
+        pc: &PeerConnId,
+        candidate: serde_json::Value,
+    ) -> Result<(), HubError> {
+        Ok(self.backend.add_candidate(room, who, pc, candidate).await?)
+    }
 }
