@@ -204,14 +204,6 @@ fn observe(at: Instant) {
     }
 }
 
-/// A program sink that ignores publishers: keeps the mixer out of the measurement.
-struct NoProgram;
-
-impl cohost::sfu::ProgramSink for NoProgram {
-    fn publisher_ready(&self, _room: &str, _publisher: &Arc<cohost::sfu::Publisher>) {}
-    fn publisher_gone(&self, _room: &str, _identity: &str) {}
-}
-
 struct Snap {
     at: Instant,
     cpu: Duration,
@@ -280,7 +272,7 @@ async fn server_main() -> Res<()> {
     // the forwarding path, and could not decode the synthetic payloads anyway: detach it.
     let with_program = std::env::var_os("SFU_BENCH_WITH_PROGRAM").is_some();
     if !with_program {
-        server.state.sfu.set_program_sink(Arc::new(NoProgram));
+        server.program_feed.abort();
     }
     let metrics = server.state.sfu.metrics.clone();
 

@@ -84,15 +84,19 @@ pub struct Server {
     pub state: AppState,
     /// The full router.
     pub router: Router,
+    /// The task handing the SFU's publishers to the programs: aborting it detaches the
+    /// mixer (benchmarks of the forwarding path alone).
+    pub program_feed: tokio::task::AbortHandle,
 }
 
 /// Builds the server (SFU, signaling, routes) from `config`.
 pub fn build(config: &Config) -> Server {
     let (events_tx, events_rx) = signaling::http::media_events();
     let engine = Arc::new(rtc::RtcEngine::new(config.rtc.clone()));
-    let sfu = Arc::new(sfu::Sfu::new(engine.clone(), events_tx));
-    let programs = program::Programs::new(config.program.clone(), &sfu, engine);
-    sfu.set_program_sink(programs.clone());
+    let (program_tx, program_rx) = tokio::sync::mpsc::unbounded_channel();
+    let sfu = Arc::new(sfu::Sfu::new(engine.clone(), events_tx, program_tx));
+    let programs = program::Programs::new(config.program.clone(), engine);
+    let program_feed = programs.follow(program_rx);
     let backend = Arc::new(sfu::SfuBackend {
         sfu: sfu.clone(),
         program: Some(programs.clone()),
@@ -112,7 +116,11 @@ pub fn build(config: &Config) -> Server {
         cors: Arc::new(config.cors.clone()),
     };
     let router = router(state.clone());
-    Server { state, router }
+    Server {
+        state,
+        router,
+        program_feed,
+    }
 }
 
 /// All HTTP routes: signaling (`/ws`, WHIP, WHEP, `/api`), `/metrics`, `/healthz`, demo pages.

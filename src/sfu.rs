@@ -190,15 +190,42 @@ struct RoomMedia {
     publishers: HashMap<String, Arc<Publisher>>,
     /// (subscriber, publisher) → subscription.
     subs: HashMap<(String, String), Subscription>,
-    layout: Option<serde_json::Value>,
 }
 
-/// Hooks the live program (mixer) attaches to the SFU.
-pub trait ProgramSink: Send + Sync + 'static {
-    /// A publisher's tracks are ready (codecs known).
-    fn publisher_ready(&self, room: &str, publisher: &Arc<Publisher>);
+/// What the SFU tells the program side (the mixer's inputs), in order, on one channel.
+#[derive(Clone)]
+pub enum SfuEvent {
+    /// A publisher's tracks are ready (codecs known): the program may take it as an input.
+    PublisherReady {
+        /// Room.
+        room: String,
+        /// The publication: its media broadcasts, keyframe requests, sender clock.
+        publisher: Arc<Publisher>,
+    },
     /// A publisher left.
-    fn publisher_gone(&self, room: &str, identity: &str);
+    PublisherGone {
+        /// Room.
+        room: String,
+        /// Its identity.
+        identity: String,
+    },
+}
+
+impl std::fmt::Debug for SfuEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SfuEvent::PublisherReady { room, publisher } => f
+                .debug_struct("PublisherReady")
+                .field("room", room)
+                .field("identity", &publisher.identity)
+                .finish(),
+            SfuEvent::PublisherGone { room, identity } => f
+                .debug_struct("PublisherGone")
+                .field("room", room)
+                .field("identity", identity)
+                .finish(),
+        }
+    }
 }
 
 /// The SFU, implementing signaling's [`MediaBackend`].
@@ -208,7 +235,8 @@ pub struct Sfu {
     rooms: Mutex<HashMap<String, RoomMedia>>,
     /// Counters.
     pub metrics: Arc<SfuMetrics>,
-    program: Mutex<Option<Arc<dyn ProgramSink>>>,
+    /// Where publishers ready and gone are announced (the programs).
+    program_events: mpsc::UnboundedSender<SfuEvent>,
 }
 
 fn kinds_offered(sdp: &str) -> (bool, bool) {
@@ -237,24 +265,20 @@ fn kinds_offered(sdp: &str) -> (bool, bool) {
 }
 
 impl Sfu {
-    /// New SFU.
-    pub fn new(engine: Arc<RtcEngine>, events: mpsc::UnboundedSender<MediaEvent>) -> Self {
+    /// New SFU: it reports to signaling on `events` and announces its publishers on
+    /// `program_events` (a closed receiver is fine: no program then).
+    pub fn new(
+        engine: Arc<RtcEngine>,
+        events: mpsc::UnboundedSender<MediaEvent>,
+        program_events: mpsc::UnboundedSender<SfuEvent>,
+    ) -> Self {
         Sfu {
             engine,
             events,
             rooms: Mutex::new(HashMap::new()),
             metrics: Arc::new(SfuMetrics::default()),
-            program: Mutex::new(None),
+            program_events,
         }
-    }
-
-    /// Attaches the program pipeline.
-    pub fn set_program_sink(&self, sink: Arc<dyn ProgramSink>) {
-        *crate::sync::lock(&self.program) = Some(sink);
-    }
-
-    fn program(&self) -> Option<Arc<dyn ProgramSink>> {
-        crate::sync::lock(&self.program).clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, RoomMedia>> {
@@ -274,21 +298,6 @@ impl Sfu {
     /// A publisher, if present.
     pub fn publisher(&self, room: &str, identity: &str) -> Option<Arc<Publisher>> {
         self.lock().get(room)?.publishers.get(identity).cloned()
-    }
-
-    /// The room's host publication, if the host publishes.
-    pub fn host_publisher(&self, room: &str) -> Option<Arc<Publisher>> {
-        self.lock()
-            .get(room)?
-            .publishers
-            .values()
-            .find(|p| p.is_host)
-            .cloned()
-    }
-
-    /// Current layout JSON set through the API, if any.
-    pub fn layout(&self, room: &str) -> Option<serde_json::Value> {
-        self.lock().get(room)?.layout.clone()
     }
 
     /// Ends `identity`'s publication (only the one on `pc_id`, if given); `true` if it did.
@@ -315,9 +324,10 @@ impl Sfu {
         };
         if let Some(p) = removed {
             info!(room, identity, "publication ended");
-            if let Some(sink) = self.program() {
-                sink.publisher_gone(room, identity);
-            }
+            let _ = self.program_events.send(SfuEvent::PublisherGone {
+                room: room.to_owned(),
+                identity: identity.to_owned(),
+            });
             p.end();
             let pc = p.pc.clone();
             tokio::spawn(async move {
@@ -509,9 +519,10 @@ impl Sfu {
             && (!p.expect_audio || p.audio.codec().is_some());
         if ready && !*p.ready.borrow() {
             p.ready.send_replace(true);
-            if let Some(sink) = self.program() {
-                sink.publisher_ready(room, p);
-            }
+            let _ = self.program_events.send(SfuEvent::PublisherReady {
+                room: room.to_owned(),
+                publisher: p.clone(),
+            });
             let tracks = [(MediaKind::Video, &p.video), (MediaKind::Audio, &p.audio)]
                 .into_iter()
                 .filter_map(|(kind, t)| {
@@ -871,7 +882,7 @@ impl MediaBackend for SfuBackend {
         drop(subs);
         let mut g = self.sfu.lock();
         if g.get(room)
-            .is_some_and(|r| r.publishers.is_empty() && r.subs.is_empty() && r.layout.is_none())
+            .is_some_and(|r| r.publishers.is_empty() && r.subs.is_empty())
         {
             g.remove(room);
         }

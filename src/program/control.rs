@@ -14,7 +14,7 @@ impl Programs {
     /// NTP time is the same clock), so no clock needs to agree with the server's. `None`
     /// without a host publishing or a sender report yet.
     fn capture_rtp(&self, room: &str, at_capture_ms: f64) -> Option<(String, u32)> {
-        let host = self.sfu.upgrade().and_then(|s| s.host_publisher(room))?;
+        let host = self.host_publisher(room)?;
         let ts = host.video.rtp_at(at_capture_ms, 90_000.0)?;
         // The picture nearest the press, not the first after it: capture times and RTP
         // timestamps each carry a few ms of rounding (half a frame at 30 fps).

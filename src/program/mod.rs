@@ -28,7 +28,7 @@ use crate::depack::{Assembled, H264Assembler};
 use crate::output::{ProgramOutputs, ProgramOutputsConfig};
 use crate::reorder::{Released, ReorderBuffer, ReorderConfig, ReorderStats};
 use crate::rtc::RtcEngine;
-use crate::sfu::{ProgramControl, ProgramSink, Publisher, Sfu};
+use crate::sfu::{ProgramControl, Publisher, SfuEvent};
 
 mod control;
 mod cues;
@@ -165,6 +165,9 @@ struct RoomProgram {
     /// The room's cue rate limit and the answers to its latest cues.
     cues: CueBook,
     layout: Layout,
+    /// The room's publications the SFU announced ready (keyframe requests, the host's
+    /// sender clock for cues on time); weak, the SFU owns them.
+    publishers: HashMap<String, Weak<Publisher>>,
     /// Publishers ready while no program slot was free (`max_programs`), in order.
     waiting: Vec<Arc<Publisher>>,
     /// When the room began to wait for a program slot.
@@ -202,6 +205,7 @@ impl RoomProgram {
             media_tx: broadcast::channel(512).0,
             viewers: HashMap::new(),
             cues: CueBook::default(),
+            publishers: HashMap::new(),
             waiting: Vec::new(),
             waiting_since: None,
             persistent: false,
@@ -212,7 +216,6 @@ impl RoomProgram {
 /// All rooms' programs.
 pub struct Programs {
     config: ProgramConfig,
-    sfu: Weak<Sfu>,
     engine: Arc<RtcEngine>,
     rooms: Mutex<HashMap<String, RoomProgram>>,
     /// Mixer worker threads shared by all rooms (created with the first program).
@@ -225,11 +228,10 @@ pub struct Programs {
 }
 
 impl Programs {
-    /// New, attached to `sfu`.
-    pub fn new(config: ProgramConfig, sfu: &Arc<Sfu>, engine: Arc<RtcEngine>) -> Arc<Self> {
+    /// New; [`Programs::follow`] hands it the SFU's publishers.
+    pub fn new(config: ProgramConfig, engine: Arc<RtcEngine>) -> Arc<Self> {
         Arc::new_cyclic(|me| Programs {
             config,
-            sfu: Arc::downgrade(sfu),
             engine,
             rooms: Mutex::new(HashMap::new()),
             pool: Mutex::new(None),
@@ -418,7 +420,7 @@ impl Programs {
         let outputs = r.outputs.clone();
         let media_tx = r.media_tx.clone();
         let metrics = self.metrics.clone();
-        let sfu = self.sfu.clone();
+        let programs = self.me.clone();
         let room_name = room.to_owned();
         let room_counters = counters.clone();
         let pump = tokio::spawn(
@@ -445,8 +447,9 @@ impl Programs {
                         }
                         MixerOutput::Event(MixerEvent::RequestKeyframe(id)) => {
                             metrics.keyframe_requests.fetch_add(1, Ordering::Relaxed);
-                            if let Some(p) =
-                                sfu.upgrade().and_then(|s| s.publisher(&room_name, &id))
+                            if let Some(p) = programs
+                                .upgrade()
+                                .and_then(|s| s.publisher(&room_name, &id))
                             {
                                 p.request_keyframe();
                             }
@@ -553,7 +556,50 @@ impl Programs {
     }
 }
 
-impl ProgramSink for Programs {
+impl Programs {
+    /// Follows the SFU's announcements (`Sfu::new`'s `program_events`) until the SFU is
+    /// gone: a ready publisher becomes an input of its room's program (started if needed), a
+    /// gone one stops being one. The task's handle aborts it (the program then sees nothing).
+    pub fn follow(
+        self: &Arc<Self>,
+        mut events: mpsc::UnboundedReceiver<SfuEvent>,
+    ) -> tokio::task::AbortHandle {
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(ev) = events.recv().await {
+                let Some(p) = me.upgrade() else { return };
+                match ev {
+                    SfuEvent::PublisherReady { room, publisher } => {
+                        p.publisher_ready(&room, &publisher)
+                    }
+                    SfuEvent::PublisherGone { room, identity } => {
+                        p.publisher_gone(&room, &identity)
+                    }
+                }
+            }
+        })
+        .abort_handle()
+    }
+
+    /// A live publication of `room` the SFU announced.
+    fn publisher(&self, room: &str, identity: &str) -> Option<Arc<Publisher>> {
+        lock(&self.rooms)
+            .get(room)?
+            .publishers
+            .get(identity)?
+            .upgrade()
+    }
+
+    /// The room's host publication, if the host publishes.
+    fn host_publisher(&self, room: &str) -> Option<Arc<Publisher>> {
+        lock(&self.rooms)
+            .get(room)?
+            .publishers
+            .values()
+            .filter_map(Weak::upgrade)
+            .find(|p| p.is_host)
+    }
+
     fn publisher_ready(&self, room: &str, publisher: &Arc<Publisher>) {
         if self.closing.load(Ordering::SeqCst) {
             return;
@@ -563,6 +609,8 @@ impl ProgramSink for Programs {
         let r = g
             .entry(room.to_owned())
             .or_insert_with(|| RoomProgram::new(self.config.default_mix.clone()));
+        r.publishers
+            .insert(publisher.identity.clone(), Arc::downgrade(publisher));
         if r.running.is_none() {
             if full {
                 self.wait_for_slot(&mut g, room, publisher);
@@ -579,6 +627,7 @@ impl ProgramSink for Programs {
     fn publisher_gone(&self, room: &str, identity: &str) {
         let mut g = lock(&self.rooms);
         if let Some(r) = g.get_mut(room) {
+            r.publishers.remove(identity);
             r.waiting.retain(|p| p.identity != identity);
             if r.waiting.is_empty() {
                 r.waiting_since = None;
