@@ -16,7 +16,12 @@ use tokio::net::TcpStream;
 use tracing::{debug, trace, warn};
 
 use super::amf0::{self, Amf0Error, Amf0Value};
+
+mod publish;
+mod url;
+
 use super::chunk::{self, ChunkError, ChunkReader, ChunkWriter, RtmpMessage};
+pub use url::{RtmpUrl, RtmpUrlError};
 
 /// Default RTMP port.
 pub const DEFAULT_PORT: u16 = 1935;
@@ -57,147 +62,6 @@ impl Budget {
             chunks: MAX_CHUNKS_PER_POLL,
             bytes: MAX_BYTES_PER_POLL,
         }
-    }
-}
-
-/// A malformed RTMP URL (the API answers 400 with this).
-#[derive(Debug, Error, Clone, PartialEq, Eq)]
-pub enum RtmpUrlError {
-    /// Not `rtmp://`.
-    #[error("unsupported scheme in {0:?}: only rtmp:// is supported")]
-    UnsupportedScheme(String),
-    /// No host after `rtmp://`.
-    #[error("missing host in RTMP URL")]
-    MissingHost,
-    /// A port that is not a number in 1..=65535.
-    #[error("invalid port {0:?} in RTMP URL")]
-    BadPort(String),
-    /// No application name (`rtmp://host/APP/stream`).
-    #[error("missing application name in RTMP URL (expected rtmp://host[:port]/app/stream)")]
-    MissingApp,
-    /// No stream name (`rtmp://host/app/STREAM`).
-    #[error("missing stream name in RTMP URL (expected rtmp://host[:port]/app/stream)")]
-    MissingStream,
-    /// Whitespace or control characters.
-    #[error("RTMP URL contains whitespace or control characters")]
-    InvalidCharacter,
-    /// `user:password@host` (not supported: put credentials in the stream key).
-    #[error("credentials in the RTMP URL host are not supported")]
-    Credentials,
-}
-
-/// A parsed `rtmp://host[:port]/app[/more]/stream` URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RtmpUrl {
-    /// Host name or IP address (without brackets for IPv6).
-    pub host: String,
-    /// TCP port (1935 by default).
-    pub port: u16,
-    /// Application: every path segment but the last (`app/more`).
-    pub app: String,
-    /// Stream name (stream key): the last path segment, query string included.
-    pub stream: String,
-}
-
-impl RtmpUrl {
-    /// Parses an RTMP URL.
-    pub fn parse(url: &str) -> Result<Self, RtmpUrlError> {
-        let url = url.trim();
-        if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(RtmpUrlError::InvalidCharacter);
-        }
-        let Some((scheme, rest)) = url.split_once("://") else {
-            return Err(RtmpUrlError::UnsupportedScheme(url.to_owned()));
-        };
-        if !scheme.eq_ignore_ascii_case("rtmp") {
-            return Err(RtmpUrlError::UnsupportedScheme(scheme.to_owned()));
-        }
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        if authority.contains('@') {
-            return Err(RtmpUrlError::Credentials);
-        }
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let Some((h, after)) = v6.split_once(']') else {
-                return Err(RtmpUrlError::MissingHost);
-            };
-            let port = match after.strip_prefix(':') {
-                Some(p) => Some(p),
-                None if after.is_empty() => None,
-                None => return Err(RtmpUrlError::BadPort(after.to_owned())),
-            };
-            (h, port)
-        } else {
-            match authority.split_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (authority, None),
-            }
-        };
-        if host.is_empty() {
-            return Err(RtmpUrlError::MissingHost);
-        }
-        let port = match port {
-            None => DEFAULT_PORT,
-            Some(p) => match p.parse::<u16>() {
-                Ok(n) if n > 0 => n,
-                _ => return Err(RtmpUrlError::BadPort(p.to_owned())),
-            },
-        };
-        // The query string belongs to the stream name (stream keys often carry one).
-        let (path, query) = match path.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (path, None),
-        };
-        let path = path.trim_end_matches('/');
-        let Some((app, stream)) = path.rsplit_once('/') else {
-            return Err(if path.is_empty() {
-                RtmpUrlError::MissingApp
-            } else {
-                RtmpUrlError::MissingStream
-            });
-        };
-        let app = app.trim_matches('/');
-        if app.is_empty() {
-            return Err(RtmpUrlError::MissingApp);
-        }
-        if stream.is_empty() {
-            return Err(RtmpUrlError::MissingStream);
-        }
-        let stream = match query {
-            Some(q) => format!("{stream}?{q}"),
-            None => stream.to_owned(),
-        };
-        Ok(RtmpUrl {
-            host: host.to_owned(),
-            port,
-            app: app.to_owned(),
-            stream,
-        })
-    }
-
-    /// The `tcUrl` sent in `connect`: `rtmp://host[:port]/app`.
-    pub fn tc_url(&self) -> String {
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        if self.port == DEFAULT_PORT {
-            format!("rtmp://{host}/{}", self.app)
-        } else {
-            format!("rtmp://{host}:{}/{}", self.port, self.app)
-        }
-    }
-
-    /// The URL with the stream name (which may be a secret key) masked, for logs.
-    pub fn redacted(&self) -> String {
-        format!("{}/***", self.tc_url())
-    }
-}
-
-impl std::str::FromStr for RtmpUrl {
-    type Err = RtmpUrlError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        RtmpUrl::parse(s)
     }
 }
 
@@ -297,185 +161,6 @@ impl RtmpPublisher {
         )
         .await
         .map_err(|_| RtmpError::Timeout("connect"))?
-    }
-
-    async fn connect_inner(
-        url: &RtmpUrl,
-        io_timeout: Duration,
-        deadline: tokio::time::Instant,
-    ) -> Result<Self, RtmpError> {
-        let stream =
-            tokio::time::timeout_at(deadline, TcpStream::connect((url.host.as_str(), url.port)))
-                .await
-                .map_err(|_| RtmpError::Timeout("connect (TCP)"))??;
-        stream.set_nodelay(true)?;
-        let mut p = RtmpPublisher {
-            stream,
-            writer: ChunkWriter::new(),
-            reader: ChunkReader::new(),
-            rbuf: Vec::with_capacity(READ_SIZE),
-            rpos: 0,
-            backlog: false,
-            partial_deadline: None,
-            connect_deadline: Some(deadline),
-            last_ping_answer: None,
-            wbuf: Vec::with_capacity(64 * 1024),
-            pending: Vec::new(),
-            stream_id: 0,
-            stream_name: url.stream.clone(),
-            bytes_sent: 0,
-            bytes_received: 0,
-            last_ack_sent: 0,
-            peer_window: OUR_WINDOW_ACK,
-            io_timeout,
-        };
-        p.handshake().await?;
-        debug!(url = %url.redacted(), "RTMP handshake done");
-
-        // Set Chunk Size first, then connect.
-        let mut out = std::mem::take(&mut p.wbuf);
-        p.writer.write_payload(
-            &mut out,
-            CSID_CONTROL,
-            0,
-            chunk::MSG_SET_CHUNK_SIZE,
-            0,
-            &(OUT_CHUNK_SIZE as u32).to_be_bytes(),
-        );
-        p.wbuf = out;
-        p.writer.set_chunk_size(OUT_CHUNK_SIZE);
-        let tc_url = url.tc_url();
-        p.queue_command(
-            0,
-            &[
-                Amf0Value::str("connect"),
-                Amf0Value::Number(1.0),
-                Amf0Value::Object(vec![
-                    ("app".into(), Amf0Value::str(&url.app)),
-                    ("type".into(), Amf0Value::str("nonprivate")),
-                    ("flashVer".into(), Amf0Value::str(FLASH_VER)),
-                    ("tcUrl".into(), Amf0Value::String(tc_url)),
-                ]),
-            ],
-        );
-        p.flush().await?;
-        p.wait_result(1.0, "connect", "connect (connect reply)")
-            .await?;
-        debug!("RTMP connect accepted");
-
-        let name = Amf0Value::str(&url.stream);
-        p.queue_command(
-            0,
-            &[
-                Amf0Value::str("releaseStream"),
-                Amf0Value::Number(2.0),
-                Amf0Value::Null,
-                name.clone(),
-            ],
-        );
-        p.queue_command(
-            0,
-            &[
-                Amf0Value::str("FCPublish"),
-                Amf0Value::Number(3.0),
-                Amf0Value::Null,
-                name.clone(),
-            ],
-        );
-        p.queue_command(
-            0,
-            &[
-                Amf0Value::str("createStream"),
-                Amf0Value::Number(4.0),
-                Amf0Value::Null,
-            ],
-        );
-        p.flush().await?;
-        let res = p
-            .wait_result(4.0, "createStream", "connect (createStream reply)")
-            .await?;
-        let sid = res
-            .get(3)
-            .and_then(Amf0Value::as_number)
-            .ok_or_else(|| RtmpError::Rejected {
-                step: "createStream",
-                reason: "no stream id in _result".into(),
-            })?;
-        if !(0.0..=u32::MAX as f64).contains(&sid) {
-            return Err(RtmpError::Rejected {
-                step: "createStream",
-                reason: format!("invalid stream id {sid}"),
-            });
-        }
-        p.stream_id = sid as u32;
-
-        p.queue_stream_command(&[
-            Amf0Value::str("publish"),
-            Amf0Value::Number(5.0),
-            Amf0Value::Null,
-            name,
-            Amf0Value::str("live"),
-        ]);
-        p.flush().await?;
-        loop {
-            let cmd = p.next_command("connect (publish reply)").await?;
-            if cmd.first().and_then(Amf0Value::as_str) == Some("onStatus") {
-                let info = cmd.get(3);
-                let code = info
-                    .and_then(|i| i.get("code"))
-                    .and_then(Amf0Value::as_str)
-                    .unwrap_or("");
-                let level = info
-                    .and_then(|i| i.get("level"))
-                    .and_then(Amf0Value::as_str)
-                    .unwrap_or("");
-                if code == "NetStream.Publish.Start" {
-                    break;
-                }
-                if level == "error" || code.contains("Failed") || code.contains("BadName") {
-                    let desc = info
-                        .and_then(|i| i.get("description"))
-                        .and_then(Amf0Value::as_str)
-                        .unwrap_or("");
-                    return Err(RtmpError::Rejected {
-                        step: "publish",
-                        reason: format!("{code} {desc}").trim().to_owned(),
-                    });
-                }
-            } else if cmd.first().and_then(Amf0Value::as_str) == Some("_error")
-                && cmd.get(1).and_then(Amf0Value::as_number) == Some(5.0)
-            {
-                return Err(RtmpError::Rejected {
-                    step: "publish",
-                    reason: describe_error(&cmd),
-                });
-            }
-        }
-        debug!(url = %url.redacted(), stream_id = p.stream_id, "RTMP publishing");
-        p.connect_deadline = None;
-        Ok(p)
-    }
-
-    async fn handshake(&mut self) -> Result<(), RtmpError> {
-        let mut c0c1 = vec![0u8; 1 + 1536];
-        c0c1[0] = 3;
-        // time (4 bytes) = 0, zero (4 bytes), then random.
-        rand::thread_rng().fill_bytes(&mut c0c1[9..]);
-        self.write_bytes(&c0c1).await?;
-        let mut s0s1 = vec![0u8; 1 + 1536];
-        self.read_exact(&mut s0s1, "connect (handshake)").await?;
-        if s0s1[0] != 3 {
-            return Err(RtmpError::Handshake(format!(
-                "server version {} (expected 3)",
-                s0s1[0]
-            )));
-        }
-        // C2 echoes S1.
-        self.write_bytes(&s0s1[1..]).await?;
-        let mut s2 = vec![0u8; 1536];
-        self.read_exact(&mut s2, "connect (handshake)").await?;
-        self.bytes_received += (s0s1.len() + s2.len()) as u64;
-        Ok(())
     }
 
     fn queue_command(&mut self, stream_id: u32, values: &[Amf0Value]) {
@@ -704,11 +389,7 @@ impl RtmpPublisher {
             chunk::MSG_COMMAND_AMF0 => match amf0::decode_all(p) {
                 Ok(cmd) => {
                     let name = cmd.first().and_then(Amf0Value::as_str).unwrap_or("");
-                    let code = cmd
-                        .get(3)
-                        .and_then(|i| i.get("code"))
-                        .and_then(Amf0Value::as_str)
-                        .unwrap_or("");
+                    let code = status_field(&cmd, "code");
                     if name == "onStatus" && !code.starts_with("NetStream.Publish.Start") {
                         warn!(code, "RTMP server status while publishing");
                     } else {
@@ -843,16 +524,21 @@ fn body_starts_with_set_data_frame(body: &[u8]) -> bool {
     matches!(amf0::decode(body), Ok((Amf0Value::String(s), _)) if s == "@setDataFrame")
 }
 
+/// A string field (`code`, `level`, `description`) of a command's info object (an
+/// `onStatus` or `_error`'s fourth value); empty when absent.
+fn status_field<'a>(cmd: &'a [Amf0Value], field: &str) -> &'a str {
+    cmd.get(3)
+        .and_then(|i| i.get(field))
+        .and_then(Amf0Value::as_str)
+        .unwrap_or("")
+}
+
 fn describe_error(cmd: &[Amf0Value]) -> String {
-    let info = cmd.get(3);
-    let code = info
-        .and_then(|i| i.get("code"))
-        .and_then(Amf0Value::as_str)
-        .unwrap_or("_error");
-    let desc = info
-        .and_then(|i| i.get("description"))
-        .and_then(Amf0Value::as_str)
-        .unwrap_or("");
+    let code = match status_field(cmd, "code") {
+        "" => "_error",
+        c => c,
+    };
+    let desc = status_field(cmd, "description");
     format!("{code} {desc}").trim().to_owned()
 }
 
@@ -868,63 +554,6 @@ async fn read_exact_or_closed(stream: &mut TcpStream, buf: &mut [u8]) -> Result<
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parse_good_urls() {
-        let u = RtmpUrl::parse("rtmp://example.com/live/abc").unwrap();
-        assert_eq!(
-            u,
-            RtmpUrl {
-                host: "example.com".into(),
-                port: 1935,
-                app: "live".into(),
-                stream: "abc".into()
-            }
-        );
-        assert_eq!(u.tc_url(), "rtmp://example.com/live");
-        let u = RtmpUrl::parse("rtmp://127.0.0.1:19350/live/test").unwrap();
-        assert_eq!((u.host.as_str(), u.port), ("127.0.0.1", 19350));
-        assert_eq!(u.tc_url(), "rtmp://127.0.0.1:19350/live");
-        let u = RtmpUrl::parse("RTMP://h/app/inst/key?token=1/2").unwrap();
-        assert_eq!(u.app, "app/inst");
-        assert_eq!(u.stream, "key?token=1/2");
-        let u = RtmpUrl::parse("rtmp://[::1]:1936/live/s/").unwrap();
-        assert_eq!(
-            (u.host.as_str(), u.port, u.stream.as_str()),
-            ("::1", 1936, "s")
-        );
-        assert_eq!(u.tc_url(), "rtmp://[::1]:1936/live");
-        assert_eq!(u.redacted(), "rtmp://[::1]:1936/live/***");
-        assert!("rtmp://h/a/b".parse::<RtmpUrl>().is_ok());
-    }
-
-    #[test]
-    fn parse_bad_urls() {
-        use RtmpUrlError::*;
-        let cases: &[(&str, RtmpUrlError)] = &[
-            ("http://h/live/x", UnsupportedScheme("http".into())),
-            ("rtmps://h/live/x", UnsupportedScheme("rtmps".into())),
-            ("h/live/x", UnsupportedScheme("h/live/x".into())),
-            ("rtmp:///live/x", MissingHost),
-            ("rtmp://:1935/live/x", MissingHost),
-            ("rtmp://h:99999/live/x", BadPort("99999".into())),
-            ("rtmp://h:abc/live/x", BadPort("abc".into())),
-            ("rtmp://h:0/live/x", BadPort("0".into())),
-            ("rtmp://h", MissingApp),
-            ("rtmp://h/", MissingApp),
-            ("rtmp://h/live", MissingStream),
-            ("rtmp://h/live/", MissingStream),
-            ("rtmp://h//x", MissingApp),
-            ("rtmp://h/live/a b", InvalidCharacter),
-            ("rtmp://[::1/live/x", MissingHost),
-            ("rtmp://u:p@h/live/x", Credentials),
-        ];
-        for (url, want) in cases {
-            assert_eq!(RtmpUrl::parse(url).as_ref(), Err(want), "{url}");
-        }
-        // Display is a readable message for the API's 400 body.
-        assert!(MissingStream.to_string().contains("stream name"));
-    }
 
     #[test]
     fn set_data_frame_detection() {
