@@ -35,6 +35,8 @@ mod cues;
 use cues::CueBook;
 mod feed;
 mod metrics;
+mod slots;
+use slots::{Admission, Slots};
 mod viewers;
 
 /// Program settings.
@@ -170,8 +172,6 @@ struct RoomProgram {
     publishers: HashMap<String, Weak<Publisher>>,
     /// Publishers ready while no program slot was free (`max_programs`), in order.
     waiting: Vec<Arc<Publisher>>,
-    /// When the room began to wait for a program slot.
-    waiting_since: Option<Instant>,
     /// Created or configured through the API: its mix, layout and outputs outlive its
     /// programs until the room is deleted. A room created by a join forgets them once its
     /// program stops (unless it has outputs).
@@ -207,7 +207,6 @@ impl RoomProgram {
             cues: CueBook::default(),
             publishers: HashMap::new(),
             waiting: Vec::new(),
-            waiting_since: None,
             persistent: false,
         }
     }
@@ -218,6 +217,8 @@ pub struct Programs {
     config: ProgramConfig,
     engine: Arc<RtcEngine>,
     rooms: Mutex<HashMap<String, RoomProgram>>,
+    /// Who holds a program slot and who waits (locked after `rooms`, never before).
+    slots: Mutex<Slots>,
     /// Mixer worker threads shared by all rooms (created with the first program).
     pool: Mutex<Option<Arc<MixerPool>>>,
     /// Counters.
@@ -231,6 +232,7 @@ impl Programs {
     /// New; [`Programs::follow`] hands it the SFU's publishers.
     pub fn new(config: ProgramConfig, engine: Arc<RtcEngine>) -> Arc<Self> {
         Arc::new_cyclic(|me| Programs {
+            slots: Mutex::new(Slots::new(config.max_programs)),
             config,
             engine,
             rooms: Mutex::new(HashMap::new()),
@@ -260,18 +262,12 @@ impl Programs {
 
     /// Number of running programs.
     pub fn running(&self) -> usize {
-        lock(&self.rooms)
-            .values()
-            .filter(|r| r.running.is_some())
-            .count()
+        lock(&self.slots).running()
     }
 
     /// Number of rooms whose program waits for a free slot (`max_programs`).
     pub fn waiting(&self) -> usize {
-        lock(&self.rooms)
-            .values()
-            .filter(|r| r.running.is_none() && !r.waiting.is_empty())
-            .count()
+        lock(&self.slots).waiting()
     }
 
     /// Why `room` has no program now.
@@ -289,32 +285,22 @@ impl Programs {
         }
     }
 
-    fn at_capacity(&self, rooms: &HashMap<String, RoomProgram>) -> bool {
-        let max = self.config.max_programs;
-        max > 0 && rooms.values().filter(|r| r.running.is_some()).count() >= max
-    }
-
     /// Starts waiting programs, oldest first, while slots are free.
     fn start_waiting(&self) {
         let mut g = lock(&self.rooms);
-        while !self.closing.load(Ordering::SeqCst) && !self.at_capacity(&g) {
-            let Some(room) = g
-                .iter()
-                .filter(|(_, r)| r.running.is_none() && !r.waiting.is_empty())
-                .min_by_key(|(_, r)| r.waiting_since)
-                .map(|(k, _)| k.clone())
-            else {
-                return;
+        while !self.closing.load(Ordering::SeqCst) {
+            let next = lock(&self.slots).next().map(str::to_owned);
+            let Some(room) = next else { return };
+            let Some(r) = g.get_mut(&room) else {
+                lock(&self.slots).withdraw(&room);
+                continue;
             };
-            let Some(r) = g.get_mut(&room) else { return };
             // On failure the room keeps waiting with its publishers.
             if let Err(e) = self.start(&room, r) {
                 warn!(room, error = %e, "cannot start the waiting program");
                 return;
             }
             let publishers = std::mem::take(&mut r.waiting);
-            let waited = r.waiting_since.take().map(|t| t.elapsed());
-            info!(room, ?waited, "program slot free: waiting program started");
             for p in &publishers {
                 self.attach(&room, r, p);
             }
@@ -329,10 +315,10 @@ impl Programs {
         g: &mut HashMap<String, RoomProgram>,
         room: &str,
         publisher: &Arc<Publisher>,
+        first: bool,
     ) {
         let Some(r) = g.get_mut(room) else { return };
-        if r.waiting_since.is_none() {
-            r.waiting_since = Some(Instant::now());
+        if first {
             self.metrics
                 .programs_deferred
                 .fetch_add(1, Ordering::Relaxed);
@@ -472,6 +458,10 @@ impl Programs {
             fps = r.mix.fps,
             "program started"
         );
+        let waited = lock(&self.slots).started(room, Instant::now());
+        if waited.is_some() {
+            info!(room, ?waited, "program slot free: waiting program started");
+        }
         r.running = Some(Running {
             driver: Arc::new(driver),
             counters,
@@ -502,9 +492,9 @@ impl Programs {
         self.closing.store(true, Ordering::SeqCst);
         let rooms: Vec<String> = {
             let mut g = lock(&self.rooms);
+            lock(&self.slots).clear_waiting();
             for r in g.values_mut() {
                 r.waiting.clear();
-                r.waiting_since = None;
                 if let Some(run) = r.running.as_mut() {
                     for (_, t) in run.feeders.drain() {
                         t.iter().for_each(|t| t.abort());
@@ -529,11 +519,15 @@ impl Programs {
                 return;
             }
             let run = r.running.take();
+            if run.is_some() {
+                lock(&self.slots).stopped(room);
+            }
             let viewers: Vec<Viewer> = r.viewers.drain().map(|(_, v)| v).collect();
             let keep = !close && (r.persistent || !r.outputs.outputs().is_empty());
             let outputs = if keep {
                 None
             } else {
+                lock(&self.slots).withdraw(room);
                 g.remove(room).map(|r| r.outputs)
             };
             (run, viewers, outputs)
@@ -605,20 +599,26 @@ impl Programs {
             return;
         }
         let mut g = lock(&self.rooms);
-        let full = self.at_capacity(&g);
         let r = g
             .entry(room.to_owned())
             .or_insert_with(|| RoomProgram::new(self.config.default_mix.clone()));
         r.publishers
             .insert(publisher.identity.clone(), Arc::downgrade(publisher));
         if r.running.is_none() {
-            if full {
-                self.wait_for_slot(&mut g, room, publisher);
+            let admission = lock(&self.slots).request(room, Instant::now());
+            if let Admission::Wait { first } = admission {
+                self.wait_for_slot(&mut g, room, publisher, first);
                 return;
             }
             if let Err(e) = self.start(room, r) {
                 warn!(room, error = %e, "cannot start the program");
                 return;
+            }
+            // Co-hosts queued while the room waited (a slot freed before it was started).
+            for p in std::mem::take(&mut r.waiting) {
+                if p.identity != publisher.identity {
+                    self.attach(room, r, &p);
+                }
             }
         }
         self.attach(room, r, publisher);
@@ -630,12 +630,10 @@ impl Programs {
             r.publishers.remove(identity);
             r.waiting.retain(|p| p.identity != identity);
             if r.waiting.is_empty() {
-                r.waiting_since = None;
+                lock(&self.slots).withdraw(room);
             }
         }
-        let someone_waits = g
-            .values()
-            .any(|r| r.running.is_none() && !r.waiting.is_empty());
+        let someone_waits = lock(&self.slots).someone_waits();
         let Some(run) = g.get_mut(room).and_then(|r| r.running.as_mut()) else {
             return;
         };
