@@ -34,7 +34,9 @@ mod control;
 mod cues;
 use cues::CueBook;
 mod feed;
+mod inputs;
 mod metrics;
+mod router;
 mod slots;
 use slots::{Admission, Slots};
 mod viewers;
@@ -372,7 +374,7 @@ impl Programs {
     }
 
     fn start(&self, room: &str, r: &mut RoomProgram) -> Result<(), MediaError> {
-        let (tx, mut rx) = mpsc::channel::<MixerOutput>(1024);
+        let (tx, rx) = mpsc::channel::<MixerOutput>(1024);
         let counters = Arc::new(RoomCounters {
             driver: mixer::driver::DriverCounters::child(&self.metrics.driver),
             ..Default::default()
@@ -403,51 +405,15 @@ impl Programs {
         });
         // Opus program audio only while WHEP viewers watch (add_viewer / remove_viewer).
         let _ = driver.set_opus_output(!r.viewers.is_empty());
-        let outputs = r.outputs.clone();
-        let media_tx = r.media_tx.clone();
-        let metrics = self.metrics.clone();
-        let programs = self.me.clone();
-        let room_name = room.to_owned();
-        let room_counters = counters.clone();
-        let pump = tokio::spawn(
-            async move {
-                while let Some(o) = rx.recv().await {
-                    outputs.push(&o);
-                    match o {
-                        MixerOutput::Video(v) => {
-                            metrics.frames_out.fetch_add(1, Ordering::Relaxed);
-                            room_counters.frames_out.fetch_add(1, Ordering::Relaxed);
-                            metrics
-                                .video_bytes
-                                .fetch_add(v.data.len() as u64, Ordering::Relaxed);
-                            let _ = media_tx.send(ProgramMedia::Video {
-                                data: v.data,
-                                keyframe: v.keyframe,
-                            });
-                        }
-                        MixerOutput::Audio(_) => {
-                            metrics.audio_frames.fetch_add(1, Ordering::Relaxed);
-                        }
-                        MixerOutput::Opus(op) => {
-                            let _ = media_tx.send(ProgramMedia::Opus { data: op.data });
-                        }
-                        MixerOutput::Event(MixerEvent::RequestKeyframe(id)) => {
-                            metrics.keyframe_requests.fetch_add(1, Ordering::Relaxed);
-                            if let Some(p) = programs
-                                .upgrade()
-                                .and_then(|s| s.publisher(&room_name, &id))
-                            {
-                                p.request_keyframe();
-                            }
-                        }
-                        MixerOutput::Event(MixerEvent::Presented { .. }) => {}
-                        MixerOutput::Event(e) => debug!(event = ?e, "mixer"),
-                        _ => {}
-                    }
-                }
-            }
-            .instrument(info_span!("program", room = %room)),
-        );
+        let pump = router::OutputRouter {
+            room: room.to_owned(),
+            outputs: r.outputs.clone(),
+            media_tx: r.media_tx.clone(),
+            metrics: self.metrics.clone(),
+            counters: counters.clone(),
+            programs: self.me.clone(),
+        }
+        .spawn(rx);
         self.metrics
             .programs_started
             .fetch_add(1, Ordering::Relaxed);
@@ -550,109 +516,6 @@ impl Programs {
     }
 }
 
-impl Programs {
-    /// Follows the SFU's announcements (`Sfu::new`'s `program_events`) until the SFU is
-    /// gone: a ready publisher becomes an input of its room's program (started if needed), a
-    /// gone one stops being one. The task's handle aborts it (the program then sees nothing).
-    pub fn follow(
-        self: &Arc<Self>,
-        mut events: mpsc::UnboundedReceiver<SfuEvent>,
-    ) -> tokio::task::AbortHandle {
-        let me = Arc::downgrade(self);
-        tokio::spawn(async move {
-            while let Some(ev) = events.recv().await {
-                let Some(p) = me.upgrade() else { return };
-                match ev {
-                    SfuEvent::PublisherReady { room, publisher } => {
-                        p.publisher_ready(&room, &publisher)
-                    }
-                    SfuEvent::PublisherGone { room, identity } => {
-                        p.publisher_gone(&room, &identity)
-                    }
-                }
-            }
-        })
-        .abort_handle()
-    }
-
-    /// A live publication of `room` the SFU announced.
-    fn publisher(&self, room: &str, identity: &str) -> Option<Arc<Publisher>> {
-        lock(&self.rooms)
-            .get(room)?
-            .publishers
-            .get(identity)?
-            .upgrade()
-    }
-
-    /// The room's host publication, if the host publishes.
-    fn host_publisher(&self, room: &str) -> Option<Arc<Publisher>> {
-        lock(&self.rooms)
-            .get(room)?
-            .publishers
-            .values()
-            .filter_map(Weak::upgrade)
-            .find(|p| p.is_host)
-    }
-
-    fn publisher_ready(&self, room: &str, publisher: &Arc<Publisher>) {
-        if self.closing.load(Ordering::SeqCst) {
-            return;
-        }
-        let mut g = lock(&self.rooms);
-        let r = g
-            .entry(room.to_owned())
-            .or_insert_with(|| RoomProgram::new(self.config.default_mix.clone()));
-        r.publishers
-            .insert(publisher.identity.clone(), Arc::downgrade(publisher));
-        if r.running.is_none() {
-            let admission = lock(&self.slots).request(room, Instant::now());
-            if let Admission::Wait { first } = admission {
-                self.wait_for_slot(&mut g, room, publisher, first);
-                return;
-            }
-            if let Err(e) = self.start(room, r) {
-                warn!(room, error = %e, "cannot start the program");
-                return;
-            }
-            // Co-hosts queued while the room waited (a slot freed before it was started).
-            for p in std::mem::take(&mut r.waiting) {
-                if p.identity != publisher.identity {
-                    self.attach(room, r, &p);
-                }
-            }
-        }
-        self.attach(room, r, publisher);
-    }
-
-    fn publisher_gone(&self, room: &str, identity: &str) {
-        let mut g = lock(&self.rooms);
-        if let Some(r) = g.get_mut(room) {
-            r.publishers.remove(identity);
-            r.waiting.retain(|p| p.identity != identity);
-            if r.waiting.is_empty() {
-                lock(&self.slots).withdraw(room);
-            }
-        }
-        let someone_waits = lock(&self.slots).someone_waits();
-        let Some(run) = g.get_mut(room).and_then(|r| r.running.as_mut()) else {
-            return;
-        };
-        if let Some(tasks) = run.feeders.remove(identity) {
-            tasks.iter().for_each(|t| t.abort());
-        }
-        let _ = run.driver.remove_input(identity);
-        if run.feeders.is_empty() && run.stop_timer.is_none() {
-            // No grace period when another room waits for this slot.
-            run.stop_timer = Some(if someone_waits {
-                self.stop_after(room, Duration::ZERO)
-            } else {
-                self.stop_later(room)
-            });
-        }
-    }
-}
-
-/// `a` is at or after `b` in RTP timestamp order (wrapping).
 /// Sleeps until `t`, or for ever when there is none.
 async fn sleep_until_opt(t: Option<Instant>) {
     match t {
