@@ -1,10 +1,16 @@
 //! Server configuration: CLI flags, each also `COHOST_<NAME>` in the environment and a key of an
 //! optional TOML file (`--config`). Precedence: flag > environment > file > default.
+//!
+//! One struct, [`ServeArgs`], is the flag, the variable and the file key at once (clap and
+//! serde derive from it; the layers are merged generically), and [`Config::from_args`] hands
+//! each setting to the part that owns it (`signaling::http::Config`, `ProgramConfig`,
+//! `HttpLimits`, [`RtcConfig`]), whose `Default` holds the default. A new setting is a field
+//! here and the line that hands it over.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Errors building the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -31,11 +37,14 @@ pub enum ConfigError {
     },
 }
 
-/// Flags of `cohost` (the server). Every flag is also an environment variable.
-#[derive(Debug, Clone, Default, clap::Args)]
+/// Flags of `cohost` (the server). Every flag is also an environment variable and a key of
+/// the TOML file.
+#[derive(Debug, Clone, Default, clap::Args, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServeArgs {
     /// Optional TOML file with the same keys as the flags (`bind = "0.0.0.0:8080"`, ...).
     #[arg(long, env = "COHOST_CONFIG")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// HTTP address: API, WebSocket signaling, WHIP/WHEP, demo pages, HLS. [default: 127.0.0.1:8080]
     #[arg(long, env = "COHOST_BIND")]
@@ -107,27 +116,27 @@ pub struct ServeArgs {
     pub turn_secret: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    bind: Option<SocketAddr>,
-    api_key: Option<String>,
-    api_secret: Option<String>,
-    public_ip: Option<IpAddr>,
-    media_ip: Option<IpAddr>,
-    udp_ports: Option<String>,
-    log: Option<String>,
-    mixer_threads: Option<usize>,
-    max_programs: Option<usize>,
-    max_whep_viewers: Option<usize>,
-    max_connections: Option<usize>,
-    max_connections_per_ip: Option<usize>,
-    max_room_viewers: Option<usize>,
-    metrics_bind: Option<SocketAddr>,
-    dev_public: Option<bool>,
-    cors_origins: Option<String>,
-    ice_servers: Option<String>,
-    turn_secret: Option<String>,
+impl ServeArgs {
+    /// These settings over `below`'s: every one given here (a value, or a flag set) wins.
+    fn over(&self, below: ServeArgs) -> Result<ServeArgs, ConfigError> {
+        let invalid = |e: serde_json::Error| ConfigError::Invalid {
+            key: "config",
+            message: e.to_string(),
+        };
+        let mut merged = serde_json::to_value(below).map_err(invalid)?;
+        let mine = serde_json::to_value(self).map_err(invalid)?;
+        if let (Some(m), serde_json::Value::Object(mine)) = (merged.as_object_mut(), mine) {
+            for (k, v) in mine {
+                // Not given: `None`, or a switch left off.
+                if !v.is_null() && v != serde_json::Value::Bool(false) {
+                    m.insert(k, v);
+                }
+            }
+        }
+        let mut out: ServeArgs = serde_json::from_value(merged).map_err(invalid)?;
+        out.config.clone_from(&self.config);
+        Ok(out)
+    }
 }
 
 /// Media (WebRTC) settings.
@@ -228,16 +237,17 @@ impl Config {
                     path: p.clone(),
                     source,
                 })?;
-                toml::from_str::<FileConfig>(&text)?
+                toml::from_str::<ServeArgs>(&text)?
             }
-            None => FileConfig::default(),
+            None => ServeArgs::default(),
         };
+        let s = args.over(file)?;
         let mut c = Config::default();
-        if let Some(b) = args.bind.or(file.bind) {
+        if let Some(b) = s.bind {
             c.bind = b;
         }
-        let key = args.api_key.clone().or(file.api_key);
-        let secret = args.api_secret.clone().or(file.api_secret);
+        let key = s.api_key.clone();
+        let secret = s.api_secret.clone();
         match (key, secret) {
             (Some(k), Some(s)) => {
                 if s.len() < 16 {
@@ -259,26 +269,26 @@ impl Config {
                 })
             }
         }
-        if let Some(n) = args.mixer_threads.or(file.mixer_threads) {
+        if let Some(n) = s.mixer_threads {
             c.program.mixer_threads = n;
         }
-        if let Some(n) = args.max_programs.or(file.max_programs) {
+        if let Some(n) = s.max_programs {
             c.program.max_programs = n;
         }
-        if let Some(n) = args.max_whep_viewers.or(file.max_whep_viewers) {
+        if let Some(n) = s.max_whep_viewers {
             c.program.max_viewers = n;
         }
-        if let Some(n) = args.max_connections.or(file.max_connections) {
+        if let Some(n) = s.max_connections {
             c.http.max_connections = n.max(1);
         }
-        if let Some(n) = args.max_connections_per_ip.or(file.max_connections_per_ip) {
+        if let Some(n) = s.max_connections_per_ip {
             c.http.max_connections_per_ip = n.max(1);
         }
-        if let Some(n) = args.max_room_viewers.or(file.max_room_viewers) {
+        if let Some(n) = s.max_room_viewers {
             c.signaling.room_limits.viewers = n;
         }
-        c.metrics_bind = args.metrics_bind.or(file.metrics_bind);
-        c.cors = match args.cors_origins.clone().or(file.cors_origins) {
+        c.metrics_bind = s.metrics_bind;
+        c.cors = match s.cors_origins.clone() {
             Some(o) => {
                 crate::cors::CorsOrigins::parse(&o).map_err(|message| ConfigError::Invalid {
                     key: "cors_origins",
@@ -288,19 +298,15 @@ impl Config {
             None if c.dev_mode => crate::cors::CorsOrigins::Any,
             None => crate::cors::CorsOrigins::None,
         };
-        let ice = args
-            .ice_servers
-            .clone()
-            .or(file.ice_servers)
-            .unwrap_or_default();
-        let secret = args.turn_secret.clone().or(file.turn_secret);
+        let ice = s.ice_servers.clone().unwrap_or_default();
+        let secret = s.turn_secret.clone();
         c.signaling.ice = signaling::ice::IceConfig::parse(&ice, secret).map_err(|message| {
             ConfigError::Invalid {
                 key: "ice_servers",
                 message,
             }
         })?;
-        let dev_public = args.dev_public || file.dev_public.unwrap_or(false);
+        let dev_public = s.dev_public;
         if c.dev_mode && !c.bind.ip().is_loopback() && !dev_public {
             return Err(ConfigError::Invalid {
                 key: "bind",
@@ -312,14 +318,14 @@ impl Config {
                 ),
             });
         }
-        if let Some(l) = args.log.clone().or(file.log) {
+        if let Some(l) = s.log.clone() {
             c.log = l;
         }
-        c.rtc.public_ip = args.public_ip.or(file.public_ip);
-        if let Some(ip) = args.media_ip.or(file.media_ip) {
+        c.rtc.public_ip = s.public_ip;
+        if let Some(ip) = s.media_ip {
             c.rtc.media_ip = ip;
         }
-        if let Some(r) = args.udp_ports.clone().or(file.udp_ports) {
+        if let Some(r) = s.udp_ports.clone() {
             (c.rtc.port_min, c.rtc.port_max) = parse_port_range(&r)?;
         }
         Ok(c)
@@ -332,7 +338,7 @@ mod tests {
 
     #[test]
     fn example_file_parses() {
-        let f: FileConfig = toml::from_str(include_str!("../cohost.example.toml")).unwrap();
+        let f: ServeArgs = toml::from_str(include_str!("../cohost.example.toml")).unwrap();
         assert_eq!(f.udp_ports.as_deref(), Some("50000-59999"));
     }
 
@@ -418,5 +424,20 @@ mod tests {
         assert_eq!(Config::default().program.max_viewers, 50);
         std::fs::write(&p, "nope = 1\n").unwrap();
         assert!(Config::from_args(&a).is_err());
+        // Every flag is a file key, switches included; a flag left off does not undo it.
+        std::fs::write(
+            &p,
+            "bind = \"0.0.0.0:9000\"\ndev_public = true\nmax_connections = 12\nlog = \"debug\"\n",
+        )
+        .unwrap();
+        let c = Config::from_args(&ServeArgs {
+            config: Some(p.clone()),
+            log: Some("warn".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!((c.bind.port(), c.http.max_connections), (9000, 12));
+        assert_eq!(c.log, "warn", "the flag wins over the file");
+        assert!(c.dev_mode);
     }
 }
