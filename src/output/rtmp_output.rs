@@ -70,7 +70,18 @@ pub enum OutputState {
 }
 
 impl OutputState {
-    /// The lower-case name used in the API (`connecting`, `live`, ...).
+    /// Every state, in the order metrics list them.
+    pub const ALL: [OutputState; 5] = [
+        OutputState::Connecting,
+        OutputState::Live,
+        OutputState::Retrying,
+        OutputState::Failed,
+        OutputState::Stopped,
+    ];
+}
+
+impl OutputState {
+    /// The lower-case name used in the API and metrics (`connecting`, `live`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             OutputState::Connecting => "connecting",

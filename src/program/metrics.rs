@@ -1,6 +1,7 @@
 //! The programs' Prometheus lines: per-room and pool-wide counters, outputs.
 
 use super::*;
+use crate::output::OutputState;
 
 impl Programs {
     /// Prometheus lines for the programs and their outputs.
@@ -153,10 +154,7 @@ impl Programs {
                 );
             }
             for out in r.outputs.outputs() {
-                let v = serde_json::to_value(&out).unwrap_or_default();
-                let bytes = v["bytes_sent"].as_u64().unwrap_or(0);
-                let rc = v["reconnects"].as_u64().unwrap_or(0);
-                let state = v["state"].as_str().unwrap_or("unknown").to_owned();
+                let (bytes, rc) = (out.status.bytes_sent, out.status.reconnects);
                 let _ = writeln!(
                     o,
                     "cohost_rtmp_output_bytes_total{{room=\"{room}\",output=\"{}\"}} {bytes}",
@@ -167,8 +165,15 @@ impl Programs {
                     "cohost_rtmp_output_reconnects_total{{room=\"{room}\",output=\"{}\"}} {rc}",
                     out.id
                 );
-                for s in ["connecting", "live", "retrying", "failed"] {
-                    let _ = writeln!(states, "cohost_rtmp_output_state{{room=\"{room}\",output=\"{}\",state=\"{s}\"}} {}", out.id, u8::from(s == state));
+                // `stopped` outputs are removed, not listed.
+                for s in &OutputState::ALL[..4] {
+                    let _ = writeln!(
+                        states,
+                        "cohost_rtmp_output_state{{room=\"{room}\",output=\"{}\",state=\"{}\"}} {}",
+                        out.id,
+                        s.as_str(),
+                        u8::from(*s == out.status.state)
+                    );
                 }
             }
             if let Some(last) = r.outputs.hls().sequences().last() {
