@@ -32,12 +32,8 @@ fn cue_error(e: CueError) -> MediaError {
 
 #[async_trait::async_trait]
 impl ProgramControl for Programs {
-    fn create_room(&self, room: &str, mix: Option<Value>) -> Result<(), MediaError> {
-        let mix = match mix {
-            Some(v) => serde_json::from_value::<MixConfig>(v)
-                .map_err(|e| MediaError::BadRequest(format!("mix: {e}")))?,
-            None => self.config.default_mix.clone(),
-        };
+    fn create_room(&self, room: &str, mix: Option<MixConfig>) -> Result<(), MediaError> {
+        let mix = mix.unwrap_or_else(|| self.config.default_mix.clone());
         mix.validate()
             .map_err(|e| MediaError::BadRequest(format!("mix: {e}")))?;
         let mut g = lock(&self.rooms);
@@ -120,9 +116,7 @@ impl ProgramControl for Programs {
         info
     }
 
-    fn set_layout(&self, room: &str, layout: Value) -> Result<Value, MediaError> {
-        let l: Layout = serde_json::from_value(layout)
-            .map_err(|e| MediaError::BadRequest(format!("layout: {e}")))?;
+    fn set_layout(&self, room: &str, l: Layout) -> Result<Layout, MediaError> {
         let mut g = lock(&self.rooms);
         let r = g
             .entry(room.to_owned())
@@ -133,7 +127,7 @@ impl ProgramControl for Programs {
                 .set_layout(l.clone())
                 .map_err(|e| MediaError::Unavailable(e.to_string()))?;
         }
-        serde_json::to_value(&l).map_err(|e| MediaError::Internal(e.to_string()))
+        Ok(l)
     }
 
     async fn cue(

@@ -136,6 +136,11 @@ impl MediaBackend for SfuBackend {
         room: &str,
         mix: Option<serde_json::Value>,
     ) -> Result<(), MediaError> {
+        // The API's JSON becomes the mixer's types here, at the edge from signaling.
+        let mix = mix
+            .map(serde_json::from_value::<mixer::MixConfig>)
+            .transpose()
+            .map_err(|e| MediaError::BadRequest(format!("mix: {e}")))?;
         if let Some(p) = &self.program {
             p.create_room(room, mix)?;
         }
@@ -186,10 +191,13 @@ impl MediaBackend for SfuBackend {
         room: &str,
         layout: serde_json::Value,
     ) -> Result<serde_json::Value, MediaError> {
-        match &self.program {
-            Some(p) => p.set_layout(room, layout),
-            None => Err(MediaError::Unavailable("no program pipeline".into())),
-        }
+        let layout: mixer::Layout = serde_json::from_value(layout)
+            .map_err(|e| MediaError::BadRequest(format!("layout: {e}")))?;
+        let applied = match &self.program {
+            Some(p) => p.set_layout(room, layout)?,
+            None => return Err(MediaError::Unavailable("no program pipeline".into())),
+        };
+        serde_json::to_value(&applied).map_err(|e| MediaError::Internal(e.to_string()))
     }
     async fn cue(
         &self,
@@ -229,7 +237,7 @@ impl MediaBackend for SfuBackend {
 #[async_trait::async_trait]
 pub trait ProgramControl: Send + Sync + 'static {
     /// Creates a room's program config.
-    fn create_room(&self, room: &str, mix: Option<serde_json::Value>) -> Result<(), MediaError>;
+    fn create_room(&self, room: &str, mix: Option<mixer::MixConfig>) -> Result<(), MediaError>;
     /// Drops a room's program.
     fn close_room(&self, room: &str);
     /// Frees a room's program state if no program runs, it was not created through the API
@@ -237,12 +245,8 @@ pub trait ProgramControl: Send + Sync + 'static {
     fn forget_idle(&self, room: &str);
     /// Program state for the API.
     async fn room_info(&self, room: &str) -> serde_json::Value;
-    /// Applies a layout.
-    fn set_layout(
-        &self,
-        room: &str,
-        layout: serde_json::Value,
-    ) -> Result<serde_json::Value, MediaError>;
+    /// Applies a layout; returns it as applied.
+    fn set_layout(&self, room: &str, layout: mixer::Layout) -> Result<mixer::Layout, MediaError>;
     /// Stamps a cue.
     async fn cue(
         &self,
