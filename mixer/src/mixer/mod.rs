@@ -81,6 +81,20 @@ struct Input {
     level: LevelMeter,
 }
 
+impl Input {
+    /// A keyframe request for this input is due (at most one per `interval`; a clock that
+    /// went back allows one); if so it is noted as sent.
+    fn keyframe_request_due(&mut self, now: Duration, interval: Duration) -> bool {
+        let due = self
+            .last_kf_request
+            .is_none_or(|t| now.saturating_sub(t) >= interval || now < t);
+        if due {
+            self.last_kf_request = Some(now);
+        }
+        due
+    }
+}
+
 /// The mixer core. See the crate documentation for the model.
 pub struct Mixer {
     cfg: MixConfig,
@@ -277,26 +291,16 @@ impl Mixer {
                         if let DecodeOutcome::Error(e) = outcome {
                             tracing::debug!(identity = %input.identity, error = %e, "input video decode failed");
                         }
-                        let due = input
-                            .last_kf_request
-                            .is_none_or(|t| now.saturating_sub(t) >= interval || now < t);
-                        if due {
-                            input.last_kf_request = Some(now);
+                        if input.keyframe_request_due(now, interval) {
                             self.events
                                 .push_back(MixerEvent::RequestKeyframe(input.identity.clone()));
                         }
                     }
                 }
             }
-            if skip {
-                let due = input
-                    .last_kf_request
-                    .is_none_or(|t| now.saturating_sub(t) >= interval || now < t);
-                if due {
-                    input.last_kf_request = Some(now);
-                    self.events
-                        .push_back(MixerEvent::RequestKeyframe(input.identity.clone()));
-                }
+            if skip && input.keyframe_request_due(now, interval) {
+                self.events
+                    .push_back(MixerEvent::RequestKeyframe(input.identity.clone()));
             }
             if let Some(ts) = shown {
                 input.shown_ts = Some(ts);
