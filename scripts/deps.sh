@@ -24,6 +24,8 @@ if [ "${1:-}" = "--test" ]; then
   command -v unshare >/dev/null || need+=(util-linux)
   # coturn (a real TURN server), python3-venv (aiortc, a third-party WebRTC stack, from PyPI).
   command -v turnserver >/dev/null || need+=(coturn)
+  # redis-server: the cluster tests start their own on a free port, no persistence.
+  command -v redis-server >/dev/null || need+=(redis-server)
   python3 -c "import ensurepip, venv" 2>/dev/null || need+=(python3-venv)
 fi
 if [ ${#need[@]} -gt 0 ]; then

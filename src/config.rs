@@ -114,6 +114,19 @@ pub struct ServeArgs {
     /// time-limited TURN credentials are minted per participant with it.
     #[arg(long, env = "COHOST_TURN_SECRET", hide_env_values = true)]
     pub turn_secret: Option<String>,
+    /// Cluster mode: the fleet's Redis (`redis://host:port/db`). Every node then needs the
+    /// same --api-key/--api-secret, its own --node-id and --advertise-url. Without it cohost
+    /// is one self-contained node.
+    #[arg(long, env = "COHOST_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// This node's id in the cluster (`[A-Za-z0-9_.-]`, 1-64). [default: the host name and a
+    /// random suffix]
+    #[arg(long, env = "COHOST_NODE_ID")]
+    pub node_id: Option<String>,
+    /// The base URL other nodes reach this one on (`http://10.0.0.5:8080`). [default:
+    /// `http://` and --bind, when that is not a wildcard address]
+    #[arg(long, env = "COHOST_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
 }
 
 impl ServeArgs {
@@ -188,6 +201,8 @@ pub struct Config {
     pub metrics_bind: Option<SocketAddr>,
     /// Origins allowed to call from a browser page (CORS).
     pub cors: crate::cors::CorsOrigins,
+    /// Cluster mode (`--redis-url`), if on.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Default for Config {
@@ -204,6 +219,7 @@ impl Default for Config {
             http: crate::conn::HttpLimits::default(),
             metrics_bind: None,
             cors: crate::cors::CorsOrigins::Any,
+            cluster: None,
         }
     }
 }
@@ -211,6 +227,62 @@ impl Default for Config {
 fn random_hex(n: usize) -> String {
     let bytes: Vec<u8> = (0..n).map(|_| rand::random::<u8>()).collect();
     hex::encode(bytes)
+}
+
+/// Cluster mode's settings: a shared key and secret (no development mode), a valid node id, a
+/// URL the other nodes can reach.
+fn cluster_config(
+    s: &ServeArgs,
+    c: &Config,
+    url: &str,
+) -> Result<crate::cluster::ClusterConfig, ConfigError> {
+    if c.dev_mode {
+        return Err(ConfigError::Invalid {
+            key: "redis_url",
+            message: "cluster mode needs the fleet's --api-key and --api-secret (development \
+                      mode is refused)"
+                .into(),
+        });
+    }
+    if !url.starts_with("redis://") && !url.starts_with("rediss://") {
+        return Err(ConfigError::Invalid {
+            key: "redis_url",
+            message: format!("expected redis://host:port/db, got `{url}`"),
+        });
+    }
+    let id = s
+        .node_id
+        .clone()
+        .unwrap_or_else(crate::cluster::default_node_id);
+    if !signaling::auth::valid_name(&id) {
+        return Err(ConfigError::Invalid {
+            key: "node_id",
+            message: "1-64 of [A-Za-z0-9_.-]".into(),
+        });
+    }
+    let advertise = match s.advertise_url.clone() {
+        Some(u) if u.starts_with("http://") || u.starts_with("https://") => u,
+        Some(u) => {
+            return Err(ConfigError::Invalid {
+                key: "advertise_url",
+                message: format!("expected http://host:port, got `{u}`"),
+            })
+        }
+        None if c.bind.ip().is_unspecified() => {
+            return Err(ConfigError::Invalid {
+                key: "advertise_url",
+                message: format!(
+                    "--bind {} is every address: give --advertise-url, the URL other nodes \
+                     reach this one on",
+                    c.bind
+                ),
+            })
+        }
+        None => format!("http://{}", c.bind),
+    };
+    let mut cfg = crate::cluster::ClusterConfig::new(url, &id, &advertise, &c.api_secret);
+    cfg.max_programs = c.program.max_programs;
+    Ok(cfg)
 }
 
 /// Parses `first-last` (or a single port).
@@ -327,6 +399,9 @@ impl Config {
         }
         if let Some(r) = s.udp_ports.clone() {
             (c.rtc.port_min, c.rtc.port_max) = parse_port_range(&r)?;
+        }
+        if let Some(url) = s.redis_url.clone() {
+            c.cluster = Some(cluster_config(&s, &c, &url)?);
         }
         Ok(c)
     }

@@ -23,6 +23,7 @@ use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod cors;
@@ -50,6 +51,9 @@ pub enum ServerError {
     /// Socket error.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// Cluster mode could not start (Redis unreachable).
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// Shared state of the HTTP layer.
@@ -87,10 +91,58 @@ pub struct Server {
     /// The task handing the SFU's publishers to the programs: aborting it detaches the
     /// mixer (benchmarks of the forwarding path alone).
     pub program_feed: tokio::task::AbortHandle,
+    /// Where rooms live (this node alone, or a fleet on Redis).
+    pub cluster: Arc<dyn cluster::Cluster>,
+    /// In cluster mode, what [`cluster::RedisCluster::start`] needs: this node's load and
+    /// rooms, and what to do with a room whose lease it lost.
+    pub cluster_hooks: Option<cluster::NodeHooks>,
 }
 
-/// Builds the server (SFU, signaling, routes) from `config`.
+/// What the cluster layer reads from and does to this node.
+fn node_hooks(
+    sig: &Arc<signaling::http::Signaling>,
+    programs: &Arc<program::Programs>,
+    threads: usize,
+) -> cluster::NodeHooks {
+    let (s1, s2, s3) = (sig.clone(), sig.clone(), sig.clone());
+    let p = programs.clone();
+    // The mixer workers' busy share since the last report.
+    let last = std::sync::Mutex::new((std::time::Instant::now(), 0u64));
+    cluster::NodeHooks {
+        load: Box::new(move || {
+            let nanos = p
+                .metrics
+                .driver
+                .poll_nanos
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let mut l = sync::lock(&last);
+            let dt = l.0.elapsed().as_secs_f64() * threads.max(1) as f64;
+            let load = if dt > 0.0 {
+                (nanos.saturating_sub(l.1) as f64 / 1e9 / dt).clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
+            *l = (std::time::Instant::now(), nanos);
+            (s1.counts().0, p.running(), load)
+        }),
+        has_room: Box::new(move |room| s2.room_exists(room)),
+        lost: Box::new(move |room| {
+            let s = s3.clone();
+            tokio::spawn(async move {
+                s.evict_room(&room).await;
+            });
+        }),
+    }
+}
+
+/// Builds a single node (SFU, signaling, routes) from `config`.
 pub fn build(config: &Config) -> Server {
+    build_with(config, None)
+}
+
+/// Builds the server from `config`, in the fleet `redis` when given (cluster mode; its
+/// [`cluster::RedisCluster::start`] is the caller's, with [`Server::cluster_hooks`]).
+pub fn build_with(config: &Config, redis: Option<Arc<cluster::RedisCluster>>) -> Server {
     let (events_tx, events_rx) = signaling::http::media_events();
     let engine = Arc::new(rtc::RtcEngine::new(config.rtc.clone()));
     let (program_tx, program_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -102,7 +154,26 @@ pub fn build(config: &Config) -> Server {
         program: Some(programs.clone()),
     });
     let auth = signaling::auth::Auth::new(&config.api_key, &config.api_secret);
-    let sig = signaling::http::Signaling::new(auth, backend, config.signaling.clone(), events_rx);
+    let mut sig_config = config.signaling.clone();
+    if let Some(c) = &config.cluster {
+        sig_config.node = Some(c.node_id.clone());
+    }
+    let sig = signaling::http::Signaling::new(auth, backend, sig_config, events_rx);
+    let threads = match config.program.mixer_threads {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+    let (cluster, cluster_hooks): (Arc<dyn cluster::Cluster>, _) = match redis {
+        Some(r) => (r, Some(node_hooks(&sig, &programs, threads))),
+        None => (
+            Arc::new(cluster::LocalCluster::new(
+                "local",
+                config.program.max_programs,
+                node_hooks(&sig, &programs, threads),
+            )),
+            None,
+        ),
+    };
     let state = AppState {
         signaling: sig.clone(),
         sfu,
@@ -115,16 +186,21 @@ pub fn build(config: &Config) -> Server {
         metrics_open: config.dev_mode,
         cors: Arc::new(config.cors.clone()),
     };
-    let router = router(state.clone());
+    let routing = cluster::forward::Routing::new(cluster.clone(), sig.clone());
+    let router = router(state.clone(), routing);
     Server {
         state,
         router,
         program_feed,
+        cluster,
+        cluster_hooks,
     }
 }
 
-/// All HTTP routes: signaling (`/ws`, WHIP, WHEP, `/api`), `/metrics`, `/healthz`, demo pages.
-pub fn router(state: AppState) -> Router {
+/// All HTTP routes: signaling (`/ws`, WHIP, WHEP, `/api`), `/metrics`, `/healthz`, demo pages;
+/// requests for rooms of other nodes forwarded through `routing` (inside the CORS layer, so
+/// a forwarded answer gets this node's CORS headers).
+pub fn router(state: AppState, routing: Arc<cluster::forward::Routing>) -> Router {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics_handler))
@@ -133,6 +209,10 @@ pub fn router(state: AppState) -> Router {
     signaling::http::router(state.signaling.clone())
         .merge(app)
         .merge(web::router())
+        .layer(axum::middleware::from_fn_with_state(
+            routing,
+            cluster::forward::route,
+        ))
         .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::from_fn_with_state(
             state.cors.clone(),
@@ -218,7 +298,19 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let server = build(&config);
+    let redis = match &config.cluster {
+        Some(c) => Some(
+            cluster::RedisCluster::connect(c.clone())
+                .await
+                .map_err(|e| ServerError::Cluster(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let mut server = build_with(&config, redis.clone());
+    if let (Some(r), Some(hooks)) = (&redis, server.cluster_hooks.take()) {
+        r.start(hooks).await;
+        tracing::info!(node = r.node_id_str(), "cluster mode: node registered");
+    }
     let addr = listener.local_addr()?;
     log_start(&config, addr);
     if let Some(mb) = config.metrics_bind {

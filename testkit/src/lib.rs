@@ -31,6 +31,7 @@ use webrtc::peer_connection::{
 };
 
 pub mod clip;
+pub mod cluster;
 pub mod impair;
 pub mod nginx;
 pub mod raw;
@@ -185,7 +186,11 @@ pub struct Ws {
 
 impl Ws {
     pub async fn connect(server: &TestServer, token: &str) -> Ws {
-        let url = format!("ws://{}/ws?token={}", server.addr, token);
+        Ws::connect_url(&format!("ws://{}/ws?token={}", server.addr, token)).await
+    }
+
+    /// A socket to `url` (`ws://host:port/ws?token=...`).
+    pub async fn connect_url(url: &str) -> Ws {
         let (stream, _) = tokio_tungstenite::connect_async(url).await.unwrap();
         let (mut sink, mut source) = stream.split();
         let (tx, mut out_rx) = mpsc::unbounded_channel::<Message>();

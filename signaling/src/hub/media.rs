@@ -319,21 +319,40 @@ impl Signaling {
     pub async fn room_info(&self, room: &str) -> serde_json::Value {
         let participants = self.participants(room).unwrap_or_default();
         let media = self.backend.room_info(room).await;
-        serde_json::json!({"name": room, "participants": participants, "media": media})
+        let mut info =
+            serde_json::json!({"name": room, "participants": participants, "media": media});
+        if let Some(node) = &self.config.node {
+            info["node"] = serde_json::Value::String(node.clone());
+        }
+        info
     }
 
     /// Deletes a room: its WebSocket participants are told and closed, everyone's media ends,
     /// then the room's.
     pub async fn delete_room(&self, room: &str) -> Result<(), HubError> {
+        self.end_room(room, "room_closed", "the room was deleted")
+            .await
+    }
+
+    /// The room moved to another node (this one lost its lease): it ends here at once, its
+    /// WebSocket participants told `room_moved` (they reconnect and land on the new node).
+    pub async fn evict_room(&self, room: &str) -> bool {
+        self.end_room(
+            room,
+            "room_moved",
+            "the room moved to another node; reconnect to join it again",
+        )
+        .await
+        .is_ok()
+    }
+
+    async fn end_room(&self, room: &str, code: &str, why: &str) -> Result<(), HubError> {
         let r = self
             .remove_room(room)
             .ok_or_else(|| HubError::UnknownRoom(room.to_owned()))?;
         for p in r.participants() {
             if let Some(Via::Ws(conn)) = r.via(&p.identity) {
-                self.close_conn_with(
-                    conn,
-                    ServerMessage::error("room_closed", "the room was deleted"),
-                );
+                self.close_conn_with(conn, ServerMessage::error(code, why));
             }
             self.backend.leave(room, &p.identity).await;
         }

@@ -73,6 +73,8 @@ pub struct Config {
     pub max_subscriptions_per_room: usize,
     /// STUN/TURN servers announced to clients (`--ice-servers`, `--turn-secret`).
     pub ice: crate::ice::IceConfig,
+    /// This node's id in a cluster: rooms then carry it as `node` in the API.
+    pub node: Option<String>,
 }
 
 impl Default for Config {
@@ -88,6 +90,7 @@ impl Default for Config {
             max_subscriptions_per_identity: 16,
             max_subscriptions_per_room: 256,
             ice: crate::ice::IceConfig::default(),
+            node: None,
         }
     }
 }

@@ -1,0 +1,377 @@
+//! The fleet in Redis: node records with a TTL and an index by free capacity, room leases
+//! claimed atomically under an increasing epoch, renewed by their owner.
+//!
+//! Keys (prefix `cohost:`):
+//! - `node:{id}` — the node's [`NodeInfo`] as JSON, `PX` node TTL, rewritten every heartbeat;
+//! - `nodes` — sorted set, member = node id, score = free program slots (a claim takes one
+//!   at once, the next heartbeat sets the true figure); members whose record expired are
+//!   dropped when seen;
+//! - `room:{room}` — `"{node}|{epoch}"`, `PX` lease, renewed by the owner only while the value
+//!   is still its own (compare-and-expire in Lua);
+//! - `epoch:{room}` — the room's last epoch (`INCR`), so every claim gets a larger one.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::aio::ConnectionManager;
+use tracing::{info, warn};
+
+use super::lease::Leases;
+use super::{
+    free_slots, unix_ms, Cluster, ClusterConfig, ClusterError, NodeHooks, NodeInfo, NodeState,
+    Placement,
+};
+
+const NODES: &str = "cohost:nodes";
+/// Nodes considered for a new room: the best few by free slots, two of them at random.
+const CANDIDATES: isize = 4;
+/// Longest a Redis call may take before the request gets a `503`.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Takes the room for `ARGV[1]` unless someone holds it; the holder's value either way.
+const CLAIM: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur then return cur end
+local e = redis.call('INCR', KEYS[2])
+local v = ARGV[1] .. '|' .. e
+redis.call('SET', KEYS[1], v, 'PX', ARGV[2])
+redis.call('ZINCRBY', KEYS[3], -1, ARGV[1])
+return v
+";
+
+/// Extends the lease only while it is still `ARGV[1]` (this node, this epoch).
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+";
+
+/// Gives the lease back only while it is still `ARGV[1]`.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
+fn node_key(id: &str) -> String {
+    format!("cohost:node:{id}")
+}
+fn room_key(room: &str) -> String {
+    format!("cohost:room:{room}")
+}
+fn epoch_key(room: &str) -> String {
+    format!("cohost:epoch:{room}")
+}
+
+/// A lease value `node|epoch`.
+fn parse_lease(v: &str) -> Option<(&str, u64)> {
+    let (node, epoch) = v.rsplit_once('|')?;
+    Some((node, epoch.parse().ok()?))
+}
+
+fn store_err(e: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Store(e.to_string())
+}
+
+/// A node of a fleet kept in Redis.
+pub struct RedisCluster {
+    cfg: ClusterConfig,
+    conn: ConnectionManager,
+    leases: Mutex<Leases>,
+    state: Mutex<NodeState>,
+    claim: redis::Script,
+    renew: redis::Script,
+    release: redis::Script,
+}
+
+impl std::fmt::Debug for RedisCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCluster")
+            .field("node", &self.cfg.node_id)
+            .finish()
+    }
+}
+
+impl RedisCluster {
+    /// Connects to Redis (`cfg.redis_url`); the connection reconnects by itself later.
+    pub async fn connect(cfg: ClusterConfig) -> Result<Arc<Self>, ClusterError> {
+        let client = redis::Client::open(cfg.redis_url.as_str()).map_err(store_err)?;
+        let conn = tokio::time::timeout(CALL_TIMEOUT * 3, ConnectionManager::new(client))
+            .await
+            .map_err(|_| ClusterError::Store(format!("no answer from {}", cfg.redis_url)))?
+            .map_err(store_err)?;
+        let grace = cfg.lease * 2;
+        Ok(Arc::new(RedisCluster {
+            cfg,
+            conn,
+            leases: Mutex::new(Leases::new(grace)),
+            state: Mutex::new(NodeState::Serving),
+            claim: redis::Script::new(CLAIM),
+            renew: redis::Script::new(RENEW),
+            release: redis::Script::new(RELEASE),
+        }))
+    }
+
+    /// Registers this node and keeps it registered, renewing its leases, every heartbeat;
+    /// a lease the store no longer gives this node is reported to `hooks.lost`.
+    pub async fn start(self: &Arc<Self>, hooks: NodeHooks) -> tokio::task::JoinHandle<()> {
+        if let Err(e) = self.heartbeat(&hooks).await {
+            warn!(error = %e, "cluster: first heartbeat failed");
+        }
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(me.cfg.heartbeat);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = me.heartbeat(&hooks).await {
+                    warn!(error = %e, "cluster heartbeat failed; rooms here go on");
+                }
+            }
+        })
+    }
+
+    /// This node's id.
+    pub fn node_id_str(&self) -> &str {
+        &self.cfg.node_id
+    }
+
+    /// This node takes no new rooms from now on.
+    pub fn set_draining(&self) {
+        *crate::sync::lock(&self.state) = NodeState::Draining;
+    }
+
+    async fn call<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, ClusterError> {
+        let mut c = self.conn.clone();
+        tokio::time::timeout(CALL_TIMEOUT, cmd.query_async(&mut c))
+            .await
+            .map_err(|_| ClusterError::Store("Redis did not answer in time".into()))?
+            .map_err(store_err)
+    }
+
+    async fn script<T: redis::FromRedisValue>(
+        &self,
+        inv: redis::ScriptInvocation<'_>,
+    ) -> Result<T, ClusterError> {
+        let mut c = self.conn.clone();
+        tokio::time::timeout(CALL_TIMEOUT, inv.invoke_async(&mut c))
+            .await
+            .map_err(|_| ClusterError::Store("Redis did not answer in time".into()))?
+            .map_err(store_err)
+    }
+
+    fn record(&self, hooks: &NodeHooks) -> NodeInfo {
+        let (rooms, programs, load) = (hooks.load)();
+        let held = crate::sync::lock(&self.leases).len();
+        NodeInfo {
+            id: self.cfg.node_id.clone(),
+            url: self.cfg.advertise_url.clone(),
+            state: *crate::sync::lock(&self.state),
+            rooms: rooms.max(held),
+            programs,
+            free_slots: free_slots(self.cfg.max_programs, rooms.max(held), programs),
+            load,
+            updated_ms: unix_ms(),
+        }
+    }
+
+    async fn heartbeat(&self, hooks: &NodeHooks) -> Result<(), ClusterError> {
+        let rec = self.record(hooks);
+        let json = serde_json::to_string(&rec).map_err(store_err)?;
+        let ttl = self.cfg.node_ttl.as_millis() as u64;
+        self.call::<()>(
+            redis::cmd("SET")
+                .arg(node_key(&rec.id))
+                .arg(json)
+                .arg("PX")
+                .arg(ttl),
+        )
+        .await?;
+        // A draining node leaves the index: it is never chosen for a new room.
+        if rec.state == NodeState::Serving {
+            self.call::<()>(
+                redis::cmd("ZADD")
+                    .arg(NODES)
+                    .arg(rec.free_slots)
+                    .arg(&rec.id),
+            )
+            .await?;
+        } else {
+            self.call::<()>(redis::cmd("ZREM").arg(NODES).arg(&rec.id))
+                .await?;
+        }
+        let lease_ms = self.cfg.lease.as_millis() as u64;
+        let held = crate::sync::lock(&self.leases).held();
+        for (room, epoch) in held {
+            let mine = format!("{}|{epoch}", self.cfg.node_id);
+            let mut inv = self.renew.key(room_key(&room));
+            inv.arg(&mine).arg(lease_ms);
+            let ok: i64 = self.script(inv).await?;
+            if ok == 0 && crate::sync::lock(&self.leases).lost(&room, epoch) {
+                warn!(room, epoch, "cluster: lease lost; the room stops here");
+                (hooks.lost)(room);
+            }
+        }
+        let gone =
+            crate::sync::lock(&self.leases).to_release(Instant::now(), |r| (hooks.has_room)(r));
+        for (room, epoch) in gone {
+            let mine = format!("{}|{epoch}", self.cfg.node_id);
+            let mut inv = self.release.key(room_key(&room));
+            inv.arg(&mine);
+            let _: i64 = self.script(inv).await?;
+            info!(room, epoch, "cluster: room released");
+        }
+        Ok(())
+    }
+
+    /// Parses node records, dropping (and unindexing) the expired ones.
+    async fn records(&self, ids: Vec<String>) -> Result<Vec<NodeInfo>, ClusterError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|i| node_key(i)).collect();
+        let vals: Vec<Option<String>> = self.call(redis::cmd("MGET").arg(&keys)).await?;
+        let mut out = Vec::new();
+        for (id, v) in ids.iter().zip(vals) {
+            match v.and_then(|v| serde_json::from_str::<NodeInfo>(&v).ok()) {
+                Some(n) => out.push(n),
+                None => {
+                    let _: Result<(), _> = self.call(redis::cmd("ZREM").arg(NODES).arg(id)).await;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The node for a new room: two random choices among the few with the most free slots.
+    async fn choose(&self, room: &str) -> Result<String, ClusterError> {
+        let top: Vec<(String, f64)> = self
+            .call(
+                redis::cmd("ZREVRANGE")
+                    .arg(NODES)
+                    .arg(0)
+                    .arg(CANDIDATES - 1)
+                    .arg("WITHSCORES"),
+            )
+            .await?;
+        let scores: std::collections::HashMap<String, f64> = top.iter().cloned().collect();
+        let live: Vec<NodeInfo> = self
+            .records(top.into_iter().map(|(id, _)| id).collect())
+            .await?
+            .into_iter()
+            .filter(|n| n.state == NodeState::Serving)
+            .collect();
+        let score = |n: &NodeInfo| scores.get(&n.id).copied().unwrap_or(f64::MIN);
+        let best = live.iter().map(score).fold(f64::MIN, f64::max);
+        // The nodes close to the best: equal when slots are few (one free slot beats none),
+        // within a tenth when they are many (no herd on one node between heartbeats).
+        let near: Vec<&NodeInfo> = live
+            .iter()
+            .filter(|n| score(n) >= best - (best.abs() / 10.0).floor().max(0.0))
+            .collect();
+        let pick = match near.len() {
+            0 => return Err(ClusterError::NoNode(room.to_owned())),
+            1 => near[0],
+            n => {
+                // Two random choices, the freer wins.
+                let a = near[rand::random::<usize>() % n];
+                let b = near[rand::random::<usize>() % n];
+                if score(b) > score(a) {
+                    b
+                } else {
+                    a
+                }
+            }
+        };
+        Ok(pick.id.clone())
+    }
+
+    /// What a lease value means here.
+    async fn resolve(&self, room: &str, lease: &str) -> Result<Placement, ClusterError> {
+        let (node, epoch) = parse_lease(lease)
+            .ok_or_else(|| ClusterError::Store(format!("bad lease `{lease}` for `{room}`")))?;
+        if node == self.cfg.node_id {
+            crate::sync::lock(&self.leases).hold(room, epoch, Instant::now());
+            return Ok(Placement::Here { epoch });
+        }
+        let rec: Option<String> = self.call(redis::cmd("GET").arg(node_key(node))).await?;
+        match rec.and_then(|r| serde_json::from_str::<NodeInfo>(&r).ok()) {
+            Some(n) => Ok(Placement::There {
+                node: n.id,
+                url: n.url,
+            }),
+            None => Err(ClusterError::OwnerGone {
+                room: room.to_owned(),
+                node: node.to_owned(),
+                within_s: self.cfg.lease.as_secs().max(1),
+            }),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Cluster for RedisCluster {
+    fn node_id(&self) -> &str {
+        &self.cfg.node_id
+    }
+
+    fn is_local(&self) -> bool {
+        false
+    }
+
+    async fn locate(&self, room: &str) -> Result<Placement, ClusterError> {
+        if let Some(p) = self.owner(room).await? {
+            return Ok(p);
+        }
+        let target = self.choose(room).await?;
+        let mut inv = self.claim.key(room_key(room));
+        inv.key(epoch_key(room))
+            .key(NODES)
+            .arg(&target)
+            .arg(self.cfg.lease.as_millis() as u64);
+        let lease: String = self.script(inv).await?;
+        info!(room, lease, "cluster: room placed");
+        self.resolve(room, &lease).await
+    }
+
+    async fn owner(&self, room: &str) -> Result<Option<Placement>, ClusterError> {
+        let lease: Option<String> = self.call(redis::cmd("GET").arg(room_key(room))).await?;
+        match lease {
+            Some(l) => self.resolve(room, &l).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeInfo>, ClusterError> {
+        let ids: Vec<String> = self
+            .call(redis::cmd("ZRANGE").arg(NODES).arg(0).arg(-1))
+            .await?;
+        let mut all = self.records(ids).await?;
+        // A draining node is out of the index but still a node.
+        if !all.iter().any(|n| n.id == self.cfg.node_id) {
+            let rec: Option<String> = self
+                .call(redis::cmd("GET").arg(node_key(&self.cfg.node_id)))
+                .await?;
+            if let Some(n) = rec.and_then(|r| serde_json::from_str::<NodeInfo>(&r).ok()) {
+                all.push(n);
+            }
+        }
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(all)
+    }
+
+    fn secret(&self) -> &str {
+        &self.cfg.secret
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_values() {
+        assert_eq!(parse_lease("node-a|7"), Some(("node-a", 7)));
+        assert_eq!(parse_lease("a|b|12"), Some(("a|b", 12)));
+        assert_eq!(parse_lease("nobar"), None);
+        assert_eq!(parse_lease("x|y"), None);
+    }
+}

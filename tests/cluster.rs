@@ -1,0 +1,302 @@
+//! Cluster mode with the real thing: a `redis-server` of the test's own and three `cohost`
+//! binaries on loopback, each with its own UDP range. Any node answers; a room lives on one
+//! node; media goes straight to the owner.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use testkit as common;
+use testkit::cluster::{Node, Redis};
+use testkit::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_cohost");
+
+async fn fleet(redis: &Redis, extra: &[&str]) -> Vec<Node> {
+    let mut nodes = Vec::new();
+    for (i, id) in ["n1", "n2", "n3"].iter().enumerate() {
+        nodes.push(Node::start(BIN, redis, id, i as u16, extra).await);
+    }
+    // Every node registered (first heartbeat before serving).
+    let (st, v) = nodes[0].get("/api/nodes").await;
+    assert_eq!(st, 200, "{v}");
+    let ids: Vec<&str> = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["n1", "n2", "n3"], "{v}");
+    nodes
+}
+
+/// The ports of the `a=candidate` lines of an SDP.
+fn candidate_ports(sdp: &str) -> Vec<u16> {
+    sdp.lines()
+        .filter_map(|l| l.strip_prefix("a=candidate:"))
+        .filter_map(|l| l.split_whitespace().nth(5)?.parse().ok())
+        .collect()
+}
+
+async fn owner_of(node: &Node, room: &str) -> String {
+    let (st, v) = node.get(&format!("/api/rooms/{room}")).await;
+    assert_eq!(st, 200, "{v}");
+    v["node"].as_str().expect("node field").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_node_answers_and_media_goes_to_the_owner() {
+    common::init_tracing();
+    let redis = Redis::start().await;
+    let nodes = fleet(&redis, &[]).await;
+    let room = "fleet-a";
+
+    // WHIP to node 2: the room is placed on some node, whose candidates answer.
+    let token = nodes[0].token(room, "alice", "guest").await;
+    let peer = client_peer().await;
+    let sender = add_sender(&peer, "alice").await;
+    let offer = peer.offer().await;
+    let (st, loc, answer) = post_sdp(&nodes[1].url(&format!("/whip/{room}")), &token, &offer).await;
+    assert_eq!(st, 201, "{answer}");
+    let loc = loc.expect("Location");
+    assert!(loc.starts_with(&format!("/whip/{room}/")), "{loc}");
+    peer.set_answer(&answer).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    sender.spawn(320, 240, 60.0, stop.clone());
+
+    let owner = owner_of(&nodes[2], room).await;
+    for n in &nodes {
+        assert_eq!(
+            owner_of(n, room).await,
+            owner,
+            "every node names the same owner"
+        );
+    }
+    let owner_node = nodes.iter().find(|n| n.id == owner).unwrap();
+    let ports = candidate_ports(&answer);
+    assert!(!ports.is_empty(), "{answer}");
+    assert!(
+        ports
+            .iter()
+            .all(|p| (owner_node.udp.0..=owner_node.udp.1).contains(p)),
+        "the answer's candidates are the owner's ({:?}): {ports:?}",
+        owner_node.udp
+    );
+
+    // WHEP of that co-host through node 3 decodes the pictures.
+    let viewer = nodes[2].token(room, "bob", "guest").await;
+    let mut sub = client_peer().await;
+    sub.add_recv().await;
+    let offer = sub.offer().await;
+    let mut tries = 0;
+    let (sloc, sanswer) = loop {
+        let (st, loc, body) = post_sdp(
+            &nodes[2].url(&format!("/whep/{room}/alice")),
+            &viewer,
+            &offer,
+        )
+        .await;
+        if st == 201 {
+            break (loc.unwrap(), body);
+        }
+        tries += 1;
+        assert!(tries < 60, "WHEP through node 3: {st} {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    sub.set_answer(&sanswer).await;
+    let (video, _audio) = collect_both(&mut sub).await;
+    eventually("pictures through the owner", 15, || {
+        decoded_at(&video, (320, 240)) >= 30
+    })
+    .await;
+    assert!(candidate_ports(&sanswer)
+        .iter()
+        .all(|p| (owner_node.udp.0..=owner_node.udp.1).contains(p)));
+
+    // The session's Location works on the node the client used (node 3), and on another.
+    let st = delete(&nodes[0].url(&sloc), &viewer).await;
+    assert_eq!(st, 200, "DELETE of the WHEP session through node 1");
+    let st = delete(&nodes[1].url(&loc), &token).await;
+    assert_eq!(st, 200, "DELETE of the WHIP session through node 2");
+
+    // The cluster's room list: every room once, with its node.
+    let (st, v) = nodes[1].get("/api/rooms").await;
+    assert_eq!(st, 200);
+    let rooms: Vec<&Value> = v["rooms"].as_array().unwrap().iter().collect();
+    let mine: Vec<&&Value> = rooms.iter().filter(|r| r["name"] == room).collect();
+    assert!(mine.len() <= 1, "{v}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn co_hosts_joining_through_different_nodes_see_each_other() {
+    common::init_tracing();
+    let redis = Redis::start().await;
+    let nodes = fleet(&redis, &[]).await;
+    let room = "fleet-ws";
+    let ws_url = |n: &Node, t: &str| format!("{}/ws?token={t}", n.base.replacen("http", "ws", 1));
+    let mut host = Ws::connect_url(&ws_url(
+        &nodes[0],
+        &nodes[0].token(room, "host", "host").await,
+    ))
+    .await;
+    host.send(json!({"type": "join"}));
+    host.wait_type("joined").await;
+    let mut guest = Ws::connect_url(&ws_url(
+        &nodes[1],
+        &nodes[1].token(room, "guest", "guest").await,
+    ))
+    .await;
+    guest.send(json!({"type": "join"}));
+    let joined = guest.wait_type("joined").await;
+    let names: Vec<&str> = joined["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["identity"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"host"), "the guest sees the host: {joined}");
+    host.wait("the guest joining", |v| {
+        v["type"] == "participant_joined" && v["participant"]["identity"] == "guest"
+    })
+    .await;
+    let mut third = Ws::connect_url(&ws_url(
+        &nodes[2],
+        &nodes[2].token(room, "viewer", "viewer").await,
+    ))
+    .await;
+    third.send(json!({"type": "join"}));
+    third.wait_type("joined").await;
+    host.wait("the viewer joining", |v| {
+        v["type"] == "participant_joined" && v["participant"]["identity"] == "viewer"
+    })
+    .await;
+    let (_, info) = nodes[2].get(&format!("/api/rooms/{room}")).await;
+    assert_eq!(
+        info["participants"].as_array().map(Vec::len),
+        Some(3),
+        "{info}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placement_is_atomic_and_spreads_rooms_over_free_slots() {
+    common::init_tracing();
+    let redis = Redis::start().await;
+    let nodes = fleet(&redis, &["--max-programs", "1"]).await;
+
+    // 20 concurrent first requests for one room, through all three nodes: one owner.
+    let mut asks = Vec::new();
+    for i in 0..20 {
+        let base = nodes[i % 3].base.clone();
+        asks.push(tokio::spawn(async move {
+            let r = reqwest::Client::new()
+                .post(format!("{base}/api/rooms"))
+                .bearer_auth(API_KEY)
+                .json(&json!({"name": "contested"}))
+                .send()
+                .await
+                .unwrap();
+            let st = r.status().as_u16();
+            let v: Value = r.json().await.unwrap_or(Value::Null);
+            (st, v["node"].as_str().map(str::to_owned))
+        }));
+    }
+    let mut owners = std::collections::BTreeSet::new();
+    for a in asks {
+        let (st, node) = a.await.unwrap();
+        assert_eq!(st, 201);
+        owners.insert(node.expect("node in the created room"));
+    }
+    assert_eq!(owners.len(), 1, "one owner: {owners:?}");
+    let mut c = redis.conn().await;
+    let epoch: u64 = redis::cmd("GET")
+        .arg("cohost:epoch:contested")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(epoch, 1, "claimed once");
+
+    // With one program slot per node, two more rooms land on the two other nodes.
+    let mut placed = owners.clone();
+    for room in ["spread-1", "spread-2"] {
+        let (st, v) = nodes[0]
+            .send(Method::POST, "/api/rooms", json!({"name": room}))
+            .await;
+        assert_eq!(st, 201, "{v}");
+        placed.insert(v["node"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(placed.len(), 3, "three rooms on three nodes: {placed:?}");
+    // The cluster's list has all three, each once, with its node.
+    let (_, v) = nodes[2].get("/api/rooms").await;
+    let listed: Vec<(&str, &str)> = v["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap(), r["node"].as_str().unwrap()))
+        .collect();
+    assert_eq!(listed.len(), 3, "{v}");
+    // Each node's record says so at its next heartbeat (every 2 s).
+    let deadline = Instant::now() + Duration::from_secs(6);
+    loop {
+        let (_, nv) = nodes[1].get("/api/nodes").await;
+        let list = nv["nodes"].as_array().unwrap();
+        assert!(list.iter().all(|n| n["state"] == "serving"), "{nv}");
+        if list.iter().all(|n| n["free_slots"] == 0 && n["rooms"] == 1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "records not updated: {nv}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_owners_room_is_placed_again() {
+    common::init_tracing();
+    let redis = Redis::start().await;
+    let mut nodes = fleet(&redis, &[]).await;
+    let room = "fleet-kill";
+    let token = nodes[0].token(room, "alice", "guest").await;
+    let publish = |n: &Node| {
+        let url = n.url(&format!("/whip/{room}"));
+        let token = token.clone();
+        async move {
+            let peer = client_peer().await;
+            let _sender = add_sender(&peer, "alice").await;
+            let offer = peer.offer().await;
+            let (st, _, body) = post_sdp(&url, &token, &offer).await;
+            (st, body)
+        }
+    };
+    let (st, body) = publish(&nodes[0]).await;
+    assert_eq!(st, 201, "{body}");
+    let owner = owner_of(&nodes[0], room).await;
+    let i = nodes.iter().position(|n| n.id == owner).unwrap();
+    nodes[i].signal("KILL");
+    nodes[i].wait().await;
+    let killed = Instant::now();
+    let other = &nodes[(i + 1) % 3];
+    // The next WHIP POST through a living node is served once the dead node's lease ends.
+    let served = loop {
+        let (st, body) = publish(other).await;
+        if st == 201 {
+            break killed.elapsed();
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(15),
+            "not placed again within 15 s: {st} {body}"
+        );
+        assert_eq!(st, 503, "{body}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let new_owner = owner_of(other, room).await;
+    assert_ne!(new_owner, owner);
+    eprintln!("failover: served again {served:?} after SIGKILL, on {new_owner}");
+    let (_, nv) = other.get("/api/nodes").await;
+    let alive = nv["nodes"].as_array().unwrap().len();
+    assert!(alive <= 3);
+}
