@@ -127,6 +127,10 @@ pub struct ServeArgs {
     /// `http://` and --bind, when that is not a wildcard address]
     #[arg(long, env = "COHOST_ADVERTISE_URL")]
     pub advertise_url: Option<String>,
+    /// Cluster mode: on SIGTERM the node drains (no new rooms, `/healthz` 503) for at most
+    /// this many seconds, then moves what is left and exits. [default: 1800]
+    #[arg(long, env = "COHOST_DRAIN_TIMEOUT")]
+    pub drain_timeout: Option<u64>,
 }
 
 impl ServeArgs {
@@ -282,6 +286,9 @@ fn cluster_config(
     };
     let mut cfg = crate::cluster::ClusterConfig::new(url, &id, &advertise, &c.api_secret);
     cfg.max_programs = c.program.max_programs;
+    if let Some(t) = s.drain_timeout {
+        cfg.drain_timeout = std::time::Duration::from_secs(t);
+    }
     Ok(cfg)
 }
 

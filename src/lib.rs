@@ -74,6 +74,8 @@ pub struct AppState {
     pub metrics_open: bool,
     /// Origins allowed to call from browser pages.
     pub cors: Arc<cors::CorsOrigins>,
+    /// Draining (cluster mode, after SIGTERM): `/healthz` answers `503`.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl axum::extract::FromRef<AppState> for Arc<signaling::http::Signaling> {
@@ -185,6 +187,7 @@ pub fn build_with(config: &Config, redis: Option<Arc<cluster::RedisCluster>>) ->
         http: Arc::default(),
         metrics_open: config.dev_mode,
         cors: Arc::new(config.cors.clone()),
+        draining: Arc::default(),
     };
     let routing = cluster::forward::Routing::new(cluster.clone(), sig.clone());
     let router = router(state.clone(), routing);
@@ -202,7 +205,7 @@ pub fn build_with(config: &Config, redis: Option<Arc<cluster::RedisCluster>>) ->
 /// a forwarded answer gets this node's CORS headers).
 pub fn router(state: AppState, routing: Arc<cluster::forward::Routing>) -> Router {
     let app = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_handler))
         .merge(output::routes::router())
         .with_state(state.clone());
@@ -264,6 +267,13 @@ async fn json_errors(resp: Response) -> Response {
         }
     }
     out
+}
+
+async fn healthz(State(s): State<AppState>) -> Response {
+    if s.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
+    }
+    "ok\n".into_response()
 }
 
 async fn metrics_handler(State(s): State<AppState>, headers: header::HeaderMap) -> Response {
@@ -344,6 +354,7 @@ pub async fn run(
             limits.max_connections = budget;
         }
     }
+    let shutdown = drain_first(&server, redis.clone(), &config, shutdown);
     conn::serve_limited(
         listener,
         server.router.clone(),
@@ -352,6 +363,9 @@ pub async fn run(
         server.state.http.clone(),
     )
     .await;
+    if let Some(r) = &redis {
+        r.leave().await;
+    }
     // Upgraded WebSockets and media are not HTTP requests: end the programs cleanly (RTMP
     // outputs unpublish, HLS playlists end) within a bound, then the runtime drops the rest.
     tracing::info!("closing programs");
@@ -364,6 +378,42 @@ pub async fn run(
     }
     tracing::info!("server stopped");
     Ok(())
+}
+
+/// In cluster mode, `shutdown` (SIGTERM) starts a drain: the node takes no new rooms (it
+/// leaves the index; `/healthz` answers `503`), its rooms go on until nobody is in them or
+/// `--drain-timeout` passes; what is left then moves (its clients are told `room_moved`, the
+/// leases given back) and the server stops. Without a cluster, `shutdown` as it is.
+fn drain_first(
+    server: &Server,
+    redis: Option<Arc<cluster::RedisCluster>>,
+    config: &Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> impl Future<Output = ()> + Send + 'static {
+    let draining = server.state.draining.clone();
+    let sig = server.state.signaling.clone();
+    let timeout = config.cluster.as_ref().map(|c| c.drain_timeout);
+    async move {
+        shutdown.await;
+        let (Some(r), Some(timeout)) = (redis, timeout) else {
+            return;
+        };
+        tracing::info!(
+            ?timeout,
+            "draining: no new rooms; the rooms here go on until they end"
+        );
+        draining.store(true, std::sync::atomic::Ordering::Relaxed);
+        r.set_draining().await;
+        let deadline = tokio::time::Instant::now() + timeout;
+        while sig.counts().1 > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        for room in sig.room_names() {
+            sig.evict_room(&room).await;
+        }
+        r.leave().await;
+        tracing::info!("drained");
+    }
 }
 
 /// A client has this long to send a request's head, and an idle keep-alive connection this

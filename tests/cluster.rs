@@ -300,3 +300,140 @@ async fn a_killed_owners_room_is_placed_again() {
     let alive = nv["nodes"].as_array().unwrap().len();
     assert!(alive <= 3);
 }
+
+fn ws_url(n: &Node, token: &str) -> String {
+    format!("{}/ws?token={token}", n.base.replacen("http", "ws", 1))
+}
+
+/// Creates `room` through `via` until it is answered (a new placement may wait for a dead
+/// node's lease); its node.
+async fn create_room(via: &Node, room: &str, within: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        let (st, v) = via
+            .send(Method::POST, "/api/rooms", json!({"name": room}))
+            .await;
+        if st == 201 {
+            return v["node"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            start.elapsed() < within,
+            "room `{room}` not placed: {st} {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_owner_that_lost_its_lease_stops_the_room() {
+    common::init_tracing();
+    let redis = Redis::start().await;
+    let nodes = fleet(&redis, &[]).await;
+    let room = "fleet-stop";
+    let owner = create_room(&nodes[0], room, Duration::from_secs(5)).await;
+    let old = nodes.iter().find(|n| n.id == owner).unwrap();
+    let mut host = Ws::connect_url(&ws_url(old, &old.token(room, "host", "host").await)).await;
+    host.send(json!({"type": "join"}));
+    host.wait_type("joined").await;
+
+    old.signal("STOP");
+    let other = nodes.iter().find(|n| n.id != owner).unwrap();
+    let paused = Instant::now();
+    // Past its lease, the room is placed on a living node.
+    let taken = loop {
+        let (st, v) = other
+            .send(Method::POST, "/api/rooms", json!({"name": room}))
+            .await;
+        if st == 201 && v["node"] != owner.as_str() {
+            break v["node"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            paused.elapsed() < Duration::from_secs(15),
+            "not taken over: {st} {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    old.signal("CONT");
+    // Its next renewal finds the lease someone else's: the room stops there at once.
+    let moved = host
+        .wait("room_moved", |v| {
+            v["type"] == "error" && v["code"] == "room_moved"
+        })
+        .await;
+    assert_eq!(moved["code"], "room_moved");
+    assert_eq!(
+        owner_of(old, room).await,
+        taken,
+        "the old node forwards to the new owner"
+    );
+    let mut c = redis.conn().await;
+    let lease: String = redis::cmd("GET")
+        .arg(format!("cohost:room:{room}"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(lease.starts_with(&format!("{taken}|")), "{lease}");
+    assert!(!lease.ends_with("|1"), "a larger epoch: {lease}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_then_exits() {
+    common::init_tracing();
+    let redis = Redis::start().await;
+    let mut nodes = fleet(&redis, &["--drain-timeout", "30"]).await;
+    let room = "fleet-drain";
+    let owner = create_room(&nodes[0], room, Duration::from_secs(5)).await;
+    let i = nodes.iter().position(|n| n.id == owner).unwrap();
+    let mut host = Ws::connect_url(&ws_url(
+        &nodes[i],
+        &nodes[i].token(room, "host", "host").await,
+    ))
+    .await;
+    host.send(json!({"type": "join"}));
+    host.wait_type("joined").await;
+
+    nodes[i].signal("TERM");
+    let http = reqwest::Client::new();
+    let start = Instant::now();
+    loop {
+        let st = http
+            .get(nodes[i].url("/healthz"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0);
+        if st == 503 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "/healthz {st}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, nv) = nodes[i].get("/api/nodes").await;
+    let me = nv["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == owner.as_str())
+        .cloned();
+    assert_eq!(
+        me.map(|n| n["state"].clone()),
+        Some(json!("draining")),
+        "{nv}"
+    );
+    // A new room asked of the draining node goes elsewhere; its room goes on.
+    let placed = create_room(&nodes[i], "fleet-drain-new", Duration::from_secs(5)).await;
+    assert_ne!(placed, owner);
+    assert_eq!(owner_of(&nodes[i], room).await, owner);
+    // The last participant leaves: the node exits, 0.
+    host.close();
+    let code = tokio::time::timeout(Duration::from_secs(15), nodes[i].wait())
+        .await
+        .expect("the drained node exits");
+    assert_eq!(code, Some(0));
+    let (_, nv) = nodes[(i + 1) % 3].get("/api/nodes").await;
+    assert_eq!(
+        nv["nodes"].as_array().unwrap().len(),
+        2,
+        "it left the fleet: {nv}"
+    );
+}

@@ -35,8 +35,9 @@ use super::{Cluster, ClusterError, Placement};
 
 /// The header a forwarded request carries.
 pub const FORWARDED: &str = "x-cohost-forwarded";
-/// Longest a forwarding node waits for the owner's response headers.
-const HEADERS_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a forwarding node waits for the owner's response headers (a WHIP answer takes
+/// well under a second; an owner this late is in trouble).
+const HEADERS_TIMEOUT: Duration = Duration::from_secs(10);
 /// A signature older (or newer) than this is refused.
 const MAX_SKEW_S: u64 = 60;
 /// Largest `POST /api/rooms` body read here to learn the room's name.

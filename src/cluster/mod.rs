@@ -121,6 +121,8 @@ pub struct ClusterConfig {
     pub node_ttl: Duration,
     /// A room lease expires this long after its last renewal.
     pub lease: Duration,
+    /// On SIGTERM, how long the node's rooms may go on before what is left is moved.
+    pub drain_timeout: Duration,
 }
 
 impl ClusterConfig {
@@ -136,6 +138,7 @@ impl ClusterConfig {
             heartbeat: Duration::from_secs(2),
             node_ttl: Duration::from_secs(6),
             lease: Duration::from_secs(6),
+            drain_timeout: Duration::from_secs(30 * 60),
         }
     }
 }

@@ -39,10 +39,18 @@ redis.call('ZINCRBY', KEYS[3], -1, ARGV[1])
 return v
 ";
 
-/// Extends the lease only while it is still `ARGV[1]` (this node, this epoch).
+/// Extends the lease while it is still `ARGV[1]` (this node, epoch `ARGV[3]`). A lease
+/// nobody holds (Redis restarted empty, or this node was paused past it and no one took the
+/// room) is taken back, the epoch counter kept at least at ours; a lease someone else holds
+/// is lost (0).
 const RENEW: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if cur then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local e = tonumber(redis.call('GET', KEYS[2]) or '0')
+if e < tonumber(ARGV[3]) then redis.call('SET', KEYS[2], ARGV[3]) end
+return 1
 ";
 
 /// Gives the lease back only while it is still `ARGV[1]`.
@@ -134,9 +142,53 @@ impl RedisCluster {
         &self.cfg.node_id
     }
 
-    /// This node takes no new rooms from now on.
-    pub fn set_draining(&self) {
+    /// This node takes no new rooms from now on: it leaves the index at once (its record
+    /// stays, `draining`, while it runs).
+    pub async fn set_draining(&self) {
         *crate::sync::lock(&self.state) = NodeState::Draining;
+        // The record says so at once (the heartbeat keeps it so).
+        let key = node_key(&self.cfg.node_id);
+        if let Ok(Some(rec)) = self
+            .call::<Option<String>>(redis::cmd("GET").arg(&key))
+            .await
+        {
+            if let Ok(mut n) = serde_json::from_str::<NodeInfo>(&rec) {
+                n.state = NodeState::Draining;
+                if let Ok(json) = serde_json::to_string(&n) {
+                    let ttl = self.cfg.node_ttl.as_millis() as u64;
+                    let _: Result<(), _> = self
+                        .call(redis::cmd("SET").arg(&key).arg(json).arg("PX").arg(ttl))
+                        .await;
+                }
+            }
+        }
+        if let Err(e) = self
+            .call::<()>(redis::cmd("ZREM").arg(NODES).arg(&self.cfg.node_id))
+            .await
+        {
+            warn!(error = %e, "cluster: could not leave the index");
+        }
+    }
+
+    /// Gives back every lease and leaves the fleet (the end of a drain).
+    pub async fn leave(&self) {
+        let held = std::mem::replace(
+            &mut *crate::sync::lock(&self.leases),
+            Leases::new(self.cfg.lease * 2),
+        )
+        .held();
+        for (room, epoch) in held {
+            let mine = format!("{}|{epoch}", self.cfg.node_id);
+            let mut inv = self.release.key(room_key(&room));
+            inv.arg(&mine);
+            let _: Result<i64, _> = self.script(inv).await;
+        }
+        let _: Result<(), _> = self
+            .call(redis::cmd("DEL").arg(node_key(&self.cfg.node_id)))
+            .await;
+        let _: Result<(), _> = self
+            .call(redis::cmd("ZREM").arg(NODES).arg(&self.cfg.node_id))
+            .await;
     }
 
     async fn call<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, ClusterError> {
@@ -203,7 +255,10 @@ impl RedisCluster {
         for (room, epoch) in held {
             let mine = format!("{}|{epoch}", self.cfg.node_id);
             let mut inv = self.renew.key(room_key(&room));
-            inv.arg(&mine).arg(lease_ms);
+            inv.key(epoch_key(&room))
+                .arg(&mine)
+                .arg(lease_ms)
+                .arg(epoch);
             let ok: i64 = self.script(inv).await?;
             if ok == 0 && crate::sync::lock(&self.leases).lost(&room, epoch) {
                 warn!(room, epoch, "cluster: lease lost; the room stops here");
@@ -293,12 +348,16 @@ impl RedisCluster {
             return Ok(Placement::Here { epoch });
         }
         let rec: Option<String> = self.call(redis::cmd("GET").arg(node_key(node))).await?;
+        // A node two heartbeats late is paused or cut off: do not wait on it.
+        let late = |n: &NodeInfo| {
+            unix_ms().saturating_sub(n.updated_ms) > self.cfg.heartbeat.as_millis() as u64 * 9 / 4
+        };
         match rec.and_then(|r| serde_json::from_str::<NodeInfo>(&r).ok()) {
-            Some(n) => Ok(Placement::There {
+            Some(n) if !late(&n) => Ok(Placement::There {
                 node: n.id,
                 url: n.url,
             }),
-            None => Err(ClusterError::OwnerGone {
+            _ => Err(ClusterError::OwnerGone {
                 room: room.to_owned(),
                 node: node.to_owned(),
                 within_s: self.cfg.lease.as_secs().max(1),

@@ -127,7 +127,7 @@ impl Node {
             .args(&args)
             .env(
                 "COHOST_LOG",
-                std::env::var("COHOST_TEST_LOG").unwrap_or("warn".into()),
+                std::env::var("COHOST_TEST_LOG").unwrap_or("error".into()),
             )
             .kill_on_drop(true)
             .spawn()
