@@ -437,3 +437,57 @@ async fn sigterm_drains_then_exits() {
         "it left the fleet: {nv}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_go_on_without_redis_and_the_fleet_recovers() {
+    common::init_tracing();
+    let mut redis = Redis::start().await;
+    let nodes = fleet(&redis, &[]).await;
+    let room = "fleet-redis";
+    let owner = create_room(&nodes[0], room, Duration::from_secs(5)).await;
+    let o = nodes.iter().find(|n| n.id == owner).unwrap();
+    let mut host = Ws::connect_url(&ws_url(o, &o.token(room, "host", "host").await)).await;
+    host.send(json!({"type": "join"}));
+    host.wait_type("joined").await;
+
+    redis.kill().await;
+    // A new room cannot be placed: 503 with the reason.
+    let (st, v) = nodes[1]
+        .send(
+            Method::POST,
+            "/api/rooms",
+            json!({"name": "fleet-redis-new"}),
+        )
+        .await;
+    assert_eq!(st, 503, "{v}");
+    assert_eq!(v["error"]["code"], "cluster_unavailable", "{v}");
+    // The running room goes on at its node: its API answers, its host stays.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (st, v) = o.get(&format!("/api/rooms/{room}")).await;
+    assert_eq!(st, 200, "{v}");
+    host.send(json!({"type": "set_layout", "layout": {"template": "grid"}}));
+    host.wait("the layout while Redis is down", |v| {
+        v["type"] == "layout_changed"
+    })
+    .await;
+    assert!(
+        !host.seen_any(|v| v["code"] == "room_moved"),
+        "the room was not stopped"
+    );
+
+    // Redis returns (empty): the nodes register again, the owner takes its lease back.
+    redis.restart().await;
+    let created = create_room(&nodes[1], "fleet-redis-new", Duration::from_secs(15)).await;
+    assert!(!created.is_empty());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, nv) = nodes[2].get("/api/nodes").await;
+        let back = nv["nodes"].as_array().map(Vec::len) == Some(3);
+        let (st, info) = nodes[2].get(&format!("/api/rooms/{room}")).await;
+        if back && st == 200 && info["node"] == owner.as_str() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not recovered: {nv} {info}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -102,10 +102,20 @@ impl RedisCluster {
     /// Connects to Redis (`cfg.redis_url`); the connection reconnects by itself later.
     pub async fn connect(cfg: ClusterConfig) -> Result<Arc<Self>, ClusterError> {
         let client = redis::Client::open(cfg.redis_url.as_str()).map_err(store_err)?;
-        let conn = tokio::time::timeout(CALL_TIMEOUT * 3, ConnectionManager::new(client))
-            .await
-            .map_err(|_| ClusterError::Store(format!("no answer from {}", cfg.redis_url)))?
-            .map_err(store_err)?;
+        // Short connect/response timeouts and a bounded backoff (at most 1 s between
+        // attempts): a Redis back from an outage is used again within a second or two.
+        let mc = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_secs(1))
+            .set_response_timeout(CALL_TIMEOUT)
+            .set_number_of_retries(3)
+            .set_max_delay(1000);
+        let conn = tokio::time::timeout(
+            CALL_TIMEOUT * 3,
+            ConnectionManager::new_with_config(client, mc),
+        )
+        .await
+        .map_err(|_| ClusterError::Store(format!("no answer from {}", cfg.redis_url)))?
+        .map_err(store_err)?;
         let grace = cfg.lease * 2;
         Ok(Arc::new(RedisCluster {
             cfg,

@@ -30,7 +30,17 @@ pub struct Redis {
 impl Redis {
     /// Starts one and waits until it answers.
     pub async fn start() -> Redis {
-        let port = free_port();
+        Redis::start_on(free_port()).await
+    }
+
+    /// Kills it and starts a new, empty one on the same port.
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        let _ = self.child.wait().await;
+        *self = Redis::start_on(self.port).await;
+    }
+
+    async fn start_on(port: u16) -> Redis {
         let child = tokio::process::Command::new("redis-server")
             .args([
                 "--port",

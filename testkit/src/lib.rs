@@ -256,6 +256,14 @@ impl Ws {
         self.wait(ty, move |v| v["type"] == t.as_str()).await
     }
 
+    /// Whether a message matching `pred` has arrived (without waiting).
+    pub fn seen_any(&mut self, pred: impl Fn(&Value) -> bool) -> bool {
+        while let Ok(v) = self.rx.try_recv() {
+            self.seen.push(v);
+        }
+        self.seen.iter().any(pred)
+    }
+
     /// Drops remembered messages (so a later wait sees only new ones).
     pub fn forget(&mut self) {
         while let Ok(v) = self.rx.try_recv() {
