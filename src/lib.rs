@@ -106,8 +106,8 @@ fn node_hooks(
     programs: &Arc<program::Programs>,
     threads: usize,
 ) -> cluster::NodeHooks {
-    let (s1, s2, s3) = (sig.clone(), sig.clone(), sig.clone());
-    let p = programs.clone();
+    let (s1, s2, s3, s4) = (sig.clone(), sig.clone(), sig.clone(), sig.clone());
+    let (p, p2, p3) = (programs.clone(), programs.clone(), programs.clone());
     // The mixer workers' busy share since the last report.
     let last = std::sync::Mutex::new((std::time::Instant::now(), 0u64));
     cluster::NodeHooks {
@@ -133,6 +133,24 @@ fn node_hooks(
             tokio::spawn(async move {
                 s.evict_room(&room).await;
             });
+        }),
+        snapshot: Box::new(move |room| {
+            p2.snapshot(room)
+                .and_then(|snap| serde_json::to_value(snap).ok())
+        }),
+        restore: Box::new(move |room, state| {
+            let (s, p) = (s4.clone(), p3.clone());
+            Box::pin(async move {
+                let Ok(snap) = serde_json::from_value::<program::RoomSnapshot>(state) else {
+                    tracing::warn!(room, "saved room state unreadable; the room starts anew");
+                    return;
+                };
+                let mix = serde_json::to_value(&snap.mix).ok();
+                match s.create_room(&room, mix).await {
+                    Ok(()) => p.restore(&room, snap),
+                    Err(e) => tracing::warn!(room, error = %e, "room not restored"),
+                }
+            })
         }),
     }
 }

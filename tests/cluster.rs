@@ -255,36 +255,68 @@ async fn placement_is_atomic_and_spreads_rooms_over_free_slots() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_owners_room_is_placed_again() {
+async fn a_killed_owners_room_comes_back_with_its_state() {
     common::init_tracing();
+    if let Some(why) = testkit::nginx::missing_tools() {
+        panic!("{why}");
+    }
     let redis = Redis::start().await;
     let mut nodes = fleet(&redis, &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let rtmp_port = testkit::nginx::free_port();
+    let nginx = testkit::nginx::Nginx::start(dir.path(), rtmp_port);
     let room = "fleet-kill";
-    let token = nodes[0].token(room, "alice", "guest").await;
+
+    // An API room with a layout and an RTMP output, fed by a WHIP co-host.
+    let owner = create_room(&nodes[0], room, Duration::from_secs(5)).await;
+    let (st, v) = nodes[1]
+        .send(
+            Method::PUT,
+            &format!("/api/rooms/{room}/layout"),
+            json!({"template": "speaker"}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let (st, out) = nodes[2]
+        .send(
+            Method::POST,
+            &format!("/api/rooms/{room}/outputs"),
+            json!({"url": format!("rtmp://127.0.0.1:{rtmp_port}/live/fleetkill")}),
+        )
+        .await;
+    assert_eq!(st, 201, "{out}");
+    let out_id = out["id"].as_str().unwrap().to_owned();
+    let token = nodes[0].token(room, "alice", "host").await;
     let publish = |n: &Node| {
         let url = n.url(&format!("/whip/{room}"));
         let token = token.clone();
         async move {
             let peer = client_peer().await;
-            let _sender = add_sender(&peer, "alice").await;
+            let sender = add_sender(&peer, "alice").await;
             let offer = peer.offer().await;
             let (st, _, body) = post_sdp(&url, &token, &offer).await;
-            (st, body)
+            if st == 201 {
+                peer.set_answer(&body).await;
+                sender.spawn(320, 240, 60.0, Arc::new(AtomicBool::new(false)));
+            }
+            (st, body, peer)
         }
     };
-    let (st, body) = publish(&nodes[0]).await;
+    let (st, body, _first) = publish(&nodes[0]).await;
     assert_eq!(st, 201, "{body}");
-    let owner = owner_of(&nodes[0], room).await;
+    let publishes = || nginx.log().matches("publish: name='fleetkill'").count();
+    eventually("nginx fed by the first owner", 20, || publishes() >= 1).await;
+
     let i = nodes.iter().position(|n| n.id == owner).unwrap();
     nodes[i].signal("KILL");
     nodes[i].wait().await;
     let killed = Instant::now();
     let other = &nodes[(i + 1) % 3];
     // The next WHIP POST through a living node is served once the dead node's lease ends.
-    let served = loop {
-        let (st, body) = publish(other).await;
+    let (served, _second) = loop {
+        let (st, body, peer) = publish(other).await;
         if st == 201 {
-            break killed.elapsed();
+            break (killed.elapsed(), peer);
         }
         assert!(
             killed.elapsed() < Duration::from_secs(15),
@@ -296,9 +328,27 @@ async fn a_killed_owners_room_is_placed_again() {
     let new_owner = owner_of(other, room).await;
     assert_ne!(new_owner, owner);
     eprintln!("failover: served again {served:?} after SIGKILL, on {new_owner}");
-    let (_, nv) = other.get("/api/nodes").await;
-    let alive = nv["nodes"].as_array().unwrap().len();
-    assert!(alive <= 3);
+    // Its layout and output (same id) came back, and nginx is fed again.
+    let (_, info) = other.get(&format!("/api/rooms/{room}")).await;
+    let program = &info["media"]["program"];
+    assert_eq!(program["layout"]["template"], "speaker", "{info}");
+    let ids: Vec<&str> = program["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [out_id.as_str()], "{info}");
+    eventually("nginx fed by the new owner", 20, || publishes() >= 2).await;
+    // The stream key is not in Redis in the clear.
+    let mut c = redis.conn().await;
+    let state: String = redis::cmd("GET")
+        .arg(format!("cohost:state:{room}"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(!state.contains("fleetkill"), "{state}");
+    assert!(state.contains("speaker"), "{state}");
 }
 
 fn ws_url(n: &Node, token: &str) -> String {

@@ -185,8 +185,15 @@ pub async fn route(State(r): State<Arc<Routing>>, req: Request, next: Next) -> R
         .is_some_and(|v| verify(r.cluster.secret(), v, now_s(), req.method().as_str(), &pq));
     if forwarded {
         // Sent by a node that found this one the owner: serve it, never forward again.
-        if let Target::Room { room, .. } = &t {
-            let _ = r.cluster.owner(room).await;
+        let room = match &t {
+            Target::Room { room, .. } => Some(room.clone()),
+            Target::Socket => socket_room(&r, &req),
+            _ => None,
+        };
+        if let Some(room) = room {
+            if let Ok(Some(Placement::Here { .. })) = r.cluster.owner(&room).await {
+                return serve_here(&r, &room, req, next).await;
+            }
         }
         return next.run(req).await;
     }
@@ -226,7 +233,7 @@ pub async fn route(State(r): State<Arc<Routing>>, req: Request, next: Next) -> R
             .map(|p| p.unwrap_or(Placement::Here { epoch: 0 }))
     };
     match placed {
-        Ok(Placement::Here { .. }) => next.run(req).await,
+        Ok(Placement::Here { .. }) => serve_here(&r, &room, req, next).await,
         Ok(Placement::There { node, url }) => {
             debug!(room, node, "forwarded to the room's node");
             if path == "/ws" {
@@ -242,6 +249,21 @@ pub async fn route(State(r): State<Arc<Routing>>, req: Request, next: Next) -> R
             cluster_error(&e)
         }
     }
+}
+
+/// Serves a request for a room this node owns: a room not here yet is first restored from
+/// the state its previous node saved; a change made through the API is saved at once.
+async fn serve_here(r: &Routing, room: &str, req: Request, next: Next) -> Response {
+    if !r.signaling.room_exists(room) {
+        r.cluster.restore(room).await;
+    }
+    let mutates = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+        && req.uri().path().starts_with("/api/rooms");
+    let resp = next.run(req).await;
+    if mutates && resp.status().is_success() {
+        r.cluster.changed(room).await;
+    }
+    resp
 }
 
 /// The room a `/ws?token=` connection joins (from its verified token).

@@ -10,6 +10,20 @@ struct Held {
     epoch: u64,
     /// When this node took or confirmed the lease.
     since: Instant,
+    /// The room was seen on this node (so its end here is the room's end).
+    seen: bool,
+}
+
+/// A lease to give back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    /// Room.
+    pub room: String,
+    /// The epoch held.
+    pub epoch: u64,
+    /// The room was here and ended (emptied, deleted): its saved state goes too. A room that
+    /// never arrived keeps it (the next node restores it).
+    pub ended: bool,
 }
 
 /// The leases a node holds: room → epoch.
@@ -33,12 +47,16 @@ impl Leases {
     /// This node holds `room` under `epoch` (claimed, or found in the store). A newer epoch
     /// replaces an older one; the same one keeps its start.
     pub fn hold(&mut self, room: &str, epoch: u64, now: Instant) {
+        let fresh = Held {
+            epoch,
+            since: now,
+            seen: false,
+        };
         match self.rooms.get_mut(room) {
             Some(h) if h.epoch == epoch => {}
-            Some(h) => *h = Held { epoch, since: now },
+            Some(h) => *h = fresh,
             None => {
-                self.rooms
-                    .insert(room.to_owned(), Held { epoch, since: now });
+                self.rooms.insert(room.to_owned(), fresh);
             }
         }
     }
@@ -60,21 +78,24 @@ impl Leases {
     }
 
     /// Leases to give back: rooms held past the grace period that are not on this node
-    /// (emptied, or never arrived). They are forgotten here.
-    pub fn to_release(
-        &mut self,
-        now: Instant,
-        present: impl Fn(&str) -> bool,
-    ) -> Vec<(String, u64)> {
+    /// (emptied or deleted: `ended`; or never arrived). They are forgotten here.
+    pub fn to_release(&mut self, now: Instant, present: impl Fn(&str) -> bool) -> Vec<Release> {
         let grace = self.grace;
-        let gone: Vec<(String, u64)> = self
-            .rooms
-            .iter()
-            .filter(|(r, h)| now.saturating_duration_since(h.since) >= grace && !present(r))
-            .map(|(r, h)| (r.clone(), h.epoch))
-            .collect();
-        for (r, _) in &gone {
-            self.rooms.remove(r);
+        let mut gone = Vec::new();
+        for (r, h) in self.rooms.iter_mut() {
+            if present(r) {
+                h.seen = true;
+            } else if now.saturating_duration_since(h.since) >= grace {
+                gone.push(Release {
+                    room: r.clone(),
+                    epoch: h.epoch,
+                    ended: h.seen,
+                });
+            }
+        }
+        gone.sort_by(|a, b| a.room.cmp(&b.room));
+        for g in &gone {
+            self.rooms.remove(&g.room);
         }
         gone
     }
@@ -113,19 +134,28 @@ mod tests {
         l.hold("b", 2, t0);
         l.hold("c", 3, s(5));
         // Table: (time, rooms present, released).
-        type Row<'a> = (u64, &'a [&'a str], &'a [(&'a str, u64)]);
-        let table: [Row; 4] = [
-            (5, &[], &[]),             // within the grace period: nothing goes
-            (10, &["a"], &[("b", 2)]), // b never showed up here
-            (12, &["a"], &[]),         // c still in its grace
-            (15, &["a", "c"], &[]),    // c arrived
+        type Row<'a> = (u64, &'a [&'a str], &'a [(&'a str, u64, bool)]);
+        let table: [Row; 6] = [
+            (5, &[], &[]),                    // within the grace period: nothing goes
+            (10, &["a"], &[("b", 2, false)]), // b never showed up: its state stays
+            (12, &["a"], &[]),                // c still in its grace
+            (15, &["a", "c"], &[]),           // c arrived
+            (16, &["c"], &[("a", 1, true)]),  // a ended here: its state goes
+            (17, &["c"], &[]),
         ];
         for (t, present, want) in table {
             let got = l.to_release(s(t), |r| present.contains(&r));
-            let want: Vec<(String, u64)> = want.iter().map(|(r, e)| (r.to_string(), *e)).collect();
+            let want: Vec<Release> = want
+                .iter()
+                .map(|(r, e, ended)| Release {
+                    room: r.to_string(),
+                    epoch: *e,
+                    ended: *ended,
+                })
+                .collect();
             assert_eq!(got, want, "at {t} s");
         }
-        assert_eq!(l.held(), vec![("a".into(), 1), ("c".into(), 3)]);
+        assert_eq!(l.held(), vec![("c".into(), 3)]);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod forward;
 pub mod lease;
+mod seal;
 mod store;
 
 pub use store::RedisCluster;
@@ -100,7 +101,19 @@ pub struct NodeHooks {
     /// This node lost `room`'s lease: stop the room's program and outputs at once, tell its
     /// clients (`room_moved`).
     pub lost: Box<dyn Fn(String) + Send + Sync>,
+    /// The state of a room created through the API that must survive this node (mix, layout,
+    /// outputs with their URLs), as JSON; `None` for other rooms.
+    pub snapshot: SnapshotFn,
+    /// Recreates a room here from a snapshot saved by its previous node.
+    pub restore: RestoreFn,
 }
+
+/// See [`NodeHooks::snapshot`].
+pub type SnapshotFn = Box<dyn Fn(&str) -> Option<serde_json::Value> + Send + Sync>;
+/// See [`NodeHooks::restore`].
+pub type RestoreFn = Box<
+    dyn Fn(String, serde_json::Value) -> futures_util::future::BoxFuture<'static, ()> + Send + Sync,
+>;
 
 /// Settings of cluster mode.
 #[derive(Debug, Clone)]
@@ -159,6 +172,13 @@ pub trait Cluster: Send + Sync + 'static {
     async fn nodes(&self) -> Result<Vec<NodeInfo>, ClusterError>;
     /// The secret forwarded requests are signed with.
     fn secret(&self) -> &str;
+    /// `room` is served here but not present yet: recreate it from the state its previous
+    /// node saved, if any. `true` if it was restored.
+    async fn restore(&self, _room: &str) -> bool {
+        false
+    }
+    /// `room`'s state changed here (through the API): save it now.
+    async fn changed(&self, _room: &str) {}
 }
 
 /// One self-contained node: every room is here.

@@ -8,7 +8,11 @@
 //!   dropped when seen;
 //! - `room:{room}` — `"{node}|{epoch}"`, `PX` lease, renewed by the owner only while the value
 //!   is still its own (compare-and-expire in Lua);
-//! - `epoch:{room}` — the room's last epoch (`INCR`), so every claim gets a larger one.
+//! - `epoch:{room}` — the room's last epoch (`INCR`), so every claim gets a larger one;
+//! - `state:{room}` — a room created through the API: its mix, layout and outputs (stream
+//!   keys sealed, see `seal.rs`), written by the owner only while the lease is its own
+//!   (compare-and-set in Lua), read by the next owner when the room comes back; deleted when
+//!   the room ends here (deleted through the API).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -53,6 +57,12 @@ if e < tonumber(ARGV[3]) then redis.call('SET', KEYS[2], ARGV[3]) end
 return 1
 ";
 
+/// Writes the room's state only while the lease is still `ARGV[1]` (the epoch fences it).
+const SAVE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[2], ARGV[2]) return 1 end
+return 0
+";
+
 /// Gives the lease back only while it is still `ARGV[1]`.
 const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -67,6 +77,9 @@ fn room_key(room: &str) -> String {
 }
 fn epoch_key(room: &str) -> String {
     format!("cohost:epoch:{room}")
+}
+fn state_key(room: &str) -> String {
+    format!("cohost:state:{room}")
 }
 
 /// A lease value `node|epoch`.
@@ -88,6 +101,11 @@ pub struct RedisCluster {
     claim: redis::Script,
     renew: redis::Script,
     release: redis::Script,
+    save: redis::Script,
+    /// Given by [`RedisCluster::start`].
+    hooks: std::sync::OnceLock<Arc<NodeHooks>>,
+    /// The state last saved per room (saved again only when it changes).
+    saved: Mutex<std::collections::HashMap<String, serde_json::Value>>,
 }
 
 impl std::fmt::Debug for RedisCluster {
@@ -125,12 +143,17 @@ impl RedisCluster {
             claim: redis::Script::new(CLAIM),
             renew: redis::Script::new(RENEW),
             release: redis::Script::new(RELEASE),
+            save: redis::Script::new(SAVE),
+            hooks: std::sync::OnceLock::new(),
+            saved: Mutex::new(std::collections::HashMap::new()),
         }))
     }
 
     /// Registers this node and keeps it registered, renewing its leases, every heartbeat;
     /// a lease the store no longer gives this node is reported to `hooks.lost`.
     pub async fn start(self: &Arc<Self>, hooks: NodeHooks) -> tokio::task::JoinHandle<()> {
+        let hooks = Arc::new(hooks);
+        let _ = self.hooks.set(hooks.clone());
         if let Err(e) = self.heartbeat(&hooks).await {
             warn!(error = %e, "cluster: first heartbeat failed");
         }
@@ -275,16 +298,86 @@ impl RedisCluster {
                 (hooks.lost)(room);
             }
         }
+        let held = crate::sync::lock(&self.leases).held();
+        for (room, epoch) in held {
+            self.save_state(hooks, &room, epoch).await?;
+        }
         let gone =
             crate::sync::lock(&self.leases).to_release(Instant::now(), |r| (hooks.has_room)(r));
-        for (room, epoch) in gone {
-            let mine = format!("{}|{epoch}", self.cfg.node_id);
-            let mut inv = self.release.key(room_key(&room));
+        for g in gone {
+            let mine = format!("{}|{}", self.cfg.node_id, g.epoch);
+            if g.ended {
+                // Ended here (deleted, or emptied): nothing to restore elsewhere. Only while
+                // the lease is still this node's.
+                let lease: Option<String> =
+                    self.call(redis::cmd("GET").arg(room_key(&g.room))).await?;
+                if lease.as_deref() == Some(mine.as_str()) {
+                    let _: () = self.call(redis::cmd("DEL").arg(state_key(&g.room))).await?;
+                }
+                crate::sync::lock(&self.saved).remove(&g.room);
+            }
+            let mut inv = self.release.key(room_key(&g.room));
             inv.arg(&mine);
             let _: i64 = self.script(inv).await?;
-            info!(room, epoch, "cluster: room released");
+            info!(room = g.room, epoch = g.epoch, "cluster: room released");
         }
         Ok(())
+    }
+
+    /// Saves `room`'s state if it has any and it changed since the last save; only while
+    /// this node's lease `epoch` holds.
+    async fn save_state(
+        &self,
+        hooks: &NodeHooks,
+        room: &str,
+        epoch: u64,
+    ) -> Result<(), ClusterError> {
+        let Some(mut snap) = (hooks.snapshot)(room) else {
+            return Ok(());
+        };
+        if crate::sync::lock(&self.saved).get(room) == Some(&snap) {
+            return Ok(());
+        }
+        let plain = snap.clone();
+        if let Some(outs) = snap.get_mut("outputs").and_then(|o| o.as_array_mut()) {
+            for o in outs.iter_mut() {
+                if let Some(url) = o.get(1).and_then(|u| u.as_str()).map(str::to_owned) {
+                    o[1] = serde_json::Value::String(super::seal::seal(&self.cfg.secret, &url));
+                }
+            }
+        }
+        let mine = format!("{}|{epoch}", self.cfg.node_id);
+        let mut inv = self.save.key(room_key(room));
+        inv.key(state_key(room)).arg(&mine).arg(snap.to_string());
+        let ok: i64 = self.script(inv).await?;
+        if ok == 1 {
+            crate::sync::lock(&self.saved).insert(room.to_owned(), plain);
+        }
+        Ok(())
+    }
+
+    /// The state `room`'s previous node saved, stream keys opened.
+    async fn load_state(&self, room: &str) -> Result<Option<serde_json::Value>, ClusterError> {
+        let v: Option<String> = self.call(redis::cmd("GET").arg(state_key(room))).await?;
+        let Some(mut v) = v.and_then(|v| serde_json::from_str::<serde_json::Value>(&v).ok()) else {
+            return Ok(None);
+        };
+        if let Some(outs) = v.get_mut("outputs").and_then(|o| o.as_array_mut()) {
+            outs.retain_mut(|o| {
+                let url = o
+                    .get(1)
+                    .and_then(|u| u.as_str())
+                    .and_then(|s| super::seal::open(&self.cfg.secret, s));
+                match url {
+                    Some(u) => {
+                        o[1] = serde_json::Value::String(u);
+                        true
+                    }
+                    None => false,
+                }
+            });
+        }
+        Ok(Some(v))
     }
 
     /// Parses node records, dropping (and unindexing) the expired ones.
@@ -429,6 +522,38 @@ impl Cluster for RedisCluster {
 
     fn secret(&self) -> &str {
         &self.cfg.secret
+    }
+
+    async fn restore(&self, room: &str) -> bool {
+        let hooks = self.hooks.get().cloned();
+        let epoch = crate::sync::lock(&self.leases).epoch(room);
+        let (Some(hooks), Some(epoch)) = (hooks, epoch) else {
+            return false;
+        };
+        match self.load_state(room).await {
+            Ok(Some(state)) => {
+                info!(room, epoch, "cluster: room restored from its saved state");
+                crate::sync::lock(&self.saved).insert(room.to_owned(), state.clone());
+                (hooks.restore)(room.to_owned(), state).await;
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                warn!(room, error = %e, "cluster: cannot read the room's saved state");
+                false
+            }
+        }
+    }
+
+    async fn changed(&self, room: &str) {
+        let hooks = self.hooks.get().cloned();
+        let epoch = crate::sync::lock(&self.leases).epoch(room);
+        let (Some(hooks), Some(epoch)) = (hooks, epoch) else {
+            return;
+        };
+        if let Err(e) = self.save_state(&hooks, room, epoch).await {
+            warn!(room, error = %e, "cluster: room state not saved (the next heartbeat saves it)");
+        }
     }
 }
 

@@ -211,6 +211,31 @@ impl ProgramOutputs {
     /// Starts publishing to `url` (call inside a tokio runtime). A malformed URL is an
     /// error (answer 400 with its message).
     pub fn add_rtmp(&self, url: &str) -> Result<OutputInfo, RtmpUrlError> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        self.add_rtmp_as(id, url)
+    }
+
+    /// [`ProgramOutputs::add_rtmp`] under the id `id` (`rtmp-N`) it had on another node (a
+    /// room restored after its node died); an id in use or malformed is refused as a bad URL
+    /// would be.
+    pub fn restore_rtmp(&self, id: &str, url: &str) -> Result<OutputInfo, RtmpUrlError> {
+        let n = parse_id(id).ok_or(RtmpUrlError::InvalidCharacter)?;
+        if lock(&self.inner.outputs).contains_key(&n) {
+            return Err(RtmpUrlError::InvalidCharacter);
+        }
+        self.inner.next_id.fetch_max(n + 1, Ordering::Relaxed);
+        self.add_rtmp_as(n, url)
+    }
+
+    /// Every RTMP output's id and whole URL (stream key included).
+    pub fn rtmp_destinations(&self) -> Vec<(String, String)> {
+        lock(&self.inner.outputs)
+            .iter()
+            .map(|(id, o)| (format_id(*id), o.url().full()))
+            .collect()
+    }
+
+    fn add_rtmp_as(&self, id: u64, url: &str) -> Result<OutputInfo, RtmpUrlError> {
         let url = RtmpUrl::parse(url)?;
         let c = &self.inner.config;
         let config = RtmpOutputConfig {
@@ -224,7 +249,6 @@ impl ProgramOutputs {
             self.inner.headers_tx.subscribe(),
             self.inner.tags_tx.subscribe(),
         ));
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let info = info(id, &output);
         lock(&self.inner.outputs).insert(id, output);
         Ok(info)

@@ -22,6 +22,45 @@ impl Programs {
     }
 }
 
+/// What of a room created through the API survives its node (cluster mode): its mix, layout
+/// and RTMP outputs (id and whole URL: the stream key is a secret, encrypted by whoever
+/// stores it).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RoomSnapshot {
+    /// The room's mix.
+    pub mix: MixConfig,
+    /// Its layout.
+    pub layout: Layout,
+    /// Its RTMP outputs: (id, URL).
+    pub outputs: Vec<(String, String)>,
+}
+
+impl Programs {
+    /// The room's state to keep, if it was created or configured through the API.
+    pub fn snapshot(&self, room: &str) -> Option<RoomSnapshot> {
+        let g = lock(&self.rooms);
+        let r = g.get(room).filter(|r| r.persistent)?;
+        Some(RoomSnapshot {
+            mix: r.mix.clone(),
+            layout: r.layout.clone(),
+            outputs: r.outputs.rtmp_destinations(),
+        })
+    }
+
+    /// Gives a room created here (with `snap.mix`) the layout and outputs it had on its
+    /// previous node; the outputs push again from here.
+    pub fn restore(&self, room: &str, snap: RoomSnapshot) {
+        let _ = ProgramControl::set_layout(self, room, snap.layout);
+        if let Some(o) = self.outputs(room, true) {
+            for (id, url) in snap.outputs {
+                if let Err(e) = o.restore_rtmp(&id, &url) {
+                    warn!(room, id, error = %e, "output not restored");
+                }
+            }
+        }
+    }
+}
+
 fn cue_error(e: CueError) -> MediaError {
     match e {
         CueError::TooLarge { .. } => MediaError::TooLarge(e.to_string()),

@@ -31,6 +31,7 @@ use crate::rtc::RtcEngine;
 use crate::sfu::{ProgramControl, Publisher, SfuEvent};
 
 mod control;
+pub use control::RoomSnapshot;
 mod cues;
 use cues::CueBook;
 mod feed;

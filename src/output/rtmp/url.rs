@@ -133,6 +133,12 @@ impl RtmpUrl {
         }
     }
 
+    /// The whole URL, stream key included (a secret: for storage the operator controls,
+    /// never for logs).
+    pub fn full(&self) -> String {
+        format!("{}/{}", self.tc_url(), self.stream)
+    }
+
     /// The URL with the stream name (which may be a secret key) masked, for logs.
     pub fn redacted(&self) -> String {
         format!("{}/***", self.tc_url())
@@ -164,6 +170,7 @@ mod tests {
             }
         );
         assert_eq!(u.tc_url(), "rtmp://example.com/live");
+        assert_eq!(RtmpUrl::parse(&u.full()).unwrap(), u, "full() parses back");
         let u = RtmpUrl::parse("rtmp://127.0.0.1:19350/live/test").unwrap();
         assert_eq!((u.host.as_str(), u.port), ("127.0.0.1", 19350));
         assert_eq!(u.tc_url(), "rtmp://127.0.0.1:19350/live");
