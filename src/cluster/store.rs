@@ -43,18 +43,30 @@ redis.call('ZINCRBY', KEYS[3], -1, ARGV[1])
 return v
 ";
 
-/// Extends the lease while it is still `ARGV[1]` (this node, epoch `ARGV[3]`). A lease
-/// nobody holds (Redis restarted empty, or this node was paused past it and no one took the
-/// room) is taken back, the epoch counter kept at least at ours; a lease someone else holds
-/// is lost (0).
+/// For each room `i` (`KEYS[2i-1]` its lease, `KEYS[2i]` its epoch counter, `ARGV[2i]` this
+/// node's value `node|epoch`, `ARGV[2i+1]` the epoch; `ARGV[1]` the lease in ms): extends
+/// the lease while it is still this node's; takes back a lease nobody holds (Redis restarted
+/// empty, or this node was paused past it and no one took the room), keeping the epoch
+/// counter at least at ours; reports a lease someone else holds as lost (0).
 const RENEW: &str = r"
-local cur = redis.call('GET', KEYS[1])
-if cur == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-if cur then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-local e = tonumber(redis.call('GET', KEYS[2]) or '0')
-if e < tonumber(ARGV[3]) then redis.call('SET', KEYS[2], ARGV[3]) end
-return 1
+local out = {}
+for i = 1, #KEYS / 2 do
+  local lease, counter = KEYS[2 * i - 1], KEYS[2 * i]
+  local mine, epoch = ARGV[2 * i], ARGV[2 * i + 1]
+  local cur = redis.call('GET', lease)
+  if cur == mine then
+    redis.call('PEXPIRE', lease, ARGV[1])
+    out[i] = 1
+  elseif cur then
+    out[i] = 0
+  else
+    redis.call('SET', lease, mine, 'PX', ARGV[1])
+    local e = tonumber(redis.call('GET', counter) or '0')
+    if e < tonumber(epoch) then redis.call('SET', counter, epoch) end
+    out[i] = 1
+  end
+end
+return out
 ";
 
 /// Writes the room's state only while the lease is still `ARGV[1]` (the epoch fences it).
@@ -175,6 +187,11 @@ impl RedisCluster {
         &self.cfg.node_id
     }
 
+    /// Whether this node holds `room`'s lease (as far as it knows).
+    pub fn holds(&self, room: &str) -> bool {
+        crate::sync::lock(&self.leases).epoch(room).is_some()
+    }
+
     /// This node takes no new rooms from now on: it leaves the index at once (its record
     /// stays, `draining`, while it runs).
     pub async fn set_draining(&self) {
@@ -284,18 +301,23 @@ impl RedisCluster {
                 .await?;
         }
         let lease_ms = self.cfg.lease.as_millis() as u64;
+        // Every lease in one script call (one round trip, two commands a room).
         let held = crate::sync::lock(&self.leases).held();
-        for (room, epoch) in held {
-            let mine = format!("{}|{epoch}", self.cfg.node_id);
-            let mut inv = self.renew.key(room_key(&room));
-            inv.key(epoch_key(&room))
-                .arg(&mine)
-                .arg(lease_ms)
-                .arg(epoch);
-            let ok: i64 = self.script(inv).await?;
-            if ok == 0 && crate::sync::lock(&self.leases).lost(&room, epoch) {
-                warn!(room, epoch, "cluster: lease lost; the room stops here");
-                (hooks.lost)(room);
+        for chunk in held.chunks(256) {
+            let mut inv = self.renew.prepare_invoke();
+            inv.arg(lease_ms);
+            for (room, epoch) in chunk {
+                inv.key(room_key(room))
+                    .key(epoch_key(room))
+                    .arg(format!("{}|{epoch}", self.cfg.node_id))
+                    .arg(*epoch);
+            }
+            let oks: Vec<i64> = self.script(inv).await?;
+            for ((room, epoch), ok) in chunk.iter().zip(oks) {
+                if ok == 0 && crate::sync::lock(&self.leases).lost(room, *epoch) {
+                    warn!(room, epoch, "cluster: lease lost; the room stops here");
+                    (hooks.lost)(room.clone());
+                }
             }
         }
         let held = crate::sync::lock(&self.leases).held();
