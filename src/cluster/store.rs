@@ -437,7 +437,13 @@ impl RedisCluster {
             .records(top.into_iter().map(|(id, _)| id).collect())
             .await?
             .into_iter()
-            .filter(|n| n.state == NodeState::Serving)
+            // Serving, and heard from within one and a half heartbeats: a node that just
+            // died is never chosen while its record lives on.
+            .filter(|n| {
+                n.state == NodeState::Serving
+                    && unix_ms().saturating_sub(n.updated_ms)
+                        <= self.cfg.heartbeat.as_millis() as u64 * 3 / 2
+            })
             .collect();
         let score = |n: &NodeInfo| scores.get(&n.id).copied().unwrap_or(f64::MIN);
         let best = live.iter().map(score).fold(f64::MIN, f64::max);
