@@ -92,6 +92,24 @@ export class CohostClient {
     return !!(this.me && this.me.on_air);
   }
 
+  /** Reconnects after `room_moved`, a few times (the room may take seconds to be placed). */
+  rejoin(tries) {
+    this.rejoining = true;
+    this.emit('moved');
+    setTimeout(() => {
+      this.connect(this.name).then(() => {
+        this.rejoining = false;
+      }).catch((e) => {
+        if (tries > 1) {
+          this.rejoin(tries - 1);
+        } else {
+          this.rejoining = false;
+          this.emit('close', e);
+        }
+      });
+    }, 1000 + Math.random() * 1000);
+  }
+
   send(msg) {
     if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
     this.ws.send(JSON.stringify(msg));
@@ -100,6 +118,7 @@ export class CohostClient {
 
   /** Open the WebSocket and send `join`; resolves with the `joined` message. */
   connect(name) {
+    this.name = name;
     const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
     const url = `${proto}//${location.host}/ws?token=${encodeURIComponent(this.token)}`;
     return new Promise((resolve, reject) => {
@@ -141,7 +160,13 @@ export class CohostClient {
         clearInterval(this.pingTimer);
         this.teardownMedia();
         this.emit('state');
-        this.emit('close');
+        if (this.moved) {
+          // The room moved to another node (cluster mode): join it again there.
+          this.moved = false;
+          this.rejoin(10);
+        } else if (!this.rejoining) {
+          this.emit('close');
+        }
         if (!settled) {
           settled = true;
           reject(new Error('WebSocket closed'));
@@ -210,6 +235,7 @@ export class CohostClient {
         break;
       case 'error':
         this.errors.push(msg);
+        if (msg.code === 'room_moved') this.moved = true;
         // A refused offer must not leave a pending negotiation hanging until its timeout.
         if (MEDIA_ERRORS.has(msg.code)) {
           for (const [, r] of this.pending) r.reject(new Error(`${msg.code}: ${msg.message}`));
