@@ -307,7 +307,41 @@ async fn a_killed_owners_room_comes_back_with_its_state() {
     let publishes = || nginx.log().matches("publish: name='fleetkill'").count();
     eventually("nginx fed by the first owner", 20, || publishes() >= 1).await;
 
+    // The audience's HLS, through a node that is not the owner.
     let i = nodes.iter().position(|n| n.id == owner).unwrap();
+    let hls = format!("/live/{room}/index.m3u8");
+    let http = reqwest::Client::new();
+    let playlist = |n: &Node| {
+        let (http, url) = (http.clone(), n.url(&hls));
+        async move {
+            let r = http.get(url).send().await.ok()?;
+            if r.status() != 200 {
+                return None;
+            }
+            r.text().await.ok()
+        }
+    };
+    let last_seq = |p: &str| {
+        p.lines()
+            .filter_map(|l| {
+                l.strip_prefix("seg")?
+                    .strip_suffix(".ts")?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .max()
+    };
+    let watcher = &nodes[(i + 2) % 3];
+    let started = Instant::now();
+    let seen = loop {
+        if let Some(s) = playlist(watcher).await.as_deref().and_then(last_seq) {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "no HLS");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // A heartbeat saves the position.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     nodes[i].signal("KILL");
     nodes[i].wait().await;
     let killed = Instant::now();
@@ -340,6 +374,22 @@ async fn a_killed_owners_room_comes_back_with_its_state() {
         .collect();
     assert_eq!(ids, [out_id.as_str()], "{info}");
     eventually("nginx fed by the new owner", 20, || publishes() >= 2).await;
+    // HLS goes on: numbers move forward, a discontinuity marks the change of node.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let p = loop {
+        if let Some(p) = playlist(other).await {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "no HLS after the failover");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let first: u64 = p
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!(first > seen, "media sequence {first} after {seen}: {p}");
+    assert!(p.contains("#EXT-X-DISCONTINUITY"), "{p}");
     // The stream key is not in Redis in the clear.
     let mut c = redis.conn().await;
     let state: String = redis::cmd("GET")

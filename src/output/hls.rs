@@ -217,6 +217,15 @@ impl HlsStore {
         }
     }
 
+    /// Where the stream stands, to go on elsewhere: (the next media sequence number, the
+    /// discontinuity number of the newest segment). `None` before the first segment.
+    pub fn position(&self) -> Option<(u64, u64)> {
+        let g = self.inner.read().ok()?;
+        let last = g.segments.back()?;
+        let tags = g.segments.iter().filter(|s| s.discontinuity).count() as u64;
+        Some((last.sequence + 1, g.dropped_discontinuities + tags))
+    }
+
     /// Marks the stream as ended (the playlist gets `#EXT-X-ENDLIST`).
     pub fn set_ended(&self) {
         if let Ok(mut g) = self.inner.write() {
@@ -286,6 +295,8 @@ pub struct HlsSegmenter {
     /// End of the last closed segment (to flag a discontinuity after `finish`).
     last_end_pts: Option<u64>,
     store: HlsStore,
+    /// Continuing another node's stream: the first segment is a discontinuity.
+    resumed: bool,
 }
 
 impl HlsSegmenter {
@@ -305,6 +316,21 @@ impl HlsSegmenter {
             parameter_sets: None,
             last_end_pts: None,
             store,
+            resumed: false,
+        }
+    }
+
+    /// Goes on from a stream another node published up to [`HlsStore::position`]: the next
+    /// segment is number `next_sequence`, marked as a discontinuity after `discontinuity`
+    /// earlier ones, so a player moves on without a sequence going backwards.
+    pub fn continue_from(&mut self, next_sequence: u64, discontinuity: u64) {
+        if self.open.is_some() || !self.store.sequences().is_empty() {
+            return;
+        }
+        self.next_sequence = next_sequence;
+        self.resumed = true;
+        if let Ok(mut g) = self.store.inner.write() {
+            g.dropped_discontinuities = discontinuity;
         }
     }
 
@@ -353,11 +379,12 @@ impl HlsSegmenter {
                     _ => pts_90k,
                 };
                 closed = self.close(end);
+                let resumed = std::mem::take(&mut self.resumed);
                 self.open = Some(OpenSegment {
                     sequence: self.next_sequence,
                     start_pts: pts_90k,
                     last_video_pts: pts_90k,
-                    discontinuity: jump,
+                    discontinuity: jump || resumed,
                     buf: Vec::with_capacity(512 * 1024),
                 });
                 self.next_sequence += 1;
@@ -467,6 +494,37 @@ fn duration_ticks(d: Duration) -> u64 {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stream_goes_on_where_another_node_left_it() {
+        let cfg = HlsConfig {
+            target_duration: Duration::from_millis(500),
+            ..HlsConfig::default()
+        };
+        let mut a = HlsSegmenter::new(cfg.clone());
+        let kf = [0, 0, 0, 1, 0x65, 0x88];
+        for i in 0..8u64 {
+            a.push_video(i * 45_000, true, &kf);
+        }
+        let (next, disc) = a.store().position().expect("segments");
+        assert!(next >= 5, "{next}");
+        let mut b = HlsSegmenter::new(cfg);
+        b.continue_from(next, disc);
+        for i in 0..4u64 {
+            b.push_video(i * 45_000, true, &kf);
+        }
+        let p = b.store().playlist().expect("playlist");
+        assert!(
+            p.contains(&format!("#EXT-X-MEDIA-SEQUENCE:{next}\n")),
+            "{p}"
+        );
+        let first_seg = p.find(".ts").unwrap();
+        assert!(p[..first_seg].contains("#EXT-X-DISCONTINUITY\n"), "{p}");
+        assert_eq!(
+            b.store().position().map(|(n, d)| (n > next, d)),
+            Some((true, disc + 1))
+        );
+    }
 
     const IDR: &[u8] = &[
         0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x68, 0xCE, 0, 0, 0, 1, 0x65, 0x88,

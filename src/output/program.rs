@@ -227,6 +227,13 @@ impl ProgramOutputs {
         self.add_rtmp_as(n, url)
     }
 
+    /// Continues the HLS stream another node published up to `position`
+    /// ([`HlsStore::position`]): no sequence number goes backwards, a discontinuity marks the
+    /// change of node.
+    pub fn continue_hls(&self, position: (u64, u64)) {
+        lock(&self.inner.hls).continue_from(position.0, position.1);
+    }
+
     /// Every RTMP output's id and whole URL (stream key included).
     pub fn rtmp_destinations(&self) -> Vec<(String, String)> {
         lock(&self.inner.outputs)

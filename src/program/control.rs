@@ -22,6 +22,9 @@ impl Programs {
     }
 }
 
+/// Media sequence numbers skipped when a room's HLS goes on on another node.
+const HLS_RESUME_MARGIN: u64 = 5;
+
 /// What of a room created through the API survives its node (cluster mode): its mix, layout
 /// and RTMP outputs (id and whole URL: the stream key is a secret, encrypted by whoever
 /// stores it).
@@ -33,6 +36,9 @@ pub struct RoomSnapshot {
     pub layout: Layout,
     /// Its RTMP outputs: (id, URL).
     pub outputs: Vec<(String, String)>,
+    /// Where its HLS stream stood: (next media sequence, discontinuities so far).
+    #[serde(default)]
+    pub hls: Option<(u64, u64)>,
 }
 
 impl Programs {
@@ -44,6 +50,7 @@ impl Programs {
             mix: r.mix.clone(),
             layout: r.layout.clone(),
             outputs: r.outputs.rtmp_destinations(),
+            hls: r.outputs.hls().position(),
         })
     }
 
@@ -52,6 +59,12 @@ impl Programs {
     pub fn restore(&self, room: &str, snap: RoomSnapshot) {
         let _ = ProgramControl::set_layout(self, room, snap.layout);
         if let Some(o) = self.outputs(room, true) {
+            if let Some((next, disc)) = snap.hls {
+                // The position was saved up to a heartbeat (2 s) before the old node stopped,
+                // which may have cut a few more segments since: skip ahead so no number a
+                // player has seen is reused.
+                o.continue_hls((next + HLS_RESUME_MARGIN, disc));
+            }
             for (id, url) in snap.outputs {
                 if let Err(e) = o.restore_rtmp(&id, &url) {
                     warn!(room, id, error = %e, "output not restored");
