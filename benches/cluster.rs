@@ -122,6 +122,13 @@ async fn real_nodes() {
         p50 - d50
     );
     // Failover: SIGKILL the owner of bench-0; the room answers again through another node.
+    let mut rc = redis.conn().await;
+    let saved: Option<String> = redis::cmd("GET")
+        .arg("cohost:state:bench-0")
+        .query_async(&mut rc)
+        .await
+        .unwrap();
+    assert!(saved.is_some(), "bench-0's state is saved before the kill");
     let t = Instant::now();
     nodes[o].signal("KILL");
     let _ = nodes[o].wait().await;
@@ -133,10 +140,15 @@ async fn real_nodes() {
             .send()
             .await
             .unwrap();
-        if r.status().as_u16() == 200 {
+        let st = r.status().as_u16();
+        if st == 200 {
             break t.elapsed();
         }
-        assert!(t.elapsed() < Duration::from_secs(30), "no failover");
+        let body = r.text().await.unwrap_or_default();
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no failover: {st} {body}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     println!(

@@ -220,6 +220,7 @@ async fn placement_is_atomic_and_spreads_rooms_over_free_slots() {
         .await
         .unwrap();
     assert_eq!(epoch, 1, "claimed once");
+    let owner = owners.iter().next().unwrap().clone();
 
     // With one program slot per node, two more rooms land on the two other nodes.
     let mut placed = owners.clone();
@@ -240,6 +241,23 @@ async fn placement_is_atomic_and_spreads_rooms_over_free_slots() {
         .map(|r| (r["name"].as_str().unwrap(), r["node"].as_str().unwrap()))
         .collect();
     assert_eq!(listed.len(), 3, "{v}");
+    // The owners renew their leases (they learned them from the forwarded requests): past
+    // a lease's life the rooms are still theirs, same epoch, and their state is saved.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let lease: Option<String> = redis::cmd("GET")
+        .arg("cohost:room:contested")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(lease, Some(format!("{owner}|1")));
+    for room in ["contested", "spread-1", "spread-2"] {
+        let state: Option<String> = redis::cmd("GET")
+            .arg(format!("cohost:state:{room}"))
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert!(state.is_some(), "{room}'s state saved");
+    }
     // Each node's record says so at its next heartbeat (every 2 s).
     let deadline = Instant::now() + Duration::from_secs(6);
     loop {

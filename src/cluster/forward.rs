@@ -183,22 +183,10 @@ pub async fn route(State(r): State<Arc<Routing>>, req: Request, next: Next) -> R
         .get(FORWARDED)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| verify(r.cluster.secret(), v, now_s(), req.method().as_str(), &pq));
-    if forwarded {
-        // Sent by a node that found this one the owner: serve it, never forward again.
-        let room = match &t {
-            Target::Room { room, .. } => Some(room.clone()),
-            Target::Socket => socket_room(&r, &req),
-            _ => None,
-        };
-        if let Some(room) = room {
-            if let Ok(Some(Placement::Here { .. })) = r.cluster.owner(&room).await {
-                return serve_here(&r, &room, req, next).await;
-            }
-        }
-        return next.run(req).await;
-    }
+    // The room the request is about, if any (`POST /api/rooms`: from its body).
     let (room, create, req) = match t {
         Target::Local | Target::Nodes => return next.run(req).await,
+        Target::ListRooms if forwarded => return next.run(req).await,
         Target::ListRooms => return list_rooms(&r, req).await,
         Target::Room { room, create } => (room, create, req),
         Target::Socket => match socket_room(&r, &req) {
@@ -224,6 +212,14 @@ pub async fn route(State(r): State<Arc<Routing>>, req: Request, next: Next) -> R
             }
         }
     };
+    if forwarded {
+        // Sent by a node that found this one the owner: serve it here (taking up the lease
+        // the claim gave this node), never forward it again.
+        return match r.cluster.owner(&room).await {
+            Ok(Some(Placement::Here { .. })) => serve_here(&r, &room, req, next).await,
+            _ => next.run(req).await,
+        };
+    }
     let placed = if create {
         r.cluster.locate(&room).await
     } else {
