@@ -211,6 +211,8 @@ impl ProgramOutputs {
     /// Starts publishing to `url` (call inside a tokio runtime). A malformed URL is an
     /// error (answer 400 with its message).
     pub fn add_rtmp(&self, url: &str) -> Result<OutputInfo, RtmpUrlError> {
+        // A refused URL takes no id.
+        RtmpUrl::parse(url)?;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         self.add_rtmp_as(id, url)
     }
