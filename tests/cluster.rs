@@ -609,3 +609,85 @@ async fn rooms_go_on_without_redis_and_the_fleet_recovers() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_rtmp_publisher_at_a_time_across_a_pause() {
+    common::init_tracing();
+    if let Some(why) = testkit::nginx::missing_tools() {
+        panic!("{why}");
+    }
+    let redis = Redis::start().await;
+    let nodes = fleet(&redis, &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let rtmp_port = testkit::nginx::free_port();
+    let nginx = testkit::nginx::Nginx::start(dir.path(), rtmp_port);
+    let room = "fleet-fence";
+    let owner = create_room(&nodes[0], room, Duration::from_secs(5)).await;
+    let (st, out) = nodes[1]
+        .send(
+            Method::POST,
+            &format!("/api/rooms/{room}/outputs"),
+            json!({"url": format!("rtmp://127.0.0.1:{rtmp_port}/live/fence")}),
+        )
+        .await;
+    assert_eq!(st, 201, "{out}");
+    let token = nodes[0].token(room, "alice", "host").await;
+    let publish = |n: &Node| {
+        let url = n.url(&format!("/whip/{room}"));
+        let token = token.clone();
+        async move {
+            let peer = client_peer().await;
+            let sender = add_sender(&peer, "alice").await;
+            let offer = peer.offer().await;
+            let (st, _, body) = post_sdp(&url, &token, &offer).await;
+            if st == 201 {
+                peer.set_answer(&body).await;
+                sender.spawn(320, 240, 60.0, Arc::new(AtomicBool::new(false)));
+            }
+            (st, peer)
+        }
+    };
+    let old = nodes.iter().find(|n| n.id == owner).unwrap();
+    let (st, _first) = publish(old).await;
+    assert_eq!(st, 201);
+    // Publications nginx took (a refused one is logged `already publishing`).
+    let publishes = || {
+        let log = nginx.log();
+        log.matches("publish: name='fence'").count() - log.matches("already publishing").count()
+    };
+    eventually("nginx fed by the first owner", 20, || publishes() >= 1).await;
+
+    // The owner pauses past its lease; another node takes the room and its output, but
+    // nginx still has the paused node's publisher: the new one is refused meanwhile.
+    old.signal("STOP");
+    let other = nodes.iter().find(|n| n.id != owner).unwrap();
+    let paused = Instant::now();
+    let _second = loop {
+        let (st, peer) = publish(other).await;
+        if st == 201 {
+            break peer;
+        }
+        assert!(
+            paused.elapsed() < Duration::from_secs(15),
+            "not taken over: {st}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    eventually("the new owner's output trying", 15, || {
+        nginx.log().contains("already publishing")
+    })
+    .await;
+    assert_eq!(
+        publishes(),
+        1,
+        "one publisher at nginx while the old one holds the stream:\n{}",
+        nginx.log()
+    );
+    // Resumed, the old node finds its lease gone and stops the room and its output: the new
+    // owner's output gets the stream.
+    old.signal("CONT");
+    eventually("the new owner publishing", 30, || publishes() >= 2).await;
+    let (_, info) = other.get(&format!("/api/rooms/{room}")).await;
+    assert_ne!(info["node"], owner.as_str(), "{info}");
+    assert_eq!(owner_of(old, room).await, info["node"].as_str().unwrap());
+}
