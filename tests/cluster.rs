@@ -358,6 +358,15 @@ async fn a_killed_owners_room_comes_back_with_its_state() {
         assert!(started.elapsed() < Duration::from_secs(20), "no HLS");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    // A cue, answered by the first owner.
+    let (st, cue) = nodes[(i + 1) % 3]
+        .send(
+            Method::POST,
+            &format!("/api/rooms/{room}/cues"),
+            json!({"id": "coupon-1", "data": {"kind": "coupon"}}),
+        )
+        .await;
+    assert_eq!(st, 202, "{cue}");
     // A heartbeat saves the position.
     tokio::time::sleep(Duration::from_secs(3)).await;
     nodes[i].signal("KILL");
@@ -408,6 +417,15 @@ async fn a_killed_owners_room_comes_back_with_its_state() {
         .unwrap();
     assert!(first > seen, "media sequence {first} after {seen}: {p}");
     assert!(p.contains("#EXT-X-DISCONTINUITY"), "{p}");
+    // The cue retried after the move gets its first answer, not a second cue.
+    let (st, again) = other
+        .send(
+            Method::POST,
+            &format!("/api/rooms/{room}/cues"),
+            json!({"id": "coupon-1", "data": {"kind": "coupon"}}),
+        )
+        .await;
+    assert_eq!((st, &again["pts_ms"]), (200, &cue["pts_ms"]), "{again}");
     // The stream key is not in Redis in the clear.
     let mut c = redis.conn().await;
     let state: String = redis::cmd("GET")

@@ -39,7 +39,14 @@ pub struct RoomSnapshot {
     /// Where its HLS stream stood: (next media sequence, discontinuities so far).
     #[serde(default)]
     pub hls: Option<(u64, u64)>,
+    /// The answers to its latest cue ids (a client retrying a cue after the room moved gets
+    /// the first answer, not a second cue).
+    #[serde(default)]
+    pub cues: Vec<(String, u64)>,
 }
+
+/// Cue answers a room takes to another node.
+const CUES_CARRIED: usize = 256;
 
 impl Programs {
     /// The room's state to keep, if it was created or configured through the API.
@@ -51,6 +58,7 @@ impl Programs {
             layout: r.layout.clone(),
             outputs: r.outputs.rtmp_destinations(),
             hls: r.outputs.hls().position(),
+            cues: r.cues.recent(CUES_CARRIED),
         })
     }
 
@@ -58,6 +66,11 @@ impl Programs {
     /// previous node; the outputs push again from here.
     pub fn restore(&self, room: &str, snap: RoomSnapshot) {
         let _ = ProgramControl::set_layout(self, room, snap.layout);
+        if let Some(r) = lock(&self.rooms).get_mut(room) {
+            for (id, pts_ms) in &snap.cues {
+                r.cues.remember(id, *pts_ms);
+            }
+        }
         if let Some(o) = self.outputs(room, true) {
             if let Some((next, disc)) = snap.hls {
                 // The position was saved up to a heartbeat (2 s) before the old node stopped,

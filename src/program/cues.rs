@@ -43,6 +43,16 @@ impl CueBook {
         self.times.pop_back();
     }
 
+    /// The answers to the last `n` ids, oldest first (what a room takes to another node).
+    pub(crate) fn recent(&self, n: usize) -> Vec<(String, u64)> {
+        let skip = self.order.len().saturating_sub(n);
+        self.order
+            .iter()
+            .skip(skip)
+            .filter_map(|id| Some((id.clone(), *self.acks.get(id)?)))
+            .collect()
+    }
+
     /// Remembers the answer to `id` (the oldest id is forgotten past [`CUE_IDS_KEPT`]).
     pub(crate) fn remember(&mut self, id: &str, pts_ms: u64) {
         if self.acks.insert(id.to_owned(), pts_ms).is_none() {
@@ -80,6 +90,25 @@ mod tests {
         b.give_back(); // the cue at 12 s was refused
         assert!(b.take_slot(s(12), 2, w), "its slot is free again");
         assert!(!b.take_slot(s(13), 2, w));
+    }
+
+    #[test]
+    fn the_latest_answers_travel_in_order() {
+        let mut b = CueBook::default();
+        for i in 0..10u64 {
+            b.remember(&format!("c{i}"), i * 100);
+        }
+        b.remember("c3", 999); // a second answer to an id keeps its place
+        assert_eq!(
+            b.recent(3),
+            vec![("c7".into(), 700), ("c8".into(), 800), ("c9".into(), 900)]
+        );
+        let mut other = CueBook::default();
+        for (id, pts) in b.recent(100) {
+            other.remember(&id, pts);
+        }
+        assert_eq!(other.answered("c3"), Some(999));
+        assert_eq!(other.recent(100), b.recent(100));
     }
 
     #[test]
