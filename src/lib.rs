@@ -106,7 +106,13 @@ fn node_hooks(
     programs: &Arc<program::Programs>,
     threads: usize,
 ) -> cluster::NodeHooks {
-    let (s1, s2, s3, s4) = (sig.clone(), sig.clone(), sig.clone(), sig.clone());
+    let (s1, s2, s3, s4, s5) = (
+        sig.clone(),
+        sig.clone(),
+        sig.clone(),
+        sig.clone(),
+        sig.clone(),
+    );
     let (p, p2, p3) = (programs.clone(), programs.clone(), programs.clone());
     // The mixer workers' busy share since the last report.
     let last = std::sync::Mutex::new((std::time::Instant::now(), 0u64));
@@ -135,19 +141,28 @@ fn node_hooks(
             });
         }),
         snapshot: Box::new(move |room| {
-            p2.snapshot(room)
-                .and_then(|snap| serde_json::to_value(snap).ok())
+            let mut v = serde_json::to_value(p2.snapshot(room)?).ok()?;
+            // The host's mutes are signaling's: they travel beside the program's state.
+            v["mutes"] = serde_json::json!(s5.mutes(room));
+            Some(v)
         }),
         restore: Box::new(move |room, state| {
             let (s, p) = (s4.clone(), p3.clone());
             Box::pin(async move {
+                let mutes: Vec<(String, bool, bool)> = state
+                    .get("mutes")
+                    .and_then(|m| serde_json::from_value(m.clone()).ok())
+                    .unwrap_or_default();
                 let Ok(snap) = serde_json::from_value::<program::RoomSnapshot>(state) else {
                     tracing::warn!(room, "saved room state unreadable; the room starts anew");
                     return;
                 };
                 let mix = serde_json::to_value(&snap.mix).ok();
                 match s.create_room(&room, mix).await {
-                    Ok(()) => p.restore(&room, snap),
+                    Ok(()) => {
+                        s.carry_mutes(&room, &mutes);
+                        p.restore(&room, snap)
+                    }
                     Err(e) => tracing::warn!(room, error = %e, "room not restored"),
                 }
             })

@@ -435,6 +435,10 @@ async fn a_killed_owners_room_comes_back_with_its_state() {
         .unwrap();
     assert!(!state.contains("fleetkill"), "{state}");
     assert!(state.contains("speaker"), "{state}");
+    assert!(
+        state.contains("\"mutes\""),
+        "the host's mutes travel too: {state}"
+    );
 }
 
 fn ws_url(n: &Node, token: &str) -> String {

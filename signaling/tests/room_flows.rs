@@ -778,3 +778,37 @@ fn track_events_follow_publishing() {
     assert!(r.participant("h").unwrap().tracks.is_empty());
     assert!(!r.participant("h").unwrap().publishing);
 }
+
+#[test]
+fn the_hosts_mutes_travel_to_the_room_on_another_node() {
+    let mut r = room();
+    r.handle(
+        "h",
+        C::Invite {
+            identity: "g".into(),
+        },
+    )
+    .unwrap();
+    r.handle("g", C::AcceptInvite).unwrap();
+    r.handle(
+        "h",
+        C::Mute {
+            identity: "g".into(),
+            kind: MediaKind::Video,
+            muted: true,
+        },
+    )
+    .unwrap();
+    let carried = r.mutes();
+    assert_eq!(carried, vec![("g".to_string(), false, true)]);
+    // The room starts anew elsewhere; the guest joins there and starts as the host left it.
+    let mut moved = Room::new("r");
+    moved.carry_mutes(&carried);
+    moved.join("g", "g", Role::Guest, Via::Ws(7)).unwrap();
+    let p = moved.participant("g").unwrap();
+    assert!(p.video_muted && !p.audio_muted, "{p:?}");
+    // Nothing to carry: nobody starts muted.
+    let mut fresh = Room::new("r");
+    fresh.carry_mutes(&[("x".into(), false, false)]);
+    assert!(fresh.mutes().is_empty());
+}

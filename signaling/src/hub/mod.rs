@@ -401,6 +401,22 @@ impl Signaling {
         self.lock().rooms.remove(room).map(|e| e.room)
     }
 
+    /// The mutes the host set in `room` (identity, audio, video).
+    pub fn mutes(&self, room: &str) -> Vec<(String, bool, bool)> {
+        self.lock()
+            .rooms
+            .get(room)
+            .map(|r| r.room.mutes())
+            .unwrap_or_default()
+    }
+
+    /// Mutes `room` had on its previous node (see [`Room::carry_mutes`]).
+    pub fn carry_mutes(&self, room: &str, mutes: &[(String, bool, bool)]) {
+        if let Some(r) = self.lock().rooms.get_mut(room) {
+            r.room.carry_mutes(mutes);
+        }
+    }
+
     /// The names of all rooms, sorted.
     pub fn room_names(&self) -> Vec<String> {
         let mut v: Vec<String> = self.lock().rooms.keys().cloned().collect();

@@ -33,6 +33,25 @@ pub struct Room {
 }
 
 impl Room {
+    /// The mutes the host set, per identity (audio, video), for a room that moves to
+    /// another node.
+    pub fn mutes(&self) -> Vec<(String, bool, bool)> {
+        self.mutes
+            .iter()
+            .map(|(id, (a, v))| (id.clone(), *a, *v))
+            .collect()
+    }
+
+    /// Mutes carried over from the room's previous node: whoever joins under these
+    /// identities starts muted as the host left them.
+    pub fn carry_mutes(&mut self, mutes: &[(String, bool, bool)]) {
+        for (id, a, v) in mutes {
+            if *a || *v {
+                self.mutes.insert(id.clone(), (*a, *v));
+            }
+        }
+    }
+
     /// An empty room with the default seats.
     pub fn new(name: &str) -> Self {
         Room::with_limits(name, RoomLimits::default())
