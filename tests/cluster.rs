@@ -373,7 +373,23 @@ async fn a_killed_owners_room_comes_back_with_its_state() {
     nodes[i].wait().await;
     let killed = Instant::now();
     let other = &nodes[(i + 1) % 3];
-    // The next WHIP POST through a living node is served once the dead node's lease ends.
+    // A read through a living node brings the room back once the dead node's lease ends.
+    let room_back = loop {
+        let (st, v) = other.get(&format!("/api/rooms/{room}")).await;
+        if st == 200 && v["node"] != owner.as_str() {
+            break v;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(15),
+            "not placed again within 15 s: {st} {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(
+        room_back["media"]["program"]["layout"]["template"],
+        "speaker"
+    );
+    // The co-host's WHIP POST again, through a living node.
     let (served, _second) = loop {
         let (st, body, peer) = publish(other).await;
         if st == 201 {

@@ -7,8 +7,9 @@
 //! whoever owns the room, so a request is forwarded at most once.
 //!
 //! A room is placed (claimed for the node with the most free capacity) by requests that
-//! create something in it (`POST`, `PUT`, a WebSocket join); reads of a room no node holds
-//! are answered here. `GET /api/rooms` lists the rooms of every node, `GET /api/nodes` the
+//! create something in it (`POST`, `PUT`, a WebSocket join), and by any request for a room
+//! whose node died with its state saved; other reads of a room no node holds are answered
+//! here. `GET /api/rooms` lists the rooms of every node, `GET /api/nodes` the
 //! nodes.
 
 use std::sync::Arc;
@@ -223,10 +224,17 @@ pub async fn route(State(r): State<Arc<Routing>>, req: Request, next: Next) -> R
     let placed = if create {
         r.cluster.locate(&room).await
     } else {
-        r.cluster
-            .owner(&room)
-            .await
-            .map(|p| p.unwrap_or(Placement::Here { epoch: 0 }))
+        match r.cluster.owner(&room).await {
+            Ok(Some(p)) => Ok(p),
+            // A room nobody holds whose node died: a read brings it back too.
+            Ok(None)
+                if !r.signaling.room_exists(&room) && r.cluster.has_saved_state(&room).await =>
+            {
+                r.cluster.locate(&room).await
+            }
+            Ok(None) => Ok(Placement::Here { epoch: 0 }),
+            Err(e) => Err(e),
+        }
     };
     match placed {
         Ok(Placement::Here { .. }) => serve_here(&r, &room, req, next).await,

@@ -179,6 +179,10 @@ pub trait Cluster: Send + Sync + 'static {
     }
     /// `room`'s state changed here (through the API): save it now.
     async fn changed(&self, _room: &str) {}
+    /// Whether `room` has state saved by a node it lived on (a read then places it again).
+    async fn has_saved_state(&self, _room: &str) -> bool {
+        false
+    }
 }
 
 /// One self-contained node: every room is here.

@@ -573,6 +573,12 @@ impl Cluster for RedisCluster {
         }
     }
 
+    async fn has_saved_state(&self, room: &str) -> bool {
+        self.call::<bool>(redis::cmd("EXISTS").arg(state_key(room)))
+            .await
+            .unwrap_or(false)
+    }
+
     async fn changed(&self, room: &str) {
         let hooks = self.hooks.get().cloned();
         let epoch = crate::sync::lock(&self.leases).epoch(room);
