@@ -6,6 +6,9 @@
 //! - `audience.mjs`: the host page publishes, which starts the room's program; the audience
 //!   page plays its HLS with hls.js and draws the layout and cue SEI.
 //!
+//! - `cluster_rejoin.mjs`: cluster mode — the host page on node A joins a room on node B
+//!   (relayed), B is killed, the page is told `room_moved`, rejoins and publishes again on A.
+//!
 //! Needs `/usr/bin/chromium` (or `$CHROMIUM`), `node` and `npm`, and `unshare --net` (root):
 //! each run (server, browser) happens in a fresh network namespace with only `lo`, so WebRTC
 //! stays on loopback (see the testing notes). Installs playwright-core (`tests/browser`) and
@@ -91,6 +94,11 @@ fn run_scenario(script: &str) {
 #[test]
 fn host_and_guest_pages_cohost_over_webrtc() {
     run_scenario("cohost_pages.mjs");
+}
+
+#[test]
+fn the_host_page_rejoins_when_its_rooms_node_dies() {
+    run_scenario("cluster_rejoin.mjs");
 }
 
 #[test]

@@ -155,6 +155,14 @@ export class CohostClient {
         }
       };
       ws.onclose = () => {
+        if (this.ws !== ws) {
+          // A socket already replaced by a newer one (a rejoin attempt): nothing of ours.
+          if (!settled) {
+            settled = true;
+            reject(new Error('WebSocket closed'));
+          }
+          return;
+        }
         this.connected = false;
         this.joined = false;
         clearInterval(this.pingTimer);
