@@ -73,10 +73,15 @@ impl Programs {
         }
         if let Some(o) = self.outputs(room, true) {
             if let Some((next, disc)) = snap.hls {
-                // The position was saved up to a heartbeat (2 s) before the old node stopped,
-                // which may have cut a few more segments since: skip ahead so no number a
-                // player has seen is reused.
-                o.continue_hls((next + HLS_RESUME_MARGIN, disc));
+                // The position is saved with the room's other changes, not at every segment,
+                // so the old node may have cut many more since. Segments last at least a
+                // second and a program numbers them from 0, so numbering from the Unix time in
+                // seconds is past any number the old node used (for programs younger than
+                // decades), and past the saved one in any case.
+                let now_s = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                o.continue_hls(((next + HLS_RESUME_MARGIN).max(now_s), disc));
             }
             for (id, url) in snap.outputs {
                 if let Err(e) = o.restore_rtmp(&id, &url) {
