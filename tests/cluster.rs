@@ -305,21 +305,7 @@ async fn a_killed_owners_room_comes_back_with_its_state() {
     assert_eq!(st, 201, "{out}");
     let out_id = out["id"].as_str().unwrap().to_owned();
     let token = nodes[0].token(room, "alice", "host").await;
-    let publish = |n: &Node| {
-        let url = n.url(&format!("/whip/{room}"));
-        let token = token.clone();
-        async move {
-            let peer = client_peer().await;
-            let sender = add_sender(&peer, "alice").await;
-            let offer = peer.offer().await;
-            let (st, _, body) = post_sdp(&url, &token, &offer).await;
-            if st == 201 {
-                peer.set_answer(&body).await;
-                sender.spawn(320, 240, 60.0, Arc::new(AtomicBool::new(false)));
-            }
-            (st, body, peer)
-        }
-    };
+    let publish = |n: &Node| whip_co_host(n.url(&format!("/whip/{room}")), token.clone());
     let (st, body, _first) = publish(&nodes[0]).await;
     assert_eq!(st, 201, "{body}");
     let publishes = || nginx.log().matches("publish: name='fleetkill'").count();
@@ -455,6 +441,20 @@ async fn a_killed_owners_room_comes_back_with_its_state() {
         state.contains("\"mutes\""),
         "the host's mutes travel too: {state}"
     );
+}
+
+/// A WHIP co-host "alice" posting to `url`; once answered it sends 320x240 media for a
+/// minute. (status, answer or error body, its peer).
+async fn whip_co_host(url: String, token: String) -> (u16, String, ClientPeer) {
+    let peer = client_peer().await;
+    let sender = add_sender(&peer, "alice").await;
+    let offer = peer.offer().await;
+    let (st, _, body) = post_sdp(&url, &token, &offer).await;
+    if st == 201 {
+        peer.set_answer(&body).await;
+        sender.spawn(320, 240, 60.0, Arc::new(AtomicBool::new(false)));
+    }
+    (st, body, peer)
 }
 
 fn ws_url(n: &Node, token: &str) -> String {
@@ -671,17 +671,9 @@ async fn one_rtmp_publisher_at_a_time_across_a_pause() {
     assert_eq!(st, 201, "{out}");
     let token = nodes[0].token(room, "alice", "host").await;
     let publish = |n: &Node| {
-        let url = n.url(&format!("/whip/{room}"));
-        let token = token.clone();
+        let ask = whip_co_host(n.url(&format!("/whip/{room}")), token.clone());
         async move {
-            let peer = client_peer().await;
-            let sender = add_sender(&peer, "alice").await;
-            let offer = peer.offer().await;
-            let (st, _, body) = post_sdp(&url, &token, &offer).await;
-            if st == 201 {
-                peer.set_answer(&body).await;
-                sender.spawn(320, 240, 60.0, Arc::new(AtomicBool::new(false)));
-            }
+            let (st, _, peer) = ask.await;
             (st, peer)
         }
     };

@@ -29,6 +29,8 @@ use super::{
 const NODES: &str = "cohost:nodes";
 /// Nodes considered for a new room: the best few by free slots, two of them at random.
 const CANDIDATES: isize = 4;
+/// How long another node's record read from Redis is used again.
+const RECORD_CACHE: Duration = Duration::from_secs(1);
 /// Longest a Redis call may take before the request gets a `503`.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -116,6 +118,8 @@ pub struct RedisCluster {
     save: redis::Script,
     /// Given by [`RedisCluster::start`].
     hooks: std::sync::OnceLock<Arc<NodeHooks>>,
+    /// Other nodes' records as last read, and when ([`RedisCluster::node_record`]).
+    records_seen: Mutex<std::collections::HashMap<String, (NodeInfo, Instant)>>,
     /// The state last saved per room (saved again only when it changes).
     saved: Mutex<std::collections::HashMap<String, serde_json::Value>>,
 }
@@ -158,6 +162,7 @@ impl RedisCluster {
             save: redis::Script::new(SAVE),
             hooks: std::sync::OnceLock::new(),
             saved: Mutex::new(std::collections::HashMap::new()),
+            records_seen: Mutex::new(std::collections::HashMap::new()),
         }))
     }
 
@@ -482,6 +487,28 @@ impl RedisCluster {
         Ok(pick.id.clone())
     }
 
+    /// Another node's record, read at most once a second per node (every request for one of
+    /// its rooms needs it: audiences' HLS requests among them).
+    async fn node_record(&self, node: &str) -> Result<Option<NodeInfo>, ClusterError> {
+        if let Some((n, at)) = crate::sync::lock(&self.records_seen).get(node) {
+            if at.elapsed() < RECORD_CACHE {
+                return Ok(Some(n.clone()));
+            }
+        }
+        let rec: Option<String> = self.call(redis::cmd("GET").arg(node_key(node))).await?;
+        let rec = rec.and_then(|r| serde_json::from_str::<NodeInfo>(&r).ok());
+        let mut seen = crate::sync::lock(&self.records_seen);
+        match &rec {
+            Some(n) => {
+                seen.insert(node.to_owned(), (n.clone(), Instant::now()));
+            }
+            None => {
+                seen.remove(node);
+            }
+        }
+        Ok(rec)
+    }
+
     /// What a lease value means here.
     async fn resolve(&self, room: &str, lease: &str) -> Result<Placement, ClusterError> {
         let (node, epoch) = parse_lease(lease)
@@ -490,12 +517,11 @@ impl RedisCluster {
             crate::sync::lock(&self.leases).hold(room, epoch, Instant::now());
             return Ok(Placement::Here { epoch });
         }
-        let rec: Option<String> = self.call(redis::cmd("GET").arg(node_key(node))).await?;
         // A node two heartbeats late is paused or cut off: do not wait on it.
         let late = |n: &NodeInfo| {
             unix_ms().saturating_sub(n.updated_ms) > self.cfg.heartbeat.as_millis() as u64 * 9 / 4
         };
-        match rec.and_then(|r| serde_json::from_str::<NodeInfo>(&r).ok()) {
+        match self.node_record(node).await? {
             Some(n) if !late(&n) => Ok(Placement::There {
                 node: n.id,
                 url: n.url,

@@ -8,17 +8,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::nginx::free_port;
 use crate::{API_KEY, API_SECRET};
 
 static NEXT_SLOT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
-
-/// A free TCP port on loopback (bound and released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 /// A `redis-server` on a free loopback port, without persistence.
 pub struct Redis {

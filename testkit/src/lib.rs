@@ -714,16 +714,8 @@ pub async fn whip_publish(
     w: usize,
     h: usize,
 ) -> (ClientPeer, String, Arc<std::sync::atomic::AtomicBool>) {
-    let token = s.token(room, identity, role).await;
-    let peer = client_peer().await;
-    let sender = add_sender(&peer, identity).await;
-    let offer = peer.offer().await;
-    let (status, loc, body) = post_sdp(&s.url(&format!("/whip/{room}")), &token, &offer).await;
-    assert_eq!(status, 201, "WHIP POST: {body}");
-    peer.set_answer(&body).await;
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    sender.spawn(w, h, 120.0, stop.clone());
-    (peer, s.url(&loc.expect("Location header")), stop)
+    let (peer, loc, _, stop) = whip_start(s, room, identity, role, w, h).await;
+    (peer, loc, stop)
 }
 
 /// Like [`whip_publish`], also returning each frame's capture time.
@@ -739,16 +731,38 @@ pub async fn whip_publish_timed(
     Arc<Mutex<Vec<f64>>>,
     Arc<std::sync::atomic::AtomicBool>,
 ) {
+    let (peer, _, capture_ms, stop) = whip_start(s, room, identity, role, w, h).await;
+    (peer, capture_ms, stop)
+}
+
+type Started = (
+    ClientPeer,
+    String,
+    Arc<Mutex<Vec<f64>>>,
+    Arc<std::sync::atomic::AtomicBool>,
+);
+
+/// Publishes with WHIP and starts the synthetic media: the peer, the resource URL, the
+/// frames' capture times, the stop flag.
+async fn whip_start(
+    s: &TestServer,
+    room: &str,
+    identity: &str,
+    role: &str,
+    w: usize,
+    h: usize,
+) -> Started {
     let token = s.token(room, identity, role).await;
     let peer = client_peer().await;
     let sender = add_sender(&peer, identity).await;
     let offer = peer.offer().await;
-    let (status, _loc, body) = post_sdp(&s.url(&format!("/whip/{room}")), &token, &offer).await;
+    let (status, loc, body) = post_sdp(&s.url(&format!("/whip/{room}")), &token, &offer).await;
     assert_eq!(status, 201, "WHIP POST: {body}");
     peer.set_answer(&body).await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     sender.spawn(w, h, 120.0, stop.clone());
-    (peer, sender.capture_ms.clone(), stop)
+    let loc = s.url(&loc.expect("Location header"));
+    (peer, loc, sender.capture_ms.clone(), stop)
 }
 
 /// A WHEP subscriber of one co-host; returns the peer (tracks arrive on `peer.tracks`).
