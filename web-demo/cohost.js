@@ -169,9 +169,10 @@ export class CohostClient {
         this.teardownMedia();
         this.emit('state');
         if (this.moved) {
-          // The room moved to another node (cluster mode): join it again there.
+          // The room moved to another node (cluster mode): join it again there — one chain of
+          // attempts at a time (an attempt told `room_moved` again is retried by its chain).
           this.moved = false;
-          this.rejoin(10);
+          if (!this.rejoining) this.rejoin(10);
         } else if (!this.rejoining) {
           this.emit('close');
         }
