@@ -25,6 +25,11 @@ impl SenderClock {
         self.last = Some((ntp_to_unix_ms(ntp), rtp));
     }
 
+    /// The latest report: (NTP time as Unix ms, RTP timestamp).
+    pub fn last(&self) -> Option<(f64, u32)> {
+        self.last
+    }
+
     /// The RTP timestamp (at `clock_rate` Hz) the track had at `unix_ms` on the sender's own
     /// clock: `None` before the first report, or for a time so far away (about 6.6 hours at
     /// 90 kHz) that the RTP clock has wrapped in between.

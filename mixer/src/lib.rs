@@ -76,6 +76,7 @@ pub mod layout;
 pub mod mixer;
 pub mod mux;
 pub mod playout;
+pub mod sync;
 pub mod video;
 
 pub use config::{CueError, MixConfig, MixerError, Rgb};

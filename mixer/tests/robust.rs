@@ -559,3 +559,127 @@ fn a_cue_waits_for_the_picture_it_names() {
     assert_eq!(answers.len(), 1);
     assert_eq!(answers[0].1.as_ref().map(|a| a.pts_ms), Ok(pts));
 }
+
+/// Runs one co-host whose pictures reach the mixer `video_late` ms after the sound captured
+/// with them, and returns (first white picture's program time, tone onset in the decoded
+/// program audio), ms. The picture turns white and the tone starts at the same capture
+/// instant (3 s); with `reports`, sender reports say so.
+fn late_video_skew(video_late: u64, reports: bool) -> (f64, f64) {
+    use mixer::mux::flv::{FlvMuxer, Metadata};
+    use mixer::sync::SenderReport;
+    use mixer::Mixer;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let c = MixConfig {
+        lip_sync: true,
+        ..cfg(160, 90)
+    };
+    let mut m = Mixer::new(c).unwrap();
+    m.add_input("a", true);
+    let (v0, a0) = (3_000_000_000u32, 77_777u32);
+    if reports {
+        let wall = 1.7e12;
+        m.sender_report(
+            "a",
+            true,
+            SenderReport {
+                unix_ms: wall,
+                rtp: v0,
+            },
+        );
+        m.sender_report(
+            "a",
+            false,
+            SenderReport {
+                unix_ms: wall,
+                rtp: a0,
+            },
+        );
+    }
+    let black = Yuv {
+        y: 16,
+        u: 128,
+        v: 128,
+    };
+    let white = Yuv {
+        y: 235,
+        u: 128,
+        v: 128,
+    };
+    let mut video = encode_pattern(160, 90, black, 90, 30);
+    video.extend(encode_pattern(160, 90, white, 45, 30));
+    let mut opus =
+        opus::Encoder::new(48_000, opus::Channels::Stereo, opus::Application::Audio).unwrap();
+    let audio: Vec<Vec<u8>> = (0..225usize)
+        .map(|n| {
+            let pcm = if n >= 150 {
+                sine(500.0, 0.5, 960, n * 960)
+            } else {
+                vec![0.0; 1920]
+            };
+            opus.encode_vec_float(&pcm, 4000).unwrap()
+        })
+        .collect();
+    let asc = m.audio_specific_config();
+    let mut mux = FlvMuxer::new();
+    let mut bytes = mux.header(&Metadata {
+        width: 160,
+        height: 90,
+        fps: 30.0,
+        video_kbps: 1500,
+        audio_kbps: 128,
+    });
+    let (mut vi, mut ai) = (0usize, 0usize);
+    let mut video_pts = Vec::new();
+    for t in (0..=4400u64).step_by(5) {
+        // Audio arrives 10 ms after capture; video `video_late` ms after that.
+        while ai < audio.len() && ai as u64 * 20 + 10 <= t {
+            let at = Duration::from_millis(ai as u64 * 20 + 10);
+            m.push_opus("a", &audio[ai], a0.wrapping_add(ai as u32 * 960), at);
+            ai += 1;
+        }
+        while vi < video.len() && vi as u64 * 1000 / 30 + 10 + video_late <= t {
+            let at = Duration::from_millis(vi as u64 * 1000 / 30 + 10 + video_late);
+            m.push_video("a", &video[vi], v0.wrapping_add(vi as u32 * 3000), at);
+            vi += 1;
+        }
+        for o in m.poll(Duration::from_millis(t)) {
+            match o {
+                MixerOutput::Video(v) => {
+                    video_pts.push(v.pts_ms);
+                    bytes.extend(mux.video(&v.data, v.pts_ms, v.keyframe))
+                }
+                MixerOutput::Audio(a) => bytes.extend(mux.audio(&a.data, a.pts_ms, &asc)),
+                _ => {}
+            }
+        }
+    }
+    let path = dir.path().join("late.flv");
+    std::fs::write(&path, bytes).unwrap();
+    let frames = decode_frames(&path, 160, 90);
+    let first_white = frames
+        .iter()
+        .position(|f| mean_yuv(f, 40, 30, 80, 30).0 > 128.0)
+        .expect("the picture turns white");
+    let audio = decode_audio(&path);
+    let onset = audio.iter().position(|s| s.abs() > 0.1).expect("the tone");
+    (video_pts[first_white] as f64, onset as f64 / 48.0)
+}
+
+#[test]
+fn sender_reports_pair_pictures_with_the_sound_captured_with_them() {
+    // A sender whose video path is 100 ms slower than its audio (a phone's encoder): paired
+    // by arrival the picture comes 100 ms after its sound; through the sender reports they
+    // are in step (the picture a little ahead, as lip sync leads it for the video path).
+    let (white, tone) = late_video_skew(100, true);
+    let skew = white - tone;
+    eprintln!("with reports: picture {white} ms, sound {tone} ms");
+    assert!(
+        (-40.0..=20.0).contains(&skew),
+        "picture − sound {skew} ms with reports"
+    );
+    let (white, tone) = late_video_skew(100, false);
+    let skew = white - tone;
+    eprintln!("by arrival: picture {white} ms, sound {tone} ms");
+    assert!(skew > 60.0, "picture − sound {skew} ms by arrival");
+}

@@ -21,6 +21,7 @@ impl Programs {
                 let mut counted = ReorderStats::default();
                 // What this input's assembler holds, as counted in the gauge (given back
                 // when the task ends or is aborted).
+                let mut report = None;
                 let mut held = Held {
                     gauge: m.clone(),
                     bytes: 0,
@@ -64,6 +65,7 @@ impl Programs {
                         };
                         match asm.push(&pkt) {
                             Assembled::AccessUnit { data, rtp_ts } => {
+                                forward_report(&dv, &pv.identity, true, &pv.video, &mut report);
                                 m.frames_in.fetch_add(1, Ordering::Relaxed);
                                 room_counters.frames_in.fetch_add(1, Ordering::Relaxed);
                                 if dv
@@ -86,9 +88,11 @@ impl Programs {
         let (pa, da) = (p.clone(), driver);
         tasks.push(tokio::spawn(
             async move {
+                let mut report = None;
                 loop {
                     match arx.recv().await {
                         Ok(pkt) => {
+                            forward_report(&da, &pa.identity, false, &pa.audio, &mut report);
                             let _ = da.push_opus(
                                 &pa.identity,
                                 pkt.packet.payload.clone(),
@@ -103,5 +107,21 @@ impl Programs {
             .instrument(span),
         ));
         tasks
+    }
+}
+
+/// Passes the track's sender report on to the mixer when it is a new one.
+fn forward_report(
+    driver: &MixerDriver,
+    identity: &str,
+    video: bool,
+    track: &crate::sfu::PubTrack,
+    last: &mut Option<mixer::sync::SenderReport>,
+) {
+    let Some(r) = track.sender_report() else {
+        return;
+    };
+    if *last != Some(r) && driver.sender_report(identity, video, r).is_ok() {
+        *last = Some(r);
     }
 }

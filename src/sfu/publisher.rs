@@ -41,6 +41,13 @@ impl PubTrack {
         crate::sync::lock(&self.sender_clock).rtp_at(unix_ms, clock_rate)
     }
 
+    /// The latest sender report of this track, for the mixer's lip sync.
+    pub fn sender_report(&self) -> Option<mixer::sync::SenderReport> {
+        crate::sync::lock(&self.sender_clock)
+            .last()
+            .map(|(unix_ms, rtp)| mixer::sync::SenderReport { unix_ms, rtp })
+    }
+
     pub(super) fn codec(&self) -> Option<RTCRtpCodec> {
         crate::sync::lock(&self.codec).clone()
     }

@@ -58,6 +58,7 @@ enum Command {
     RemoveInput(String),
     Video(String, Bytes, u32, Instant),
     Opus(String, Bytes, u32, Instant),
+    SenderReport(String, bool, crate::sync::SenderReport),
     Pcm(String, Vec<f32>),
     SetLayout(Layout),
     Cue(String, serde_json::Value, u32, CueReply),
@@ -164,6 +165,17 @@ impl MixerHandle {
             rtp_ts_48k,
             Instant::now(),
         ))
+    }
+
+    /// Passes on an RTCP sender report of an input's video (`video`) or audio track (see
+    /// [`crate::Mixer::sender_report`]); never blocks.
+    pub fn sender_report(
+        &self,
+        identity: &str,
+        video: bool,
+        report: crate::sync::SenderReport,
+    ) -> Result<(), MixerError> {
+        self.try_send(Command::SenderReport(identity.to_owned(), video, report))
     }
 
     /// Pushes interleaved stereo 48 kHz PCM; never blocks.

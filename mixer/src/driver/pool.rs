@@ -294,6 +294,7 @@ impl Job {
             Command::RemoveInput(id) => mixer.remove_input(&id),
             Command::Video(id, au, ts, at) => mixer.push_video_bytes(&id, au, ts, since(at)),
             Command::Opus(id, p, ts, at) => mixer.push_opus(&id, &p, ts, since(at)),
+            Command::SenderReport(id, video, r) => mixer.sender_report(&id, video, r),
             Command::Pcm(id, s) => mixer.push_pcm(&id, &s),
             Command::SetLayout(l) => mixer.set_layout(l),
             Command::Cue(id, data, repeat, reply) => reply(mixer.cue(&id, data, repeat)),

@@ -15,6 +15,7 @@ use crate::encode::VideoEncoder;
 use crate::h264;
 use crate::layout::{compute_regions, Fit, Layout, LayoutParticipant, Region, Template};
 use crate::playout::VideoPlayout;
+use crate::sync::{AvSync, SenderReport};
 use crate::video::{DecodeOutcome, InputDecoder};
 
 /// Largest cue SEI payload (16-byte UUID + JSON user data), per CONTRACT.
@@ -79,6 +80,8 @@ struct Input {
     shown_ts: Option<u32>,
     jitter: JitterBuffer,
     level: LevelMeter,
+    /// How much later its pictures arrive than their sound, from its sender reports.
+    av: AvSync,
 }
 
 impl Input {
@@ -211,6 +214,7 @@ impl Mixer {
             shown_ts: None,
             jitter: JitterBuffer::new(Duration::from_millis(self.cfg.jitter_ms)),
             level: LevelMeter::default(),
+            av: AvSync::default(),
         });
         self.next_seq += 1;
         self.events
@@ -254,7 +258,21 @@ impl Mixer {
     ) {
         self.clock = self.clock.max(arrival);
         if let Some(input) = self.inputs.iter_mut().find(|i| i.identity == identity) {
+            input.av.video(rtp_ts_90k, arrival);
             input.playout.push(access_unit, rtp_ts_90k, arrival);
+        }
+    }
+
+    /// An RTCP sender report of an input's video (`video`) or audio track: with reports for
+    /// both, lip sync pairs pictures and sounds by their capture time on the sender's clock
+    /// instead of by arrival ([`crate::sync`]). Unknown identities are ignored.
+    pub fn sender_report(&mut self, identity: &str, video: bool, report: SenderReport) {
+        if let Some(input) = self.inputs.iter_mut().find(|i| i.identity == identity) {
+            if video {
+                input.av.video_report(report);
+            } else {
+                input.av.audio_report(report);
+            }
         }
     }
 
@@ -324,6 +342,7 @@ impl Mixer {
     pub fn push_opus(&mut self, identity: &str, packet: &[u8], rtp_ts_48k: u32, arrival: Duration) {
         self.clock = self.clock.max(arrival);
         if let Some(input) = self.inputs.iter_mut().find(|i| i.identity == identity) {
+            input.av.audio(rtp_ts_48k, arrival);
             input.jitter.push_opus(packet, rtp_ts_48k, arrival);
         }
     }
@@ -400,6 +419,7 @@ impl Mixer {
                     decode_errors: i.video.errors,
                     video_delay_ms: i.playout.delay().as_secs_f64() * 1000.0,
                     video_own_delay_ms: i.playout.own_delay().as_secs_f64() * 1000.0,
+                    av_offset_ms: i.av.offset_ms(),
                     audio_delay_ms: i.jitter.delay().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
                     audio_sync_blocks: i.jitter.stretched_blocks as i64
                         - i.jitter.shrunk_blocks as i64,

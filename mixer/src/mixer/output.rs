@@ -101,6 +101,9 @@ pub struct InputState {
     pub video_delay_ms: f64,
     /// What the video needs by itself (its lateness, without lip sync), ms.
     pub video_own_delay_ms: f64,
+    /// How much later its pictures arrive than the sound captured with them (from its RTCP
+    /// sender reports), ms; `None` without reports (then audio and video pair by arrival).
+    pub av_offset_ms: Option<f64>,
     /// Audio wait from arrival to play-out now (smoothed), ms; 0 before it plays.
     pub audio_delay_ms: f64,
     /// Audio blocks inserted (net of those skipped) to wait for slower video (lip sync).

@@ -146,17 +146,24 @@ impl Mixer {
         for (idx, input) in self.inputs.iter_mut().enumerate() {
             input.jitter.pull(&mut self.in_buf, due);
             if self.cfg.lip_sync {
+                // Pictures arriving later than the sound captured with them (sender
+                // reports) need that much less hold-back, and their audio that much more
+                // wait; earlier ones the reverse. Without reports, by arrival.
+                let offset = input.av.offset_ms().unwrap_or(0.0) / 1000.0;
+                let later = Duration::from_secs_f64(offset.max(0.0));
+                let earlier = Duration::from_secs_f64((-offset).max(0.0));
                 // When the video needs longer than the audio waits (heavy jitter, repairs),
                 // the audio waits longer: video delay is counted from the fastest transit,
                 // audio's from a typical arrival.
                 input.jitter.set_sync_delay(
-                    (input.playout.own_delay() + lead)
-                        .saturating_sub(input.playout.median_lateness()),
+                    (input.playout.own_delay() + lead + later)
+                        .saturating_sub(input.playout.median_lateness() + earlier),
                 );
                 if let Some(d) = input.jitter.delay() {
                     // A picture waits as long as its audio: the audio's wait after arrival,
                     // plus how late a typical frame arrives behind the fastest one.
-                    let floor = (d + input.playout.median_lateness()).saturating_sub(lead);
+                    let floor = (d + input.playout.median_lateness() + earlier)
+                        .saturating_sub(lead + later);
                     input.playout.set_floor(floor);
                 }
             }
