@@ -90,7 +90,8 @@ pub struct ServeArgs {
     #[arg(long, env = "COHOST_MAX_CONNECTIONS_PER_IP")]
     pub max_connections_per_ip: Option<usize>,
     /// Most viewers of one room on signaling; hosts (4) and guests (32) have their own seats,
-    /// so viewers never keep the host out. [default: 256]
+    /// so viewers never keep the host out. Also the most HTTP-FLV viewers of one room's
+    /// program (`429` past it). [default: 256]
     #[arg(long, env = "COHOST_MAX_ROOM_VIEWERS")]
     pub max_room_viewers: Option<usize>,
     /// A second address serving `/metrics` (and `/healthz`) without auth, for the internal
@@ -365,6 +366,7 @@ impl Config {
         }
         if let Some(n) = s.max_room_viewers {
             c.signaling.room_limits.viewers = n;
+            c.program.max_flv_viewers = n;
         }
         c.metrics_bind = s.metrics_bind;
         c.cors = match s.cors_origins.clone() {
@@ -481,6 +483,7 @@ mod tests {
                 .viewers,
             9
         );
+        assert_eq!(Config::from_args(&v6).unwrap().program.max_flv_viewers, 9);
     }
 
     #[test]

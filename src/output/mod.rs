@@ -9,12 +9,15 @@
 //! * [`hls::HlsSegmenter`] — pure segmenter (H.264 access units + AAC frames → MPEG-TS
 //!   segments) publishing into an [`hls::HlsStore`] that the HTTP layer serves
 //!   `index.m3u8` and `seg{N}.ts` from.
+//! * [`flv_live`] — HTTP-FLV for audiences (`GET /live/{room}.flv`): headers, the latest
+//!   GOP from a GOP cache, then the live tags; slow viewers dropped.
 //! * [`rtmp`], [`chunk`], [`amf0`] — the RTMP publish client underneath.
 //! * [`routes`] — their HTTP side: HLS files and the RTMP outputs API.
 
 /// AMF0 lives with the FLV muxer (`mixer::mux::amf0`); RTMP commands use it from here.
 pub use mixer::mux::amf0;
 pub mod chunk;
+pub mod flv_live;
 pub mod hls;
 pub mod program;
 pub mod routes;

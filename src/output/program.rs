@@ -31,6 +31,7 @@ use mixer::{AacFrame, EncodedVideo, MixerOutput};
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 
+use super::flv_live::{FlvHub, FlvStart, Seat};
 use super::hls::{HlsConfig, HlsSegmenter, HlsStore};
 use super::rtmp::{RtmpUrl, RtmpUrlError, TagKind};
 use super::rtmp_output::{FlvTag, OutputStatus, RtmpOutput, RtmpOutputConfig, SequenceHeaders};
@@ -94,6 +95,8 @@ struct Inner {
     config: ProgramOutputsConfig,
     tags_tx: broadcast::Sender<FlvTag>,
     headers_tx: watch::Sender<SequenceHeaders>,
+    /// HTTP-FLV: the GOP cache (tags are sent under its lock), viewers, end of program.
+    flv: FlvHub,
     hls: Mutex<HlsSegmenter>,
     hls_store: HlsStore,
     outputs: Mutex<BTreeMap<u64, Arc<RtmpOutput>>>,
@@ -125,6 +128,7 @@ impl ProgramOutputs {
                 config,
                 tags_tx,
                 headers_tx,
+                flv: FlvHub::default(),
                 hls: Mutex::new(segmenter),
                 hls_store,
                 outputs: Mutex::new(BTreeMap::new()),
@@ -163,6 +167,30 @@ impl ProgramOutputs {
         self.inner.tags_tx.subscribe()
     }
 
+    /// An HTTP-FLV viewer's start: the sequence headers, the latest GOP from its keyframe and
+    /// the tags after it, taken in one step (none lost or repeated in between).
+    pub fn flv_subscribe(&self) -> FlvStart {
+        self.inner
+            .flv
+            .subscribe(&self.inner.tags_tx, &self.inner.headers_tx)
+    }
+
+    /// An HTTP-FLV viewer's place, unless `max` (0 = no limit) are watching already.
+    pub fn flv_seat(&self, max: usize) -> Option<Seat> {
+        self.inner.flv.seat(max)
+    }
+
+    /// HTTP-FLV viewers now.
+    pub fn flv_viewers(&self) -> usize {
+        self.inner.flv.viewers()
+    }
+
+    /// The program ended: every HTTP-FLV viewer's stream ends, the GOP cache empties (the
+    /// next program starts a new one at its first keyframe).
+    pub fn end_flv(&self) {
+        self.inner.flv.end();
+    }
+
     /// Feeds one mixer output (pictures and AAC frames; other items are ignored).
     pub fn push(&self, item: &MixerOutput) {
         match item {
@@ -175,7 +203,17 @@ impl ProgramOutputs {
     /// Feeds one encoded program picture (Annex-B, SPS/PPS on keyframes). Never blocks
     /// on the network.
     pub fn push_video(&self, v: &EncodedVideo) {
-        if v.keyframe {
+        let tag = FlvTag {
+            kind: TagKind::Video,
+            timestamp_ms: v.dts_ms as u32,
+            body: Bytes::from(flv::avc_nalu_body(&v.data, v.keyframe)),
+            keyframe: v.keyframe,
+        };
+        // The AVC header changes under the GOP cache's lock, with the keyframe it goes with.
+        self.inner.flv.publish(&self.inner.tags_tx, tag, || {
+            if !v.keyframe {
+                return;
+            }
             if let Some(record) = avc_record(&v.data) {
                 let body = Bytes::from(flv::avc_sequence_header_body(&record));
                 self.inner.headers_tx.send_if_modified(|h| {
@@ -187,24 +225,19 @@ impl ProgramOutputs {
                     }
                 });
             }
-        }
-        let _ = self.inner.tags_tx.send(FlvTag {
-            kind: TagKind::Video,
-            timestamp_ms: v.dts_ms as u32,
-            body: Bytes::from(flv::avc_nalu_body(&v.data, v.keyframe)),
-            keyframe: v.keyframe,
         });
         lock(&self.inner.hls).push_video(v.pts_ms * 90, v.keyframe, &v.data);
     }
 
     /// Feeds one raw AAC frame of the program.
     pub fn push_audio(&self, a: &AacFrame) {
-        let _ = self.inner.tags_tx.send(FlvTag {
+        let tag = FlvTag {
             kind: TagKind::Audio,
             timestamp_ms: a.pts_ms as u32,
             body: Bytes::from(flv::aac_raw_body(&a.data)),
             keyframe: false,
-        });
+        };
+        self.inner.flv.publish(&self.inner.tags_tx, tag, || {});
         lock(&self.inner.hls).push_audio(a.pts_ms * 90, &a.data);
     }
 
@@ -292,8 +325,9 @@ impl ProgramOutputs {
         lock(&self.inner.outputs).get(&n).map(|o| info(n, o))
     }
 
-    /// Stops every output and ends the HLS playlist (`#EXT-X-ENDLIST`).
+    /// Stops every output, ends the HTTP-FLV streams and the HLS playlist (`#EXT-X-ENDLIST`).
     pub async fn shutdown(&self) {
+        self.end_flv();
         let all: Vec<Arc<RtmpOutput>> = std::mem::take(&mut *lock(&self.inner.outputs))
             .into_values()
             .collect();

@@ -17,6 +17,8 @@ use crate::AppState;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/live/{room}/{file}", get(hls_file))
+        // HTTP-FLV, `/live/{room}.flv` (matchit has no suffixes after a parameter).
+        .route("/live/{room}", get(crate::output::flv_live::live_file))
         .route(
             "/api/rooms/{room}/outputs",
             post(add_output).get(list_outputs),

@@ -64,6 +64,9 @@ pub struct ProgramConfig {
     /// with its own encryption: the WHEP view is for a studio's monitors, the audience
     /// watches the CDN (RTMP) or HLS.
     pub max_viewers: usize,
+    /// Most HTTP-FLV viewers of one room's program (0 = no limit; `--max-room-viewers`);
+    /// past it `GET /live/{room}.flv` answers 429.
+    pub max_flv_viewers: usize,
 }
 
 impl Default for ProgramConfig {
@@ -76,6 +79,7 @@ impl Default for ProgramConfig {
             mixer_threads: 0,
             max_programs: 0,
             max_viewers: 50,
+            max_flv_viewers: 256,
         }
     }
 }
@@ -110,6 +114,8 @@ pub struct ProgramMetrics {
     pub programs_started: AtomicU64,
     /// Programs that had to wait for a free slot (`max_programs`).
     pub programs_deferred: AtomicU64,
+    /// HTTP-FLV viewers over all rooms.
+    pub flv: Arc<crate::output::flv_live::FlvStats>,
 }
 
 #[derive(Clone, Debug)]
@@ -249,6 +255,19 @@ impl Programs {
     /// The HLS store of a room's program.
     pub fn hls(&self, room: &str) -> Option<crate::output::HlsStore> {
         lock(&self.rooms).get(room).map(|r| r.outputs.hls())
+    }
+
+    /// The outputs of a room whose program is running (HTTP-FLV viewers join only those).
+    pub fn running_outputs(&self, room: &str) -> Option<ProgramOutputs> {
+        lock(&self.rooms)
+            .get(room)
+            .filter(|r| r.running.is_some())
+            .map(|r| r.outputs.clone())
+    }
+
+    /// Most HTTP-FLV viewers of one room's program (0 = no limit).
+    pub fn max_flv_viewers(&self) -> usize {
+        self.config.max_flv_viewers
     }
 
     /// The outputs of a room, created on demand (so outputs can be added before the show).
@@ -488,6 +507,8 @@ impl Programs {
             let run = r.running.take();
             if run.is_some() {
                 lock(&self.slots).stopped(room);
+                // Its HTTP-FLV viewers get the end of the stream.
+                r.outputs.end_flv();
             }
             let viewers: Vec<Viewer> = r.viewers.drain().map(|(_, v)| v).collect();
             let keep = !close && (r.persistent || !r.outputs.outputs().is_empty());
