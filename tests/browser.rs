@@ -5,15 +5,19 @@
 //!   the other's video; accept, invite, mute and remove through the page UI.
 //! - `audience.mjs`: the host page publishes, which starts the room's program; the audience
 //!   page plays its HLS with hls.js and draws the layout and cue SEI.
+//! - `flv_player.mjs`: the host page publishes; mpegts.js (npm) on a page of another origin
+//!   plays `/live/{room}.flv` (`currentTime` and decoded pictures advance) and the time from
+//!   opening the page to its first picture is printed.
 //!
 //! - `cluster_rejoin.mjs`: cluster mode — the host page on node A joins a room on node B
 //!   (relayed), B is killed, the page is told `room_moved`, rejoins and publishes again on A.
 //!
 //! Needs `/usr/bin/chromium` (or `$CHROMIUM`), `node` and `npm`, and `unshare --net` (root):
 //! each run (server, browser) happens in a fresh network namespace with only `lo`, so WebRTC
-//! stays on loopback (see the testing notes). Installs playwright-core (`tests/browser`) and
-//! hls.js (`web-demo`) with `npm ci` when missing. Skipped, with a message, when Chromium or
-//! node is missing. Run: `cargo test --test browser -- --nocapture`.
+//! stays on loopback (see the testing notes). Installs playwright-core, whip-whep and
+//! mpegts.js (`tests/browser`) and hls.js (`web-demo`) with `npm ci` when missing. Skipped,
+//! with a message, when Chromium or node is missing. Run:
+//! `cargo test --test browser -- --nocapture`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -65,7 +69,7 @@ fn run_scenario(script: &str) {
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let dir = root.join("tests/browser");
-    npm_install(&dir, "node_modules/whip-whep");
+    npm_install(&dir, "node_modules/mpegts.js/dist/mpegts.js");
     npm_install(
         &root.join("web-demo"),
         "node_modules/hls.js/dist/hls.min.js",
@@ -104,6 +108,11 @@ fn the_host_page_rejoins_when_its_rooms_node_dies() {
 #[test]
 fn audience_page_plays_hls_with_layout_and_cue_overlays() {
     run_scenario("audience.mjs");
+}
+
+#[test]
+fn mpegts_js_plays_the_program_over_http_flv() {
+    run_scenario("flv_player.mjs");
 }
 
 #[test]
