@@ -112,7 +112,37 @@ fn hls_playlist_plays_in_ffmpeg() {
         assert_eq!(s.duration_ticks, 90_000);
     }
     let playlist = store.playlist().expect("playlist");
-    assert!(playlist.starts_with("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n"));
+    assert!(
+        playlist.starts_with("#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-TARGETDURATION:1\n"),
+        "{playlist}"
+    );
+    assert!(playlist.contains("#EXT-X-PART-INF:PART-TARGET=0.33400\n"));
+    // Low-Latency HLS parts: three of 10 frames a segment, each with its own PAT/PMT; the
+    // first (a keyframe) decodes on its own, and the parts make up the segment.
+    for s in &closed {
+        assert_eq!(s.parts.len(), 3, "seg{}", s.sequence);
+        let joined: Vec<u8> = s.parts.iter().flat_map(|p| p.data.to_vec()).collect();
+        assert_eq!(joined, s.data.to_vec());
+        for p in &s.parts {
+            assert_eq!(p.data.len() % 188, 0);
+            assert_eq!(((p.data[1] as u16 & 0x1F) << 8) | p.data[2] as u16, 0);
+            assert_eq!(p.duration_ticks, 30_000);
+        }
+    }
+    let part0 = d.join("part2.0.ts");
+    std::fs::write(&part0, &closed[2].parts[0].data).expect("write part");
+    let out = Command::new("ffmpeg")
+        .args(["-nostdin", "-hide_banner", "-v", "error", "-i"])
+        .arg(&part0)
+        .args(["-progress", "pipe:1", "-f", "null", "-"])
+        .output()
+        .expect("run ffmpeg");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "part: {stderr}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("frame=10\n"));
     assert!(playlist.contains("#EXT-X-MEDIA-SEQUENCE:0\n"));
     assert_eq!(playlist.matches("#EXTINF:1.000,").count(), 5);
     assert!(playlist.ends_with("#EXT-X-ENDLIST\n"));
@@ -184,4 +214,98 @@ fn hls_playlist_plays_in_ffmpeg() {
         .max()
         .unwrap_or(0);
     assert_eq!(decoded, 150, "decoded video frames");
+}
+
+#[test]
+fn cues_are_timed_id3_that_ffprobe_reads_at_their_frame() {
+    use mixer::h264::{build_user_data_sei, insert_sei_before_slices, CUE_SEI_UUID};
+    if !have("ffprobe") {
+        eprintln!("SKIPPED hls_ts: ffprobe not installed (apt-get install ffmpeg)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let (aus, frames) = common::clip::make_clip(d);
+    let mut seg = HlsSegmenter::new(HlsConfig::default());
+    let store = seg.store();
+    // Two cues, each stamped into three pictures as the mixer does: frame 40 and frame 95.
+    let cue = |id: &str, frame: u64| {
+        format!(
+            r#"{{"v":1,"id":"{id}","pts_ms":{},"data":{{"kind":"coupon"}}}}"#,
+            frame * 1000 / 30
+        )
+    };
+    let cues = [(40u64, cue("c-1", 40)), (95, cue("c-2", 95))];
+    let mut next_audio = 0usize;
+    for (i, au) in aus.iter().enumerate() {
+        let i = i as u64;
+        let pts = i * 3000;
+        while next_audio < frames.len() && (next_audio as u64) * 1920 <= pts {
+            seg.push_audio(next_audio as u64 * 1920, &frames[next_audio]);
+            next_audio += 1;
+        }
+        let stamped = cues
+            .iter()
+            .find(|(f, _)| (*f..*f + 3).contains(&i))
+            .map(|(_, json)| build_user_data_sei(&CUE_SEI_UUID, json.as_bytes()));
+        match stamped {
+            Some(sei) => {
+                let au = insert_sei_before_slices(au, &[sei]).expect("slices");
+                seg.push_video(pts, is_keyframe(&au), &au);
+            }
+            None => {
+                seg.push_video(pts, is_keyframe(au), au);
+            }
+        }
+    }
+    seg.finish();
+    let mut all = Vec::new();
+    for n in store.sequences() {
+        all.extend_from_slice(&store.segment(n).expect("segment"));
+    }
+    let path = d.join("all.ts");
+    std::fs::write(&path, &all).expect("write");
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_streams",
+            "-show_packets",
+            "-show_data",
+        ])
+        .args(["-select_streams", "d", "-of", "json"])
+        .arg(&path)
+        .output()
+        .expect("ffprobe");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let stream = &info["streams"][0];
+    assert_eq!(stream["codec_name"], "timed_id3", "{stream}");
+    let packets = info["packets"].as_array().expect("packets");
+    assert_eq!(packets.len(), 2, "one tag per cue: {packets:?}");
+    for (p, (frame, json)) in packets.iter().zip(&cues) {
+        // The tag's time is its picture's: frame × 3000 ticks after the stream's start.
+        let pts = p["pts"].as_i64().expect("pts");
+        assert_eq!(pts - 63_000, *frame as i64 * 3000, "{p}");
+        // ffprobe's hex dump of the tag: "cohost/cue", NUL, the cue's JSON.
+        let dump: String = p["data"]
+            .as_str()
+            .expect("data")
+            .lines()
+            .filter_map(|l| l.split_once(": ").map(|(_, r)| r))
+            .map(|r| r.get(..40).unwrap_or(r).replace(' ', ""))
+            .collect();
+        let bytes = hex::decode(dump).expect("hex");
+        let mut want = b"cohost/cue\0".to_vec();
+        want.extend_from_slice(json.as_bytes());
+        assert!(
+            bytes.windows(want.len()).any(|w| w == want.as_slice()),
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
 }

@@ -226,7 +226,13 @@ impl ProgramOutputs {
                 });
             }
         });
-        lock(&self.inner.hls).push_video(v.pts_ms * 90, v.keyframe, &v.data);
+        // The picture was composed just now (encoding takes milliseconds): the wall clock of
+        // HLS's EXT-X-PROGRAM-DATE-TIME, which players measure their latency by.
+        let composed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_millis() as u64);
+        lock(&self.inner.hls).push_video_at(v.pts_ms * 90, v.keyframe, &v.data, composed);
     }
 
     /// Feeds one raw AAC frame of the program.
@@ -447,6 +453,19 @@ mod tests {
         // A new SPS on a keyframe replaces the AVC header.
         p.push_video(&video(1000, true, 0x1F));
         assert_eq!(p.sequence_headers().video.unwrap()[8], 0x1F);
+        // HLS writes a picture once the audio of its time is in.
+        assert!(p.hls().playlist().is_none());
+        p.push_audio(&AacFrame {
+            data: Bytes::from_static(&[0x21, 0x00]),
+            pts_ms: 1000,
+        });
+        // Served from the second segment on (low-latency HLS).
+        assert!(p.hls().playlist().is_none());
+        p.push_video(&video(2000, true, 0x1F));
+        p.push_audio(&AacFrame {
+            data: Bytes::from_static(&[0x21, 0x00]),
+            pts_ms: 2000,
+        });
         assert!(p.hls().playlist().unwrap().contains("seg0.ts"));
 
         // Output registry.

@@ -2,7 +2,7 @@
 //! outputs API (`/api/rooms/{room}/outputs`, API key: [`Admin`]).
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -10,7 +10,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use signaling::http::{json_body, Admin, ApiError};
 
-use crate::output::hls::parse_segment_file_name;
+use crate::output::hls::{
+    parse_part_file_name, parse_segment_file_name, Readiness, PLAYLIST_CONTENT_TYPE,
+    SEGMENT_CONTENT_TYPE,
+};
 use crate::AppState;
 
 /// The routes.
@@ -32,6 +35,7 @@ pub fn router() -> Router<AppState> {
 async fn hls_file(
     State(s): State<AppState>,
     Path((room, file)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
 ) -> Response {
     let not_found = || {
         ApiError::new(
@@ -45,10 +49,45 @@ async fn hls_file(
         return not_found();
     };
     if file == "index.m3u8" {
+        let (msn, part) = match blocking_request(query.as_deref()) {
+            Ok(v) => v,
+            Err(e) => return e.into_response(),
+        };
+        if let Some(msn) = msn {
+            // Blocking playlist reload: answer once the asked part (or segment) is out.
+            let mut changed = store.changed();
+            let deadline = tokio::time::Instant::now() + store.blocking_timeout();
+            loop {
+                match store.readiness(msn, part) {
+                    Readiness::Ready => break,
+                    Readiness::TooFar => {
+                        return ApiError::new(
+                            400,
+                            "bad_request",
+                            format!("_HLS_msn={msn} is more than two segments ahead"),
+                        )
+                        .into_response()
+                    }
+                    Readiness::Wait => {}
+                }
+                match tokio::time::timeout_at(deadline, changed.changed()).await {
+                    Ok(Ok(())) => {}
+                    // Timed out, or the stream's store is gone.
+                    _ => {
+                        return ApiError::new(
+                            503,
+                            "not_yet",
+                            format!("segment {msn} part {part:?} did not come out in time"),
+                        )
+                        .into_response()
+                    }
+                }
+            }
+        }
         return match store.playlist() {
             Some(p) => (
                 [
-                    (header::CONTENT_TYPE, "application/vnd.apple.mpegurl"),
+                    (header::CONTENT_TYPE, PLAYLIST_CONTENT_TYPE),
                     (header::CACHE_CONTROL, "no-cache"),
                     (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
                 ],
@@ -58,18 +97,69 @@ async fn hls_file(
             None => not_found(),
         };
     }
+    if let Some((n, p)) = parse_part_file_name(&file) {
+        // The hinted next part: wait for it (a preload hint request), a little longer
+        // than a part takes.
+        let mut changed = store.changed();
+        let deadline = tokio::time::Instant::now() + store.part_target() * 3;
+        loop {
+            if let Some(b) = store.part(n, p) {
+                return media(b);
+            }
+            if !store.part_is_next(n, p) {
+                return not_found();
+            }
+            match tokio::time::timeout_at(deadline, changed.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return not_found(),
+            }
+        }
+    }
     match parse_segment_file_name(&file).and_then(|n| store.segment(n)) {
-        Some(b) => (
-            [
-                (header::CONTENT_TYPE, "video/mp2t"),
-                (header::CACHE_CONTROL, "max-age=60"),
-                (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
-            ],
-            b,
-        )
-            .into_response(),
+        Some(b) => media(b),
         None => not_found(),
     }
+}
+
+fn media(b: Bytes) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, SEGMENT_CONTENT_TYPE),
+            (header::CACHE_CONTROL, "max-age=60"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        b,
+    )
+        .into_response()
+}
+
+/// `_HLS_msn` and `_HLS_part` of a playlist request (other parameters are ignored);
+/// `_HLS_part` without `_HLS_msn`, or one that is not a number, is a `400`.
+fn blocking_request(query: Option<&str>) -> Result<(Option<u64>, Option<u64>), ApiError> {
+    let (mut msn, mut part) = (None, None);
+    for (k, v) in query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter_map(|kv| kv.split_once('='))
+    {
+        let slot = match k {
+            "_HLS_msn" => &mut msn,
+            "_HLS_part" => &mut part,
+            _ => continue,
+        };
+        *slot =
+            Some(v.parse::<u64>().map_err(|_| {
+                ApiError::new(400, "bad_request", format!("`{k}` must be a number"))
+            })?);
+    }
+    if part.is_some() && msn.is_none() {
+        return Err(ApiError::new(
+            400,
+            "bad_request",
+            "`_HLS_part` needs `_HLS_msn`",
+        ));
+    }
+    Ok((msn, part))
 }
 
 #[derive(Deserialize)]

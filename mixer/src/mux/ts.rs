@@ -29,6 +29,10 @@ pub const PMT_PID: u16 = 0x1000;
 pub const VIDEO_PID: u16 = 0x100;
 /// PID of the AAC elementary stream.
 pub const AUDIO_PID: u16 = 0x101;
+/// PID of the timed ID3 metadata stream (when enabled, [`TsMuxer::set_id3`]).
+pub const ID3_PID: u16 = 0x102;
+/// Stream type of metadata carried in PES packets (ISO/IEC 13818-1), used for timed ID3.
+pub const STREAM_TYPE_METADATA: u8 = 0x15;
 /// MPEG-TS stream type of H.264 video.
 pub const STREAM_TYPE_H264: u8 = 0x1B;
 /// MPEG-TS stream type of AAC audio with ADTS framing.
@@ -218,6 +222,8 @@ pub struct TsMuxer {
     cc_pmt: u8,
     cc_video: u8,
     cc_audio: u8,
+    cc_id3: u8,
+    has_id3: bool,
     pcr_delay: u64,
 }
 
@@ -242,6 +248,8 @@ impl TsMuxer {
             cc_pmt: 0,
             cc_video: 0,
             cc_audio: 0,
+            cc_id3: 0,
+            has_id3: false,
             pcr_delay: 0,
         }
     }
@@ -251,6 +259,13 @@ impl TsMuxer {
     /// their timestamps by at least this much so the PCR never saturates at 0.
     pub fn set_pcr_delay(&mut self, ticks: u64) {
         self.pcr_delay = ticks;
+    }
+
+    /// Declares a timed ID3 metadata stream in the PMT (stream type 0x15 with the metadata
+    /// descriptor for `ID3 `, as Apple's timed metadata and ffmpeg write it), for
+    /// [`TsMuxer::write_id3`].
+    pub fn set_id3(&mut self, on: bool) {
+        self.has_id3 = on;
     }
 
     fn pcr_pid(&self) -> u16 {
@@ -283,6 +298,22 @@ impl TsMuxer {
         }
         for (st, pid) in streams {
             pmt.extend_from_slice(&[st, 0xE0 | (pid >> 8) as u8, pid as u8, 0xF0, 0x00]);
+        }
+        if self.has_id3 {
+            // metadata_descriptor (tag 0x26): application format 0xFFFF + 'ID3 ', metadata
+            // format 0xFF + 'ID3 ', service id 0, decoder-config flags.
+            let desc: [u8; 15] = [
+                0x26, 13, 0xFF, 0xFF, b'I', b'D', b'3', b' ', 0xFF, b'I', b'D', b'3', b' ', 0x00,
+                0x0F,
+            ];
+            pmt.extend_from_slice(&[
+                STREAM_TYPE_METADATA,
+                0xE0 | (ID3_PID >> 8) as u8,
+                ID3_PID as u8,
+                0xF0,
+                desc.len() as u8,
+            ]);
+            pmt.extend_from_slice(&desc);
         }
         finish_section(&mut pmt);
         let cc = next_cc(&mut self.cc_pmt);
@@ -332,6 +363,18 @@ impl TsMuxer {
         Ok(())
     }
 
+    /// Appends an ID3v2 tag (see [`id3_priv_tag`]) as a timed metadata PES (private stream
+    /// 1) at `pts_90k` on [`ID3_PID`]. Does nothing unless [`TsMuxer::set_id3`] is on.
+    pub fn write_id3(&mut self, out: &mut Vec<u8>, pts_90k: u64, tag: &[u8]) {
+        if !self.has_id3 {
+            return;
+        }
+        let pes = pes_packet(0xBD, pts_90k, None, tag);
+        let mut cc = self.cc_id3;
+        write_pes_packets(out, ID3_PID, &mut cc, &pes, None, false);
+        self.cc_id3 = cc;
+    }
+
     /// Appends already ADTS-framed AAC (one or more frames) as a PES on the audio PID.
     pub fn write_audio_adts(&mut self, out: &mut Vec<u8>, pts_90k: u64, adts: &[u8]) {
         let pes = pes_packet(0xC0, pts_90k, None, adts);
@@ -344,6 +387,31 @@ impl TsMuxer {
         write_pes_packets(out, AUDIO_PID, &mut cc, &pes, pcr, !self.has_video);
         self.cc_audio = cc;
     }
+}
+
+/// An ID3v2.4 tag holding one `PRIV` frame: `owner` (e.g. `cohost/cue`), a NUL, `data`.
+/// Sizes are synchsafe, as ID3v2.4 and hls.js read them.
+pub fn id3_priv_tag(owner: &str, data: &[u8]) -> Vec<u8> {
+    fn synchsafe(n: usize) -> [u8; 4] {
+        let n = n as u32;
+        [
+            ((n >> 21) & 0x7F) as u8,
+            ((n >> 14) & 0x7F) as u8,
+            ((n >> 7) & 0x7F) as u8,
+            (n & 0x7F) as u8,
+        ]
+    }
+    let frame_len = owner.len() + 1 + data.len();
+    let mut tag = Vec::with_capacity(20 + frame_len);
+    tag.extend_from_slice(b"ID3\x04\x00\x00");
+    tag.extend_from_slice(&synchsafe(10 + frame_len));
+    tag.extend_from_slice(b"PRIV");
+    tag.extend_from_slice(&synchsafe(frame_len));
+    tag.extend_from_slice(&[0, 0]);
+    tag.extend_from_slice(owner.as_bytes());
+    tag.push(0);
+    tag.extend_from_slice(data);
+    tag
 }
 
 fn next_cc(cc: &mut u8) -> u8 {
