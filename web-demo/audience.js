@@ -121,6 +121,13 @@ function loadScript(src) {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** Catch-up starts when this far (s) behind the target latency... */
+const CATCH_UP_ABOVE_S = 0.3;
+/** ...and stops once within this of it. */
+const CATCH_UP_DONE_S = 0.05;
+/** Further behind than this (s), the player jumps to the live edge instead. */
+const MAX_LATENCY_S = 6;
+
 /**
  * Runs the player in `els` = {video, regions, cues, status, unmute}. Exposes its state as
  * `window.audienceState` (for tests and curious people).
@@ -143,6 +150,11 @@ export async function startAudience({ room, els }) {
     cuesLate: [],
     seiCount: 0,
     errors: [],
+    firstFrameMs: null, // ms from page open to the first picture on screen
+    latency: null, // s: now − EXT-X-PROGRAM-DATE-TIME of the picture on screen (composition → glass)
+    edgeLatency: null, // s behind the playlist's live edge (what catch-up steers)
+    targetLatency: null, // s: the playlist's PART-HOLD-BACK (low-latency) or HOLD-BACK
+    playbackRate: 1,
   };
   window.audienceState = state;
   const setStatus = (s) => {
@@ -235,6 +247,7 @@ export async function startAudience({ room, els }) {
     for (const c of due.cues) showCue(c, mediaTime);
     for (const c of due.late) state.cuesLate.push({ id: c.id, data: c.data, pts_ms: c.pts_ms });
     state.currentTime = video.currentTime;
+    if (state.frames === 0) state.firstFrameMs = Math.round(performance.now());
     state.frames++;
     state.seiCount = timeline.seiCount;
   };
@@ -285,6 +298,32 @@ export async function startAudience({ room, els }) {
     video.play().catch(() => {});
   });
 
+  // --- catch-up: play a little faster while behind the target latency, as the seeds'
+  // players drain accumulated delay; show how late the picture is ---------------------------
+  const steer = (hls) => {
+    const date = hls.playingDate; // from EXT-X-PROGRAM-DATE-TIME
+    state.latency = date ? Math.max(0, (Date.now() - date.getTime()) / 1000) : null;
+    state.edgeLatency = Number.isFinite(hls.latency) ? hls.latency : null;
+    state.targetLatency = Number.isFinite(hls.targetLatency) ? hls.targetLatency : null;
+    if (!video.paused && state.edgeLatency !== null && state.targetLatency !== null) {
+      const behind = state.edgeLatency - state.targetLatency;
+      if (state.edgeLatency > MAX_LATENCY_S && Number.isFinite(hls.liveSyncPosition)) {
+        video.currentTime = hls.liveSyncPosition; // far behind (a long stall): jump
+        return;
+      }
+      let rate = video.playbackRate;
+      if (behind > CATCH_UP_ABOVE_S) rate = Math.min(1.5, Math.max(1.1, 1 + behind * 0.25));
+      else if (behind <= CATCH_UP_DONE_S) rate = 1;
+      if (rate !== video.playbackRate) video.playbackRate = rate;
+    }
+    state.playbackRate = video.playbackRate;
+    if (els.latency) {
+      els.latency.textContent = state.latency === null
+        ? ''
+        : `latency ${state.latency.toFixed(1)} s${state.playbackRate > 1 ? ` · ${state.playbackRate.toFixed(2)}×` : ''}`;
+    }
+  };
+
   if (state.mode === 'native') {
     await waitForProgram();
     video.src = src;
@@ -297,7 +336,15 @@ export async function startAudience({ room, els }) {
     setStatus('loading the program…');
     timeline.reset();
     lastTime = -1;
-    const hls = new Hls({ liveSyncDurationCount: 2, enableWorker: true });
+    // Low-Latency HLS: parts and blocking playlist reload; the target latency is the
+    // playlist's PART-HOLD-BACK. Catch-up is ours (below), so hls.js's own is off.
+    const hls = new Hls({
+      lowLatencyMode: true,
+      enableWorker: true,
+      maxLiveSyncPlaybackRate: 1,
+      backBufferLength: 10,
+    });
+    const catchUp = setInterval(() => steer(hls), 250);
     const ended = new Promise((resolve) => {
       hls.on(Hls.Events.FRAG_PARSING_USERDATA, (_ev, data) => timeline.addSamples(data.samples));
       hls.on(Hls.Events.MANIFEST_PARSED, play);
@@ -311,6 +358,8 @@ export async function startAudience({ room, els }) {
     hls.loadSource(src);
     hls.attachMedia(video);
     await ended;
+    clearInterval(catchUp);
+    video.playbackRate = 1;
     hls.destroy();
     state.playing = false;
     regionBox.replaceChildren();
