@@ -11,7 +11,9 @@
 //!   broadcast into a bounded queue that the response body drains. A viewer that does not
 //!   read is dropped, never buffered without bound: when its queue is full (or its broadcast
 //!   receiver lags) its stream ends and `cohost_flv_viewers_dropped_total` counts it. The
-//!   stream also ends when the program does.
+//!   stream also ends when the program does. Tag bodies are not copied per viewer: the
+//!   queues hold the program's own `Bytes` (the GOP and every live picture are shared by all
+//!   viewers), only the 15 bytes of framing around each are a viewer's.
 //! * [`FlvStats`] — `cohost_flv_viewers` and `cohost_flv_viewers_dropped_total`.
 //!
 //! ```no_run
@@ -19,13 +21,14 @@
 //! // What `GET /live/{room}.flv` starts from: headers, the GOP, and the tags after it.
 //! let start = outputs.flv_subscribe();
 //! let mut w = cohost::output::flv_live::FlvWriter::default();
-//! let mut file = w.file_header().to_vec();
+//! let mut file = vec![bytes::Bytes::copy_from_slice(&w.file_header())];
 //! for t in &start.gop {
 //!     file.extend(w.tag(t, &start.headers).unwrap_or_default());
 //! }
 //! # }
 //! ```
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -58,6 +61,9 @@ pub const GOP_MAX_TAGS: usize = 2000;
 pub const VIEWER_QUEUE_TAGS: usize = 512;
 /// Most bytes queued for one viewer (its first chunk, the GOP, always fits an empty queue).
 pub const VIEWER_QUEUE_BYTES: usize = 4 << 20;
+/// Tag bodies shorter than this are copied into one piece with their framing (audio);
+/// longer ones (pictures) go out as the program's own `Bytes`.
+const COPY_BELOW: usize = 1024;
 
 /// The program's tags since its latest keyframe: what a joining viewer gets first.
 #[derive(Debug, Default)]
@@ -237,7 +243,8 @@ impl FlvStats {
 /// Turns program tags into one viewer's FLV bytes: nothing before the first keyframe, then
 /// `onMetaData`, the AVC and AAC sequence headers at the keyframe's timestamp, and the AVC
 /// header again before any later keyframe whose SPS/PPS changed. Timestamps are the
-/// program's, from the first keyframe's on (audio a little older than it is skipped).
+/// program's, from the first keyframe's on (audio a little older than it is skipped). The
+/// bytes come as pieces: framing, and the tag bodies themselves (shared, not copied).
 #[derive(Debug, Default)]
 pub struct FlvWriter {
     started: bool,
@@ -256,9 +263,9 @@ impl FlvWriter {
         self.started
     }
 
-    /// The bytes for `tag` given the current `headers`; `None` while waiting for the first
-    /// keyframe (the tag is skipped).
-    pub fn tag(&mut self, tag: &FlvTag, headers: &SequenceHeaders) -> Option<Vec<u8>> {
+    /// The pieces of bytes for `tag` given the current `headers`; `None` while waiting for
+    /// the first keyframe (the tag is skipped).
+    pub fn tag(&mut self, tag: &FlvTag, headers: &SequenceHeaders) -> Option<Vec<Bytes>> {
         let key = is_keyframe(tag);
         let ts = tag.timestamp_ms;
         let mut out = Vec::new();
@@ -269,18 +276,18 @@ impl FlvWriter {
             self.started = true;
             self.start_ts = ts;
             if let Some(m) = &headers.metadata {
-                out.extend(flv::tag(flv::TAG_SCRIPT, ts, m));
+                push_tag(&mut out, flv::TAG_SCRIPT, ts, m);
             }
             if let Some(v) = &headers.video {
-                out.extend(flv::tag(flv::TAG_VIDEO, ts, v));
+                push_tag(&mut out, flv::TAG_VIDEO, ts, v);
             }
             self.video_header = headers.video.clone();
             if let Some(a) = &headers.audio {
-                out.extend(flv::tag(flv::TAG_AUDIO, ts, a));
+                push_tag(&mut out, flv::TAG_AUDIO, ts, a);
             }
         } else if key && headers.video.is_some() && headers.video != self.video_header {
             if let Some(v) = &headers.video {
-                out.extend(flv::tag(flv::TAG_VIDEO, ts, v));
+                push_tag(&mut out, flv::TAG_VIDEO, ts, v);
             }
             self.video_header = headers.video.clone();
         } else if ts < self.start_ts && tag.kind == TagKind::Audio {
@@ -291,9 +298,32 @@ impl FlvWriter {
             TagKind::Video => flv::TAG_VIDEO,
             TagKind::Script => flv::TAG_SCRIPT,
         };
-        out.extend(flv::tag(kind, ts, &tag.body));
+        push_tag(&mut out, kind, ts, &tag.body);
         Some(out)
     }
+}
+
+/// One FLV file tag (the bytes of [`flv::tag`]) as pieces: a short body copied into one
+/// piece with its 11-byte header and 4-byte PreviousTagSize, a longer one shared between them.
+fn push_tag(out: &mut Vec<Bytes>, tag_type: u8, ts: u32, body: &Bytes) {
+    if body.len() < COPY_BELOW {
+        out.push(Bytes::from(flv::tag(tag_type, ts, body)));
+        return;
+    }
+    // As flv::tag: a body past the 24-bit size field is cut to what it can express.
+    let body = body.slice(..body.len().min(0xff_ffff));
+    let size = body.len() as u32;
+    let [_, s2, s1, s0] = size.to_be_bytes();
+    let [t3, t2, t1, t0] = ts.to_be_bytes();
+    out.push(Bytes::copy_from_slice(&[
+        tag_type, s2, s1, s0, t2, t1, t0, t3, 0, 0, 0,
+    ]));
+    out.push(body);
+    out.push(Bytes::copy_from_slice(&(size + 11).to_be_bytes()));
+}
+
+fn pieces_len(p: &[Bytes]) -> usize {
+    p.iter().map(Bytes::len).sum()
 }
 
 /// Why `GET /live/{file}` is refused.
@@ -363,7 +393,7 @@ fn start(s: &AppState, file: &str) -> Result<Response, FlvError> {
     let stats = s.programs.metrics.flv.clone();
     let begin = outputs.flv_subscribe();
     drop(outputs);
-    let (tx, rx) = mpsc::channel::<Bytes>(VIEWER_QUEUE_TAGS);
+    let (tx, rx) = mpsc::channel::<Vec<Bytes>>(VIEWER_QUEUE_TAGS);
     let queued = Arc::new(AtomicUsize::new(0));
     let queue = Queue {
         tx,
@@ -373,12 +403,19 @@ fn start(s: &AppState, file: &str) -> Result<Response, FlvError> {
     tokio::spawn(feed(begin, queue, stats.clone()).instrument(span));
     stats.viewers.fetch_add(1, Ordering::Relaxed);
     let guard = ViewerGuard { stats, _seat: seat };
-    let body =
-        futures_util::stream::unfold((rx, queued, guard), |(mut rx, queued, guard)| async move {
-            let b = rx.recv().await?;
-            queued.fetch_sub(b.len(), Ordering::AcqRel);
-            Some((Ok::<_, Infallible>(b), (rx, queued, guard)))
-        });
+    let pending: VecDeque<Bytes> = VecDeque::new();
+    let body = futures_util::stream::unfold(
+        (rx, pending, queued, guard),
+        |(mut rx, mut pending, queued, guard)| async move {
+            loop {
+                if let Some(b) = pending.pop_front() {
+                    queued.fetch_sub(b.len(), Ordering::AcqRel);
+                    return Some((Ok::<_, Infallible>(b), (rx, pending, queued, guard)));
+                }
+                pending.extend(rx.recv().await?);
+            }
+        },
+    );
     Ok((
         [
             (header::CONTENT_TYPE, "video/x-flv"),
@@ -402,22 +439,22 @@ impl Drop for ViewerGuard {
     }
 }
 
-/// One viewer's bounded queue (in chunks by the channel, in bytes by `queued`).
+/// One viewer's bounded queue (in tags by the channel, in bytes by `queued`).
 struct Queue {
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Vec<Bytes>>,
     queued: Arc<AtomicUsize>,
 }
 
 impl Queue {
     /// Queues `b` unless the viewer is gone or its queue is full.
-    fn offer(&self, b: Vec<u8>) -> Result<(), End> {
-        let len = b.len();
+    fn offer(&self, b: Vec<Bytes>) -> Result<(), End> {
+        let len = pieces_len(&b);
         let before = self.queued.load(Ordering::Acquire);
         if before > 0 && before + len > VIEWER_QUEUE_BYTES {
             return Err(End::QueueFull);
         }
         self.queued.fetch_add(len, Ordering::AcqRel);
-        self.tx.try_send(Bytes::from(b)).map_err(|e| {
+        self.tx.try_send(b).map_err(|e| {
             self.queued.fetch_sub(len, Ordering::AcqRel);
             match e {
                 mpsc::error::TrySendError::Full(_) => End::QueueFull,
@@ -430,15 +467,15 @@ impl Queue {
 /// Moves one viewer's tags into its queue until it goes, falls behind or the program ends.
 async fn feed(mut begin: FlvStart, queue: Queue, stats: Arc<FlvStats>) {
     let mut w = FlvWriter::default();
-    let mut first = w.file_header().to_vec();
+    let mut first = vec![Bytes::copy_from_slice(&w.file_header())];
     for t in &begin.gop {
         if let Some(b) = w.tag(t, &begin.headers) {
             first.extend(b);
         }
     }
     let gop_tags = begin.gop.len();
-    let mut sent = first.len() as u64;
-    info!(gop_tags, bytes = first.len(), "HTTP-FLV viewer joined");
+    let mut sent = pieces_len(&first) as u64;
+    info!(gop_tags, bytes = sent, "HTTP-FLV viewer joined");
     let end = match queue.offer(first) {
         Err(e) => e,
         Ok(()) => loop {
@@ -455,7 +492,7 @@ async fn feed(mut begin: FlvStart, queue: Queue, stats: Arc<FlvStats>) {
             let Some(b) = w.tag(&tag, &headers) else {
                 continue;
             };
-            let len = b.len() as u64;
+            let len = pieces_len(&b) as u64;
             if let Err(e) = queue.offer(b) {
                 break e;
             }
@@ -535,7 +572,7 @@ mod tests {
         assert!(w.tag(&audio(0), &headers).is_none());
         assert!(w.tag(&video(0, false, 4), &headers).is_none());
         assert!(!w.started());
-        let b = w.tag(&video(500, true, 4), &headers).unwrap();
+        let b = flat(w.tag(&video(500, true, 4), &headers).unwrap());
         // Script, video header, audio header, keyframe: all at 500 ms.
         let mut types = Vec::new();
         let mut i = 0;
@@ -551,21 +588,45 @@ mod tests {
             vec![(18, 0x02), (9, 0x17), (8, 0xAF), (9, 0x17)],
             "metadata (AMF0 string), AVC header, AAC header, keyframe"
         );
-        assert_eq!(w.tag(&audio(510), &headers).unwrap().len(), 11 + 3 + 4);
+        let len = |p: Option<Vec<Bytes>>| pieces_len(&p.unwrap());
+        assert_eq!(len(w.tag(&audio(510), &headers)), 11 + 3 + 4);
         assert!(
             w.tag(&audio(490), &headers).is_none(),
             "older than the start"
         );
         // Same SPS: no header again; a new one: the header before the keyframe.
-        assert_eq!(w.tag(&video(1000, true, 4), &headers).unwrap().len(), 19);
+        assert_eq!(len(w.tag(&video(1000, true, 4), &headers)), 19);
         let changed = SequenceHeaders {
             video: Some(Bytes::from_static(&[0x17, 0, 0, 0, 0, 2])),
             ..headers
         };
         assert_eq!(
-            w.tag(&video(2000, true, 4), &changed).unwrap().len(),
+            len(w.tag(&video(2000, true, 4), &changed)),
             (11 + 6 + 4) + 19
         );
+    }
+
+    fn flat(p: Vec<Bytes>) -> Vec<u8> {
+        p.concat()
+    }
+
+    #[test]
+    fn pictures_are_shared_not_copied_and_framed_as_flv_tag() {
+        for len in [0, 3, COPY_BELOW - 1, COPY_BELOW, 100_000] {
+            let body = Bytes::from(vec![0x27; len]);
+            let mut out = Vec::new();
+            push_tag(&mut out, flv::TAG_VIDEO, 0x0102_0304, &body);
+            assert_eq!(
+                flat(out.clone()),
+                flv::tag(flv::TAG_VIDEO, 0x0102_0304, &body)
+            );
+            if len >= COPY_BELOW {
+                assert_eq!(out.len(), 3);
+                assert_eq!(out[1].as_ptr(), body.as_ptr(), "the program's own bytes");
+            } else {
+                assert_eq!(out.len(), 1);
+            }
+        }
     }
 
     #[tokio::test]
