@@ -274,7 +274,6 @@ fn write_parts(s: &mut String, sequence: u64, parts: &[HlsPart]) {
 struct OpenInfo {
     sequence: u64,
     discontinuity: bool,
-    program_date_ms: Option<u64>,
     parts: Vec<HlsPart>,
 }
 
@@ -397,25 +396,17 @@ impl HlsStore {
     }
 
     /// A part of the segment being written is out (parts come in order).
-    fn push_part(
-        &self,
-        sequence: u64,
-        discontinuity: bool,
-        program_date_ms: Option<u64>,
-        part: HlsPart,
-    ) {
+    fn push_part(&self, sequence: u64, discontinuity: bool, part: HlsPart) {
         if let Ok(mut g) = self.inner.write() {
             let o = g.open.get_or_insert_with(|| OpenInfo {
                 sequence,
                 discontinuity,
-                program_date_ms,
                 parts: Vec::new(),
             });
             if o.sequence != sequence {
                 *o = OpenInfo {
                     sequence,
                     discontinuity,
-                    program_date_ms,
                     parts: Vec::new(),
                 };
             }
@@ -898,8 +889,7 @@ impl HlsSegmenter {
             data: Bytes::copy_from_slice(&o.buf[range.clone()]),
         };
         o.parts.push((range, elapsed, independent));
-        self.store
-            .push_part(o.sequence, o.discontinuity, o.program_date_ms, part);
+        self.store.push_part(o.sequence, o.discontinuity, part);
         o.part_start = (pts_90k, o.buf.len(), keyframe);
         self.mux.write_psi(&mut o.buf);
     }
