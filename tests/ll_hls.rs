@@ -60,7 +60,11 @@ fn parse_date(s: &str) -> f64 {
     let (hms, ms) = time.split_once('.').unwrap();
     let t: Vec<i64> = hms.split(':').map(|x| x.parse().unwrap()).collect();
     // Days from civil (H. Hinnant).
-    let (y, m) = if d[1] <= 2 { (d[0] - 1, d[1] + 9) } else { (d[0], d[1] - 3) };
+    let (y, m) = if d[1] <= 2 {
+        (d[0] - 1, d[1] + 9)
+    } else {
+        (d[0], d[1] - 3)
+    };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
     let doy = (153 * m + 2) / 5 + d[2] - 1;
@@ -215,7 +219,13 @@ async fn ll_hls_parts_blocking_reload_and_cues_as_timed_id3() {
     let path = dir.path().join("all.ts");
     std::fs::write(&path, &all).unwrap();
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-show_streams", "-show_packets", "-show_data"])
+        .args([
+            "-v",
+            "error",
+            "-show_streams",
+            "-show_packets",
+            "-show_data",
+        ])
         .args(["-select_streams", "d", "-of", "json"])
         .arg(&path)
         .output()
