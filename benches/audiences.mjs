@@ -1,0 +1,534 @@
+// Audiences of one room's program, in the same run, for a new viewer: glass-to-glass delay
+// over LL-HLS (the audience page itself), classic HLS (hls.js without low-latency mode),
+// HTTP-FLV (mpegts.js) and program WHEP, the time to the first picture of each, and the time
+// from a cue's POST to its overlay on the audience page.
+//
+// Run inside a network namespace with only `lo` (see /work/shared/TESTING.md):
+//   cargo build --bin cohost                       # the debug build is the default here
+//   npm ci --prefix tests/browser && npm ci --prefix web-demo
+//   unshare --net sh -c 'ip link set lo up && exec "$@"' sh node benches/audiences.mjs
+//
+// Env: COHOST_BIN (default target/debug/cohost), CHROMIUM (default /usr/bin/chromium),
+//   ORDER (paths in measuring order, default `ll,hls,flv,whep`), SECONDS (glass-to-glass
+//   window per path, default 25), WARMUP_S (seconds after the viewer's first picture before the
+//   window, default 5), OPENS (page opens for the first picture per path, besides the
+//   measured viewer's own, default 5), CUES (default 10), SOURCE (`canvas` default or
+//   `generator`, as in glass_to_glass.mjs), AUDIO (default 1: the sender also publishes a tone),
+//   FLV_CONFIG / HLS_CONFIG (JSON merged over the mpegts.js / classic hls.js config below),
+//   JSON (a file for the raw results), LOG_SERVER=1.
+//
+// One Chromium, one page: the sender (benches/blocks.mjs: frame counter and send time drawn as
+// blocks on a 640x360 canvas, published over WHIP as the room's only co-host, H.264) and each
+// viewer in an iframe of that page, opened fresh (one page keeps the sender's
+// requestAnimationFrame at 60 Hz; a second page throttles it, see RESULTS-glass.md). The
+// program composites the co-host full-frame on its 1280x720 canvas; each viewer reads the
+// blocks back at their scaled place (from the room's mix state) from every presented frame
+// (requestVideoFrameCallback, drawImage of the <video> at videoWidth x videoHeight).
+//   - ll:   /audience.html?room=... (cohost's own page: hls.js 1.7.4 lowLatencyMode, its
+//           catch-up), blocks read from its #video by a script added to its frame.
+//   - hls:  hls.js (the server's /vendor/hls.min.js) with `{lowLatencyMode: false}` and
+//           everything else default (start and stay HOLD-BACK behind the edge, no catch-up).
+//   - flv:  mpegts.js 1.8.2 (tests/browser/node_modules) on /live/{room}.flv, `isLive`,
+//           `enableStashBuffer: false`, `liveBufferLatencyChasing: true` (seek to
+//           buffered end − 0.5 s when more than 1.5 s is buffered: the defaults of
+//           liveBufferLatencyMaxLatency / MinRemain), no worker, `lazyLoad: false`.
+//   - whep: RTCPeerConnection recvonly video + audio, `POST /whep/{room}` with a viewer token
+//           (offer after ICE gathering, as glass_to_glass.mjs), default jitter buffer.
+// Glass to glass = timeOrigin + expectedDisplayTime − the send time in the blocks, for the
+// first presentation of each sender frame, over SECONDS after WARMUP_S; the same from the
+// viewer's first picture on ("whole") is given too. First picture = the viewer document's
+// performance.now() at its first requestVideoFrameCallback (navigation start → first picture;
+// the audience page's own `audienceState.firstFrameMs`), and from the parent's iframe insertion.
+// Cue → overlay = POST /api/rooms/{room}/cues (API key) → the audience page's
+// `audienceState.cuesShown[].at` (Date.now() when the `.cue` element is added), same clock.
+
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:http';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { loadavg, tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { senderScript, decoderScript } from './blocks.mjs';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const require = createRequire(join(here, '..', 'tests', 'browser', 'package.json'));
+const { chromium } = require('playwright-core');
+
+const BIN = process.env.COHOST_BIN || join(here, '..', 'target', 'debug', 'cohost');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const ORDER = (process.env.ORDER || 'll,hls,flv,whep').split(',');
+const MEASURE_S = Number(process.env.SECONDS || 25);
+const WARMUP_S = Number(process.env.WARMUP_S || 5);
+const OPENS = Number(process.env.OPENS ?? 5);
+const CUES = Number(process.env.CUES ?? 10);
+const SOURCE = process.env.SOURCE || 'canvas';
+const AUDIO = process.env.AUDIO !== '0';
+const W = 640, H = 360;
+const KEY = 'testkey';
+const SECRET = '0123456789abcdef0123';
+const ROOM = 'aud';
+
+const FLV_CONFIG = {
+  enableWorker: false, enableStashBuffer: false, lazyLoad: false,
+  liveBufferLatencyChasing: true, liveBufferLatencyMaxLatency: 1.5, liveBufferLatencyMinRemain: 0.5,
+  ...JSON.parse(process.env.FLV_CONFIG || '{}'),
+};
+const HLS_CONFIG = { lowLatencyMode: false, ...JSON.parse(process.env.HLS_CONFIG || '{}') };
+
+const GOALS = {
+  ll: { g2g: 2000, first: 1000 },
+  hls: { g2g: null, first: 1000 },
+  flv: { g2g: 1500, first: 500 },
+  whep: { g2g: null, first: 500 },
+};
+const NAMES = { ll: 'LL-HLS (audience page)', hls: 'classic HLS (hls.js, lowLatencyMode false)', flv: 'HTTP-FLV (mpegts.js)', whep: 'program WHEP' };
+const CUE_GOAL = 2000;
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const log = (...a) => console.error(`[${new Date().toISOString().slice(11, 23)}]`, ...a);
+
+// ---------------------------------------------------------------- pages
+const MAIN_PAGE = `<!doctype html><html><head><meta charset="utf-8"><title>audiences bench</title>
+<style>body{margin:0;background:#222;color:#ccc;font:12px sans-serif} canvas{display:block;width:320px;height:180px}
+iframe{border:0;width:960px;height:600px;display:block;background:#000}</style></head><body>
+<canvas id="c"></canvas><div id="frames"></div>
+<script>${senderScript({ W, H, source: SOURCE, audio: AUDIO })}</script>
+<script>
+function preferH264(tr) {
+  const caps = RTCRtpSender.getCapabilities('video');
+  const h = caps.codecs.filter((c) => c.mimeType.toLowerCase() === 'video/h264'
+      && /packetization-mode=1/.test(c.sdpFmtpLine || '') && /profile-level-id=42(e0|00)1f/.test(c.sdpFmtpLine));
+  h.sort((a, b) => (/42e01f/.test(b.sdpFmtpLine) ? 1 : 0) - (/42e01f/.test(a.sdpFmtpLine) ? 1 : 0));
+  const rtx = caps.codecs.filter((c) => c.mimeType.toLowerCase() === 'video/rtx');
+  tr.setCodecPreferences(h.concat(rtx));
+}
+function gathered(pc) {
+  if (pc.iceGatheringState === 'complete') return Promise.resolve();
+  return new Promise((res) => {
+    const t = setTimeout(res, 5000);
+    pc.addEventListener('icegatheringstatechange', () => { if (pc.iceGatheringState === 'complete') { clearTimeout(t); res(); } });
+  });
+}
+// WHIP: the sender's stream as the room's co-host.
+window.publish = async (url, token) => {
+  const pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle' });
+  window.pub = pc;
+  const s = window.senderStream;
+  preferH264(pc.addTransceiver(s.getVideoTracks()[0], { direction: 'sendonly', streams: [s] }));
+  for (const a of s.getAudioTracks()) pc.addTransceiver(a, { direction: 'sendonly', streams: [s] });
+  await pc.setLocalDescription(await pc.createOffer());
+  await gathered(pc);
+  const r = await fetch(url, { method: 'POST', headers: { 'Content-Type': 'application/sdp', Authorization: 'Bearer ' + token }, body: pc.localDescription.sdp });
+  const text = await r.text();
+  if (r.status !== 201) throw new Error('WHIP ' + r.status + ' ' + text);
+  await pc.setRemoteDescription({ type: 'answer', sdp: text });
+  return r.headers.get('location');
+};
+window.pubState = () => window.pub && window.pub.connectionState;
+window.pubStats = async () => {
+  const st = await window.pub.getStats(); let o = null;
+  st.forEach((r) => { if (r.type === 'outbound-rtp' && r.kind === 'video') o = { fps: r.framesPerSecond, w: r.frameWidth, h: r.frameHeight, kbps: null, bytes: r.bytesSent, frames: r.framesEncoded, limitation: r.qualityLimitationReason }; });
+  return o;
+};
+window.openFrame = (id, url) => {
+  const f = document.createElement('iframe');
+  f.id = id; f.allow = 'autoplay';
+  const t = performance.timeOrigin + performance.now();
+  f.src = url;
+  document.getElementById('frames').append(f);
+  return t;
+};
+window.closeFrame = (id) => { const f = document.getElementById(id); if (f) f.remove(); };
+window.clock = () => performance.timeOrigin + performance.now();
+</script></body></html>`;
+
+const VIEWER_PAGE = `<!doctype html><html><head><meta charset="utf-8"><title>viewer</title>
+<style>body{margin:0;background:#000} video{display:block;width:100%;height:100%;object-fit:contain}</style></head>
+<body><video id="v" muted autoplay playsinline></video>
+<script>${decoderScript()}</script>
+<script>
+const q = new URLSearchParams(location.search);
+const kind = q.get('kind'), base = q.get('base'), room = q.get('room');
+const v = document.getElementById('v');
+g2g.hook(v, { record: q.get('record') === '1', rect: q.get('rect') ? JSON.parse(q.get('rect')) : null });
+const st = window.viewerState = { kind, errors: [] };
+const play = () => { const p = v.play(); if (p && p.catch) p.catch((e) => st.errors.push('play: ' + e.message)); };
+const bufferedAhead = () => { const b = v.buffered; for (let i = 0; i < b.length; i++) if (b.end(i) >= v.currentTime) return b.end(i) - v.currentTime; return 0; };
+const loadScript = (src) => new Promise((res, rej) => { const s = document.createElement('script'); s.src = src; s.onload = res; s.onerror = () => rej(new Error('load ' + src)); document.head.append(s); });
+window.viewerInfo = async () => ({ currentTime: v.currentTime, bufferedAhead: bufferedAhead(), playbackRate: v.playbackRate, w: v.videoWidth, h: v.videoHeight });
+window.viewerClose = async () => {};
+(async () => {
+  if (kind === 'hls') {
+    await loadScript(base + '/vendor/hls.min.js');
+    const hls = window.hls = new Hls(JSON.parse(q.get('config')));
+    hls.on(Hls.Events.ERROR, (_e, d) => { if (d.fatal) st.errors.push('hls.js ' + d.type + ' ' + d.details); });
+    hls.on(Hls.Events.MANIFEST_PARSED, play);
+    hls.loadSource(base + '/live/' + room + '/index.m3u8');
+    hls.attachMedia(v);
+    const vi = window.viewerInfo;
+    window.viewerInfo = async () => ({ ...(await vi()), latency: hls.latency, targetLatency: hls.targetLatency, drift: hls.drift,
+      pdtLatency: hls.playingDate ? (Date.now() - hls.playingDate.getTime()) / 1000 : null });
+    window.viewerClose = async () => hls.destroy();
+  } else if (kind === 'flv') {
+    await loadScript('/lib/mpegts.js');
+    const player = window.player = mpegts.createPlayer(
+      { type: 'flv', isLive: true, url: base + '/live/' + room + '.flv', hasAudio: true, hasVideo: true },
+      JSON.parse(q.get('config')));
+    player.on(mpegts.Events.ERROR, (t, d, i) => st.errors.push('mpegts ' + t + ' ' + d + ' ' + JSON.stringify(i)));
+    player.attachMediaElement(v);
+    player.load();
+    const p = player.play(); if (p && p.catch) p.catch((e) => st.errors.push('play: ' + e.message));
+    window.viewerClose = async () => { player.pause(); player.unload(); player.detachMediaElement(); player.destroy(); };
+  } else if (kind === 'whep') {
+    const pc = window.pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle' });
+    pc.addTransceiver('video', { direction: 'recvonly' });
+    pc.addTransceiver('audio', { direction: 'recvonly' });
+    const ms = new MediaStream();
+    pc.ontrack = (e) => { ms.addTrack(e.track); if (e.track.kind === 'video') { v.srcObject = ms; play(); } };
+    await pc.setLocalDescription(await pc.createOffer());
+    await new Promise((res) => {
+      if (pc.iceGatheringState === 'complete') return res();
+      const t = setTimeout(res, 2000);
+      pc.addEventListener('icegatheringstatechange', () => { if (pc.iceGatheringState === 'complete') { clearTimeout(t); res(); } });
+    });
+    st.offerAt = performance.now();
+    const r = await fetch(base + '/whep/' + room, { method: 'POST', headers: { 'Content-Type': 'application/sdp', Authorization: 'Bearer ' + q.get('token') }, body: pc.localDescription.sdp });
+    const text = await r.text();
+    if (r.status !== 201) throw new Error('WHEP ' + r.status + ' ' + text);
+    st.answerAt = performance.now();
+    const loc = r.headers.get('location');
+    await pc.setRemoteDescription({ type: 'answer', sdp: text });
+    pc.addEventListener('connectionstatechange', () => { if (pc.connectionState === 'connected') st.connectedAt = performance.now(); });
+    window.viewerInfo = async () => {
+      const s = await pc.getStats(); let o = {};
+      s.forEach((x) => { if (x.type === 'inbound-rtp' && x.kind === 'video') o = x; });
+      return { w: v.videoWidth, h: v.videoHeight, connection: pc.connectionState,
+        jitterBufferMs: o.jitterBufferEmittedCount ? 1000 * o.jitterBufferDelay / o.jitterBufferEmittedCount : null,
+        framesDecoded: o.framesDecoded, framesDropped: o.framesDropped, packetsLost: o.packetsLost, nack: o.nackCount, pli: o.pliCount,
+        codec: o.codecId && s.get(o.codecId) ? s.get(o.codecId).mimeType : null,
+        offerAt: st.offerAt, answerAt: st.answerAt, connectedAt: st.connectedAt };
+    };
+    window.viewerClose = async () => {
+      pc.close();
+      if (loc) await fetch(new URL(loc, base).href, { method: 'DELETE', headers: { Authorization: 'Bearer ' + q.get('token') } }).catch(() => {});
+    };
+  } else throw new Error('kind ' + kind);
+})().catch((e) => st.errors.push(String(e && e.message || e)));
+</script></body></html>`;
+
+// ---------------------------------------------------------------- helpers
+function pct(sorted, p) {
+  if (!sorted.length) return NaN;
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[i];
+}
+function summarize(xs) {
+  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  const mean = s.reduce((a, b) => a + b, 0) / (s.length || 1);
+  return { n: s.length, mean, p50: pct(s, 50), p95: pct(s, 95), p99: pct(s, 99), min: s[0], max: s[s.length - 1] };
+}
+const f0 = (x) => (Number.isFinite(x) ? x.toFixed(0) : '-');
+const median = (xs) => pct([...xs].filter(Number.isFinite).sort((a, b) => a - b), 50);
+
+async function waitFor(what, fn, ms = 30000, every = 100) {
+  const end = Date.now() + ms;
+  let last;
+  while (Date.now() < end) {
+    try { last = await fn(); if (last) return last; } catch (e) { last = e; }
+    await sleep(every);
+  }
+  throw new Error(`timed out waiting for ${what} (last: ${last?.message ?? JSON.stringify(last)})`);
+}
+
+// ---------------------------------------------------------------- main
+const port = 20000 + Math.floor(Math.random() * 1000);
+const base = `http://127.0.0.1:${port}`;
+let server, http, context, userDir;
+const serverLog = [];
+
+async function api(method, path, body) {
+  const r = await fetch(`${base}${path}`, {
+    method,
+    headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${KEY}` },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await r.text();
+  let json;
+  try { json = JSON.parse(text); } catch { json = text; }
+  return { status: r.status, body: json };
+}
+async function mint(identity, role) {
+  const r = await api('POST', '/api/tokens', { room: ROOM, identity, role, ttl_s: 3600 });
+  if (r.status !== 200) throw new Error(`token ${identity}: ${r.status} ${JSON.stringify(r.body)}`);
+  return r.body.token;
+}
+
+async function main() {
+  const mpegts = readFileSync(join(here, '..', 'tests', 'browser', 'node_modules', 'mpegts.js', 'dist', 'mpegts.js'));
+  http = createServer((req, res) => {
+    const path = req.url.split('?')[0];
+    const send = (type, body) => { res.writeHead(200, { 'Content-Type': type, 'Cache-Control': 'no-store' }); res.end(body); };
+    if (path === '/') send('text/html; charset=utf-8', MAIN_PAGE);
+    else if (path === '/viewer.html') send('text/html; charset=utf-8', VIEWER_PAGE);
+    else if (path === '/lib/mpegts.js') send('text/javascript', mpegts);
+    else { res.writeHead(404); res.end(); }
+  });
+  await new Promise((r) => http.listen(0, '127.0.0.1', r));
+  const app = `http://127.0.0.1:${http.address().port}`;
+
+  const args = ['--bind', `127.0.0.1:${port}`, '--media-ip', '127.0.0.1', '--udp-ports', '52300-52500',
+    '--api-key', KEY, '--api-secret', SECRET, '--cors-origins', '*'];
+  log('starting', BIN, args.join(' '));
+  server = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
+  for (const s of [server.stdout, server.stderr]) {
+    s.setEncoding('utf8');
+    s.on('data', (d) => {
+      for (const line of d.split('\n')) if (line) { serverLog.push(line); if (process.env.LOG_SERVER) console.error('server:', line); }
+      if (serverLog.length > 3000) serverLog.splice(0, serverLog.length - 3000);
+    });
+  }
+  await waitFor('server /healthz', async () => {
+    if (server.exitCode !== null) throw new Error('server exited');
+    const r = await fetch(`${base}/healthz`).catch(() => null);
+    return r && r.ok;
+  });
+  const vendor = await fetch(`${base}/vendor/hls.min.js`);
+  if (!vendor.ok) throw new Error(`/vendor/hls.min.js: ${vendor.status} (npm ci --prefix web-demo)`);
+  await vendor.arrayBuffer();
+
+  userDir = mkdtempSync(join(tmpdir(), 'aud-chromium-'));
+  context = await chromium.launchPersistentContext(userDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    viewport: { width: 1000, height: 820 },
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream=fps=30',
+      '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required',
+      '--disable-background-timer-throttling', '--disable-renderer-backgrounding',
+      '--disable-backgrounding-occluded-windows'],
+  });
+  const page = await context.newPage();
+  page.on('pageerror', (e) => log(`page error: ${e.message}`));
+  page.on('console', (m) => { if (m.type() === 'error') log(`console (${m.location()?.url?.slice(0, 60)}): ${m.text().slice(0, 300)}`); });
+  await page.goto(`${app}/`);
+  await page.evaluate(() => window.startSender(document.getElementById('c')));
+  const browserVersion = context.browser()?.version() ?? (await page.evaluate(() => navigator.userAgent));
+
+  const hostTok = await mint('sender', 'host');
+  const viewerTok = await mint('fan', 'viewer');
+  await page.evaluate(([u, t]) => window.publish(u, t), [`${base}/whip/${ROOM}`, hostTok]);
+  await waitFor('WHIP connected', async () => (await page.evaluate(() => window.pubState())) === 'connected', 20000);
+  log('sender publishing over WHIP');
+  // Enough segments behind the edge for a classic player's HOLD-BACK.
+  const playlist = await waitFor('HLS playlist with 4 segments', async () => {
+    const r = await fetch(`${base}/live/${ROOM}/index.m3u8`);
+    const t = r.ok ? await r.text() : '';
+    return (t.match(/#EXTINF/g) || []).length >= 4 && t;
+  }, 40000, 250);
+  const header = playlist.split('\n').filter((l) => /^#EXT-X-(VERSION|TARGETDURATION|PART-INF|SERVER-CONTROL)/.test(l));
+  log('playlist:', header.join(' '));
+  const room = await api('GET', `/api/rooms/${ROOM}`);
+  const mix = room.body?.mix ?? room.body?.mix_state ?? {};
+  const regions = JSON.stringify(room.body).match(/"regions":(\[[^\]]*\])/);
+  let rect = null;
+  try {
+    const rs = regions ? JSON.parse(regions[1]) : [];
+    const r = rs.find((x) => x.identity === 'sender') || rs[0];
+    const cw = mix.width || 1280, ch = mix.height || 720;
+    if (r) rect = { x: r.x, y: r.y, w: r.w, h: r.h, cw, ch };
+  } catch { /* whole picture */ }
+  if (rect && Math.abs(rect.w / rect.h - W / H) > 0.01) {
+    log(`the sender's region ${JSON.stringify(rect)} is not ${W}:${H}: reading the whole picture`);
+    rect = null;
+  }
+  log('sender region on the program canvas:', JSON.stringify(rect));
+  const d0 = await page.evaluate(() => window.senderDraws());
+  await sleep(1000);
+  log(`sender draws ${(await page.evaluate(() => window.senderDraws())) - d0} frames/s, ${JSON.stringify(await page.evaluate(() => window.pubStats()))}`);
+
+  const results = {
+    when: new Date().toISOString(), bin: BIN, chromium: browserVersion, order: ORDER, seconds: MEASURE_S,
+    warmup_s: WARMUP_S, source: SOURCE, audio: AUDIO, flv_config: FLV_CONFIG, hls_config: HLS_CONFIG,
+    playlist_header: header, rect, paths: {}, cues: null,
+  };
+
+  let frameNo = 0;
+  const urlFor = (kind, record) => {
+    if (kind === 'll') return `${base}/audience.html?room=${ROOM}`;
+    const q = new URLSearchParams({ kind, base, room: ROOM, record: record ? '1' : '0' });
+    if (rect) q.set('rect', JSON.stringify(rect));
+    if (kind === 'hls') q.set('config', JSON.stringify(HLS_CONFIG));
+    if (kind === 'flv') q.set('config', JSON.stringify(FLV_CONFIG));
+    if (kind === 'whep') q.set('token', viewerTok);
+    return `${app}/viewer.html?${q}`;
+  };
+  /** Opens a viewer in a fresh iframe; resolves at its first picture. */
+  async function open(kind, record) {
+    const id = `f${++frameNo}`;
+    const openAt = await page.evaluate(([i, u]) => window.openFrame(i, u), [id, urlFor(kind, record)]);
+    const el = await page.waitForSelector(`#${id}`, { state: 'attached' });
+    const fr = await el.contentFrame();
+    const first = await waitFor(`${kind}: first picture`, async () => {
+      const s = await fr.evaluate(() => {
+        if (location.href === 'about:blank') return null;
+        const errs = (window.viewerState || window.audienceState || {}).errors || [];
+        if (window.audienceState) {
+          const a = window.audienceState;
+          return { errors: errs, first: a.firstFrameMs != null ? { ms: a.firstFrameMs, abs: performance.timeOrigin + a.firstFrameMs } : null };
+        }
+        return { errors: errs, first: window.g2g?.state.first };
+      });
+      if (s?.errors?.length) throw new Error(s.errors.join('; '));
+      return s?.first;
+    }, 20000, 50);
+    if (kind === 'll' && record) {
+      await fr.addScriptTag({ content: decoderScript() });
+      await fr.evaluate((r) => window.g2g.hook(document.getElementById('video'), { record: true, rect: r }), rect);
+    }
+    return { id, fr, first: { nav_ms: first.ms, open_ms: first.abs - openAt } };
+  }
+  async function close(v) {
+    await v.fr.evaluate(() => window.viewerClose?.()).catch(() => {});
+    await page.evaluate((i) => window.closeFrame(i), v.id);
+  }
+  async function info(kind, fr) {
+    if (kind === 'll') {
+      return fr.evaluate(() => {
+        const a = window.audienceState, v = document.getElementById('video');
+        let ahead = 0;
+        for (let i = 0; i < v.buffered.length; i++) if (v.buffered.end(i) >= v.currentTime) ahead = v.buffered.end(i) - v.currentTime;
+        return { pdtLatency: a.latency, latency: a.edgeLatency, targetLatency: a.targetLatency, playbackRate: a.playbackRate, bufferedAhead: ahead, w: v.videoWidth, h: v.videoHeight, errors: a.errors };
+      });
+    }
+    return fr.evaluate(() => window.viewerInfo());
+  }
+
+  for (const kind of ORDER) {
+    const r = { name: NAMES[kind], firsts: [], errors: [] };
+    results.paths[kind] = r;
+    log(`${kind}: ${OPENS} page opens for the first picture`);
+    for (let i = 0; i < OPENS; i++) {
+      try {
+        const v = await open(kind, false);
+        r.firsts.push(v.first);
+        log(`${kind}: open ${i + 1}: first picture ${f0(v.first.nav_ms)} ms after navigation start (${f0(v.first.open_ms)} ms after the iframe was inserted)`);
+        await sleep(300);
+        await close(v);
+      } catch (e) {
+        r.errors.push(`open ${i + 1}: ${e.message}`);
+        log(`${kind}: open ${i + 1} FAILED: ${e.message}`);
+        await page.evaluate(() => { for (const f of document.querySelectorAll('iframe')) f.remove(); });
+      }
+      await sleep(500 + Math.random() * 2000); // spread the opens over the GOP / segment phase
+    }
+    log(`${kind}: the measured viewer`);
+    const la0 = loadavg()[0];
+    const dr0 = await page.evaluate(() => window.senderDraws());
+    const v = await open(kind, true);
+    r.firsts.push({ ...v.first, measured: true });
+    log(`${kind}: first picture ${f0(v.first.nav_ms)} ms; warming up ${WARMUP_S} s, then ${MEASURE_S} s`);
+    await sleep(WARMUP_S * 1000);
+    r.info_start = await info(kind, v.fr);
+    await sleep(MEASURE_S * 1000);
+    r.info_end = await info(kind, v.fr);
+    const taken = await v.fr.evaluate(() => window.g2g.take());
+    r.sender_draws_per_s = ((await page.evaluate(() => window.senderDraws())) - dr0) / (WARMUP_S + MEASURE_S);
+    r.loadavg = [la0, loadavg()[0]];
+    const firstAbs = taken.samples.length ? taken.samples[0].at : 0;
+    // A WebRTC frame cannot be on screen before its last packet arrived (a late callback read
+    // a newer picture than its metadata describes): dropped as in glass_to_glass.mjs.
+    const ok = taken.samples.filter((s) => s.recv == null || (s.recv > 0 && s.submit >= s.recv));
+    r.implausible = taken.samples.length - ok.length;
+    const win = ok.filter((s) => s.at - firstAbs >= WARMUP_S * 1000);
+    r.undecodable = taken.undecodable;
+    r.repeats = taken.repeats;
+    r.presented = taken.presented;
+    r.g2g = summarize(win.map((s) => s.present));
+    r.g2g_whole = summarize(ok.map((s) => s.present));
+    r.g2g_first_s = summarize(ok.filter((s) => s.at - firstAbs < 1000).map((s) => s.present));
+    r.recv = summarize(win.map((s) => s.recv));
+    r.fps = win.length / MEASURE_S;
+    const sizes = {};
+    for (const s of win) sizes[`${s.w}x${s.h}`] = (sizes[`${s.w}x${s.h}`] || 0) + 1;
+    r.sizes = sizes;
+    // the latency over time, per 5 s, to see a catch-up or a drift
+    r.by5s = [];
+    for (let t = 0; t < WARMUP_S + MEASURE_S; t += 5) {
+      const xs = ok.filter((s) => s.at - firstAbs >= t * 1000 && s.at - firstAbs < (t + 5) * 1000).map((s) => s.present);
+      r.by5s.push(Math.round(median(xs)));
+    }
+    log(`${kind}: ${win.length} frames (${r.undecodable} undecodable, ${r.repeats} repeats), glass p50 ${f0(r.g2g.p50)} p95 ${f0(r.g2g.p95)} ms; per 5 s ${r.by5s.join(' ')}; ${JSON.stringify(r.info_end)}`);
+
+    if (kind === 'll' && CUES > 0) {
+      const cues = [];
+      log(`cues: ${CUES} cues to the audience page`);
+      for (let i = 0; i < CUES; i++) {
+        const id = `bench-${Date.now()}-${i}`;
+        const t0 = Date.now();
+        const post = await api('POST', `/api/rooms/${ROOM}/cues`, { id, data: { kind: 'vote', n: i } });
+        const t1 = Date.now();
+        if (post.status !== 202) { log(`cue ${i}: ${post.status} ${JSON.stringify(post.body)}`); continue; }
+        try {
+          const shown = await waitFor(`cue ${id} shown`, () => v.fr.evaluate((cid) => {
+            const c = window.audienceState.cuesShown.find((x) => x.id === cid);
+            const el = document.querySelector(`#cues .cue[data-cue-id="${cid}"]`);
+            return c && el ? { at: c.at, lag_s: c.shownAtMediaTime - c.pts } : null;
+          }, id), 15000, 20);
+          cues.push({ id, ms: shown.at - t0, post_ms: t1 - t0, late_frame_s: shown.lag_s });
+          log(`cue ${i}: shown ${shown.at - t0} ms after the POST (answer in ${t1 - t0} ms)`);
+        } catch (e) {
+          cues.push({ id, ms: null, error: e.message });
+          log(`cue ${i}: not shown: ${e.message}`);
+        }
+        await sleep(1000 + Math.random() * 1000);
+      }
+      const late = (await v.fr.evaluate(() => window.audienceState.cuesLate.length));
+      results.cues = { each: cues, summary: summarize(cues.map((c) => c.ms)), missed: cues.filter((c) => c.ms == null).length, late };
+    }
+    await close(v);
+    await sleep(1000);
+  }
+
+  // ---------------------------------------------------------------- report
+  const out = [];
+  out.push(`build: ${BIN}; Chromium ${browserVersion}; source ${SOURCE}${AUDIO ? ' + tone' : ''}; window ${MEASURE_S} s after ${WARMUP_S} s; playlist ${header.join(' ')}`);
+  out.push('');
+  out.push('| path | frames | glass p50 ms | p95 | p99 | min–max | goal p95 | first 1 s p50 | first picture ms (nav start; each open) | median | goal | first picture from insertion, median |');
+  out.push('|---|---|---|---|---|---|---|---|---|---|---|---|');
+  for (const [kind, r] of Object.entries(results.paths)) {
+    const g = GOALS[kind];
+    const navs = r.firsts.map((x) => x.nav_ms);
+    const gv = g.g2g == null ? '—' : `≤ ${g.g2g} ${r.g2g?.p95 <= g.g2g ? 'met' : '**not met**'}`;
+    const fv = `≤ ${g.first} ${navs.length && Math.max(...navs) <= g.first ? 'met' : '**not met**'}`;
+    out.push(`| ${r.name} | ${r.g2g?.n ?? 0} | ${f0(r.g2g?.p50)} | ${f0(r.g2g?.p95)} | ${f0(r.g2g?.p99)} | ${f0(r.g2g?.min)}–${f0(r.g2g?.max)} | ${gv} | ${f0(r.g2g_first_s?.p50)} | ${navs.map(f0).join(', ')} | ${f0(median(navs))} | ${fv} | ${f0(median(r.firsts.map((x) => x.open_ms)))} |`);
+  }
+  if (results.cues) {
+    const c = results.cues.summary;
+    out.push('');
+    out.push(`cue → overlay (audience page, LL-HLS): ${c.n} cues, p50 ${f0(c.p50)} ms, p95 ${f0(c.p95)} ms, min ${f0(c.min)}, max ${f0(c.max)}; goal p95 ≤ ${CUE_GOAL} ${c.p95 <= CUE_GOAL ? 'met' : '**not met**'}; missed ${results.cues.missed}, late ${results.cues.late}; each ${results.cues.each.map((x) => f0(x.ms)).join(', ')}`);
+  }
+  out.push('');
+  for (const [kind, r] of Object.entries(results.paths)) {
+    out.push(`${kind}: ${r.g2g?.n} frames in the window (${r.fps?.toFixed(1)}/s), ${r.undecodable} undecodable, ${r.repeats} repeated pictures, ${r.implausible} implausible; sizes ${JSON.stringify(r.sizes)}; sender ${r.sender_draws_per_s?.toFixed(1)} draws/s; loadavg ${r.loadavg?.map((x) => x.toFixed(1)).join(' -> ')}; whole (from first picture) p50 ${f0(r.g2g_whole?.p50)} p95 ${f0(r.g2g_whole?.p95)}; per 5 s ${r.by5s?.join(' ')}; recv p50 ${f0(r.recv?.p50)}${r.errors.length ? `; errors ${r.errors.join(' | ')}` : ''}`);
+    out.push(`  player at window start ${JSON.stringify(r.info_start, (k, x) => (typeof x === 'number' ? Math.round(x * 1000) / 1000 : x))}`);
+    out.push(`  player at window end   ${JSON.stringify(r.info_end, (k, x) => (typeof x === 'number' ? Math.round(x * 1000) / 1000 : x))}`);
+  }
+  console.log(out.join('\n'));
+  if (process.env.JSON) writeFileSync(process.env.JSON, JSON.stringify(results, null, 1));
+}
+
+main()
+  .then(() => { process.exitCode = 0; })
+  .catch((e) => {
+    console.error('FAILED:', e);
+    console.error(serverLog.slice(-40).join('\n'));
+    process.exitCode = 1;
+  })
+  .finally(async () => {
+    try { await context?.close(); } catch {}
+    if (server && server.exitCode === null) server.kill('SIGTERM');
+    http?.close();
+    if (userDir) try { rmSync(userDir, { recursive: true, force: true }); } catch {}
+  });
