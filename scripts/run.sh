@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
-[ -d web-demo/node_modules ] || npm ci --prefix web-demo --no-audit --no-fund --silent
+[ -d web-demo/node_modules/mpegts.js ] || npm ci --prefix web-demo --no-audit --no-fund --silent
 exec cargo run --release -- "$@"

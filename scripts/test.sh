@@ -11,8 +11,9 @@ scripts/deps.sh --test
 if [ ! -d tests/browser/node_modules/playwright-core ] || [ ! -d tests/browser/node_modules/whip-whep ]; then
   (cd tests/browser && npm ci --no-audit --no-fund --silent)
 fi
-# hls.js for the audience page (pinned by web-demo/package-lock.json; served at /vendor/hls.min.js).
-if [ ! -d web-demo/node_modules ]; then
+# hls.js and mpegts.js for the audience page (pinned by web-demo/package-lock.json; served at
+# /vendor/hls.min.js and /vendor/mpegts.js).
+if [ ! -d web-demo/node_modules/hls.js ] || [ ! -d web-demo/node_modules/mpegts.js ]; then
   (cd web-demo && npm ci --no-audit --no-fund --silent)
 fi
 # aiortc, a third-party WebRTC stack (tests/aiortc_interop.rs), pinned by tests/aiortc/requirements.txt.

@@ -50,16 +50,24 @@ fn file(name: &str) -> Response {
     }
 }
 
-/// Where `npm ci --prefix web-demo` puts hls.js: relative to the crate (a `cargo run` from
-/// anywhere), then to the current directory (a binary copied elsewhere, run from a checkout).
-const HLS_JS: &str = "web-demo/node_modules/hls.js/dist/hls.min.js";
+/// The audience page's player libraries, installed by `npm ci --prefix web-demo` (never
+/// committed): (served name, path in `web-demo/`, package).
+const VENDOR: &[(&str, &str, &str)] = &[
+    ("hls.min.js", "node_modules/hls.js/dist/hls.min.js", "hls.js"),
+    ("mpegts.js", "node_modules/mpegts.js/dist/mpegts.js", "mpegts.js"),
+];
 
-/// `/vendor/hls.min.js`: the audience page's player library, installed by npm (never committed)
-/// and read from disk per request; 404 with the command to run when it is absent.
-async fn hls_js() -> Response {
+/// `/vendor/{file}`: a player library read from disk per request, relative to the crate (a
+/// `cargo run` from anywhere), then to the current directory (a binary copied elsewhere, run
+/// from a checkout); 404 with the command to run when it is absent.
+async fn vendor(axum::extract::Path(name): axum::extract::Path<String>) -> Response {
+    let Some((_, rel, package)) = VENDOR.iter().find(|(n, _, _)| *n == name) else {
+        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+    };
+    let rel = format!("web-demo/{rel}");
     let candidates = [
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(HLS_JS),
-        std::path::PathBuf::from(HLS_JS),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(&rel),
+        std::path::PathBuf::from(&rel),
     ];
     for path in &candidates {
         if let Ok(body) = tokio::fs::read(path).await {
@@ -77,7 +85,7 @@ async fn hls_js() -> Response {
         StatusCode::NOT_FOUND,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         format!(
-            "hls.js is not installed: run `npm ci --prefix web-demo` in the cohost checkout \
+            "{package} is not installed: run `npm ci --prefix web-demo` in the cohost checkout \
              (looked for {})\n",
             candidates
                 .iter()
@@ -89,11 +97,11 @@ async fn hls_js() -> Response {
         .into_response()
 }
 
-/// `/`, the demo files and `/vendor/hls.min.js`.
+/// `/`, the demo files and `/vendor/hls.min.js`, `/vendor/mpegts.js`.
 pub fn router() -> Router {
     Router::new()
         .route("/", get(|| async { file("index.html") }))
-        .route("/vendor/hls.min.js", get(hls_js))
+        .route("/vendor/{file}", get(vendor))
         .route(
             "/{file}",
             get(|axum::extract::Path(f): axum::extract::Path<String>| async move { file(&f) }),
