@@ -125,6 +125,9 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const CATCH_UP_ABOVE_S = 0.3;
 /** ...and stops once within this of it. */
 const CATCH_UP_DONE_S = 0.05;
+/** HTTP-FLV: buffered media mpegts.js aims at, and beyond which it plays 1.2× (s). */
+const FLV_TARGET_LATENCY_S = 0.5;
+const FLV_MAX_LATENCY_S = 1.0;
 /** Further behind than this (s), the player jumps to the live edge instead. */
 const MAX_LATENCY_S = 6;
 
@@ -132,7 +135,7 @@ const MAX_LATENCY_S = 6;
  * Runs the player in `els` = {video, regions, cues, status, unmute}. Exposes its state as
  * `window.audienceState` (for tests and curious people).
  */
-export async function startAudience({ room, els }) {
+export async function startAudience({ room, els, player = 'hls' }) {
   const { video, regions: regionBox, cues: cueBox, status } = els;
   const src = `/live/${encodeURIComponent(room)}/index.m3u8`;
   const timeline = new SeiTimeline();
@@ -162,10 +165,14 @@ export async function startAudience({ room, els }) {
     status.textContent = s;
   };
 
-  // Pick the player: hls.js (with SEI), else native HLS (without), else explain.
-  const haveHlsJs = await loadScript('/vendor/hls.min.js');
+  // Pick the player: HTTP-FLV with mpegts.js when asked for (`?player=flv`) and possible,
+  // else hls.js (with SEI), else native HLS (without), else explain.
+  const wantFlv = player === 'flv' && (await loadScript('/vendor/mpegts.js'))
+    && window.mpegts && window.mpegts.getFeatureList().mseLivePlayback;
+  const haveHlsJs = !wantFlv && await loadScript('/vendor/hls.min.js');
   const Hls = window.Hls;
-  if (haveHlsJs && Hls && Hls.isSupported()) state.mode = 'hls.js';
+  if (wantFlv) state.mode = 'flv';
+  else if (haveHlsJs && Hls && Hls.isSupported()) state.mode = 'hls.js';
   else if (video.canPlayType('application/vnd.apple.mpegurl')) state.mode = 'native';
   else {
     state.mode = 'unsupported';
@@ -279,11 +286,14 @@ export async function startAudience({ room, els }) {
   });
 
   // --- loading: wait for the program, play it, start over when it ends ------------------------
-  const waitForProgram = async () => {
+  const waitForProgram = async (url = src) => {
     setStatus('waiting for the program (a co-host must be publishing)…');
     for (;;) {
-      const r = await fetch(src, { cache: 'no-store' }).catch(() => null);
-      if (r && r.ok) return;
+      const r = await fetch(url, { cache: 'no-store' }).catch(() => null);
+      if (r && r.ok) {
+        r.body?.cancel().catch(() => {}); // the FLV stream: only its answer was wanted
+        return;
+      }
       await sleep(1000);
     }
   };
@@ -329,6 +339,70 @@ export async function startAudience({ room, els }) {
     video.src = src;
     play();
     return state;
+  }
+
+  if (state.mode === 'flv') {
+    // HTTP-FLV: the server sends the latest GOP at once (first picture without waiting for a
+    // keyframe), then live; mpegts.js plays faster while more than FLV_MAX_LATENCY_S is
+    // buffered (its liveSync) and jumps when far behind. mpegts.js hands SEI
+    // over with their picture's time on its media timeline (ms).
+    const flvSrc = `/live/${encodeURIComponent(room)}.flv`;
+    state.src = flvSrc;
+    const mpegts = window.mpegts;
+    const decoder = new TextDecoder();
+    const hex = (b) => [...b].map((x) => x.toString(16).padStart(2, '0')).join('');
+    const uuidText = (u) => { const h = hex(u); return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`; };
+    for (;;) {
+      await waitForProgram(flvSrc);
+      setStatus('loading the program…');
+      timeline.reset();
+      lastTime = -1;
+      const p = mpegts.createPlayer({ type: 'flv', isLive: true, url: flvSrc }, {
+        enableWorker: false,
+        enableStashBuffer: false,
+        liveSync: true,
+        liveSyncTargetLatency: FLV_TARGET_LATENCY_S,
+        liveSyncMaxLatency: FLV_MAX_LATENCY_S,
+        liveSyncPlaybackRate: 1.2,
+        liveBufferLatencyChasing: true,
+        liveBufferLatencyMaxLatency: MAX_LATENCY_S,
+        liveBufferLatencyMinRemain: FLV_TARGET_LATENCY_S,
+      });
+      const ended = new Promise((resolve) => {
+        p.on(mpegts.Events.SEI_ARRIVED, (sei) => {
+          if (!sei || !sei.uuid || !sei.user_data || typeof sei.pts !== 'number') return;
+          timeline.addSamples([{
+            payloadType: sei.type,
+            uuid: uuidText(sei.uuid),
+            userData: decoder.decode(sei.user_data),
+            pts: sei.pts / 1000,
+          }]);
+        });
+        p.on(mpegts.Events.ERROR, (type, detail) => {
+          state.errors.push(`mpegts.js: ${type} ${detail}`);
+          resolve();
+        });
+        p.on(mpegts.Events.LOADING_COMPLETE, resolve); // the program ended
+      });
+      p.attachMediaElement(video);
+      p.load();
+      play();
+      const meter = setInterval(() => {
+        const b = video.buffered;
+        state.edgeLatency = b.length ? Math.max(0, b.end(b.length - 1) - video.currentTime) : null;
+        state.targetLatency = FLV_TARGET_LATENCY_S;
+        state.playbackRate = video.playbackRate;
+        if (els.latency && state.edgeLatency !== null) {
+          els.latency.textContent = `buffer ${state.edgeLatency.toFixed(1)} s${video.playbackRate > 1 ? ` · ${video.playbackRate.toFixed(2)}×` : ''}`;
+        }
+      }, 250);
+      await ended;
+      clearInterval(meter);
+      p.destroy();
+      state.playing = false;
+      regionBox.replaceChildren();
+      await sleep(1000);
+    }
   }
 
   for (;;) {

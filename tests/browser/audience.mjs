@@ -161,6 +161,29 @@ async function main() {
   const hostErrors = (await host.evaluate(() => window.cohostState)).errors || [];
   check(hostErrors.length === 0, `host page errors: ${JSON.stringify(hostErrors)}`);
 
+  // The same page over HTTP-FLV (mpegts.js, `?player=flv`): it plays, draws the layout from
+  // the SEI mpegts.js hands over, and shows a cue at its frame.
+  const flvState = () => pages.audienceFlv.evaluate(() => window.audienceState && JSON.parse(JSON.stringify(window.audienceState)));
+  const openedAt = Date.now();
+  await openPage('audienceFlv', `${base}/audience.html?room=${ROOM}&player=flv`);
+  await waitFor('FLV audience page uses mpegts.js', async () => (await flvState())?.mode === 'flv', 10000);
+  await waitFor('FLV audience video playing', async () => (await flvState())?.playing);
+  const f1 = (await flvState()).currentTime;
+  await sleep(2000);
+  const f2 = await flvState();
+  check(f2.currentTime - f1 > 1.2, `FLV audience currentTime must advance (${f1} -> ${f2.currentTime} in 2 s)`);
+  log(`FLV audience playing: first picture ${f2.firstFrameMs} ms after its navigation (${Date.now() - openedAt} ms ago), buffer ${f2.edgeLatency?.toFixed(2)} s`);
+  await waitFor('FLV audience layout from SEI with host1', async () => (await flvState())?.layout?.regions?.some((r) => r.identity === HOST));
+  const flvCueId = `flv-cue-${Date.now()}`;
+  const flvPost = await api('POST', `/api/rooms/${ROOM}/cues`, { id: flvCueId, data: { kind: 'coupon' } });
+  check(flvPost.status === 202, `POST cue: ${flvPost.status}`);
+  const flvShown = await waitFor('FLV audience shows the cue', async () => (await flvState())?.cuesShown?.find((c) => c.id === flvCueId));
+  check(flvShown.pts_ms === flvPost.body.pts_ms, `FLV cue pts_ms ${flvShown.pts_ms} != ${flvPost.body.pts_ms}`);
+  check(flvShown.shownAtMediaTime >= flvShown.pts - 0.002 && flvShown.shownAtMediaTime - flvShown.pts < 0.5,
+    `FLV cue at its frame: frame ${flvShown.pts}, shown at ${flvShown.shownAtMediaTime}`);
+  check((await flvState()).errors.length === 0, `FLV audience errors: ${JSON.stringify((await flvState()).errors)}`);
+  log(`FLV cue ${flvCueId} shown at media time ${flvShown.shownAtMediaTime.toFixed(3)} (its frame ${flvShown.pts.toFixed(3)})`);
+
   const fin = await audience();
   check(fin.errors.length === 0, `audience page errors: ${JSON.stringify(fin.errors)}`);
   log(`audience: ${fin.frames} frames presented, ${fin.seiCount} SEI, ${fin.layoutsApplied} layouts applied, ${fin.cuesShown.length} cues shown`);
