@@ -9,13 +9,16 @@
 //   unshare --net sh -c 'ip link set lo up && exec "$@"' sh node benches/audiences.mjs
 //
 // Env: COHOST_BIN (default target/debug/cohost), CHROMIUM (default /usr/bin/chromium),
-//   ORDER (paths in measuring order, default `ll,hls,flv,whep`), SECONDS (glass-to-glass
+//   ORDER (paths in measuring order, default `ll,hls,flv,aflv,whep`), SECONDS (glass-to-glass
 //   window per path, default 25), WARMUP_S (seconds after the viewer's first picture before the
 //   window, default 5), OPENS (page opens for the first picture per path, besides the
 //   measured viewer's own, default 5), CUES (default 10), SOURCE (`canvas` default or
 //   `generator`, as in glass_to_glass.mjs), AUDIO (default 1: the sender also publishes a tone),
 //   FLV_CONFIG / HLS_CONFIG (JSON merged over the mpegts.js / classic hls.js config below),
-//   JSON (a file for the raw results), LOG_SERVER=1.
+//   WHEP_AUDIO=0 (the WHEP viewer offers video only), STALL_AT_S / STALL_MS (a diagnostic:
+//   that many seconds after the HLS viewers' first picture, their /live/ requests are held
+//   STALL_MS, default 2000, as a network hiccup would), JSON (a file for the raw results and
+//   each path's samples), SERVER_LOG (a file for the server's log), LOG_SERVER=1.
 //
 // One Chromium, one page: the sender (benches/blocks.mjs: frame counter and send time drawn as
 // blocks on a 640x360 canvas, published over WHIP as the room's only co-host, H.264) and each
@@ -32,6 +35,9 @@
 //           `enableStashBuffer: false`, `liveBufferLatencyChasing: true` (seek to
 //           buffered end − 0.5 s when more than 1.5 s is buffered: the defaults of
 //           liveBufferLatencyMaxLatency / MinRemain), no worker, `lazyLoad: false`.
+//   - aflv: /audience.html?room=...&player=flv (the audience page's own mpegts.js player:
+//           liveSync 1.2x beyond 1.0 s buffered, target 0.5 s; its settings, not ours);
+//           its cues are measured as the ll path's.
 //   - whep: RTCPeerConnection recvonly video + audio, `POST /whep/{room}` with a viewer token
 //           (offer after ICE gathering, as glass_to_glass.mjs), default jitter buffer.
 // Glass to glass = timeOrigin + expectedDisplayTime − the send time in the blocks, for the
@@ -57,13 +63,16 @@ const { chromium } = require('playwright-core');
 
 const BIN = process.env.COHOST_BIN || join(here, '..', 'target', 'debug', 'cohost');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const ORDER = (process.env.ORDER || 'll,hls,flv,whep').split(',');
+const ORDER = (process.env.ORDER || 'll,hls,flv,aflv,whep').split(',');
 const MEASURE_S = Number(process.env.SECONDS || 25);
 const WARMUP_S = Number(process.env.WARMUP_S || 5);
 const OPENS = Number(process.env.OPENS ?? 5);
 const CUES = Number(process.env.CUES ?? 10);
 const SOURCE = process.env.SOURCE || 'canvas';
 const AUDIO = process.env.AUDIO !== '0';
+const WHEP_AUDIO = process.env.WHEP_AUDIO !== '0';
+const STALL_AT_S = Number(process.env.STALL_AT_S || 0);
+const STALL_MS = Number(process.env.STALL_MS || 2000);
 const W = 640, H = 360;
 const KEY = 'testkey';
 const SECRET = '0123456789abcdef0123';
@@ -80,9 +89,11 @@ const GOALS = {
   ll: { g2g: 2000, first: 1000 },
   hls: { g2g: null, first: 1000 },
   flv: { g2g: 1500, first: 500 },
+  aflv: { g2g: 1500, first: 500 },
   whep: { g2g: null, first: 500 },
 };
-const NAMES = { ll: 'LL-HLS (audience page)', hls: 'classic HLS (hls.js, lowLatencyMode false)', flv: 'HTTP-FLV (mpegts.js)', whep: 'program WHEP' };
+const PAGE_PATHS = ['ll', 'aflv']; // cohost's own audience page
+const NAMES = { ll: 'LL-HLS (audience page)', aflv: 'HTTP-FLV (audience page ?player=flv)', hls: 'classic HLS (hls.js, lowLatencyMode false)', flv: 'HTTP-FLV (mpegts.js)', whep: 'program WHEP' };
 const CUE_GOAL = 2000;
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -183,7 +194,7 @@ window.viewerClose = async () => {};
   } else if (kind === 'whep') {
     const pc = window.pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle' });
     pc.addTransceiver('video', { direction: 'recvonly' });
-    pc.addTransceiver('audio', { direction: 'recvonly' });
+    if (q.get('audio') !== '0') pc.addTransceiver('audio', { direction: 'recvonly' });
     const ms = new MediaStream();
     pc.ontrack = (e) => { ms.addTrack(e.track); if (e.track.kind === 'video') { v.srcObject = ms; play(); } };
     await pc.setLocalDescription(await pc.createOffer());
@@ -205,6 +216,9 @@ window.viewerClose = async () => {};
       s.forEach((x) => { if (x.type === 'inbound-rtp' && x.kind === 'video') o = x; });
       return { w: v.videoWidth, h: v.videoHeight, connection: pc.connectionState,
         jitterBufferMs: o.jitterBufferEmittedCount ? 1000 * o.jitterBufferDelay / o.jitterBufferEmittedCount : null,
+        jitterBufferTargetMs: o.jitterBufferEmittedCount ? 1000 * o.jitterBufferTargetDelay / o.jitterBufferEmittedCount : null,
+        jitterMs: 1000 * o.jitter, framesReceived: o.framesReceived,
+        jb: [o.jitterBufferDelay, o.jitterBufferTargetDelay, o.jitterBufferEmittedCount],
         framesDecoded: o.framesDecoded, framesDropped: o.framesDropped, packetsLost: o.packetsLost, nack: o.nackCount, pli: o.pliCount,
         codec: o.codecId && s.get(o.codecId) ? s.get(o.codecId).mimeType : null,
         offerAt: st.offerAt, answerAt: st.answerAt, connectedAt: st.connectedAt };
@@ -285,7 +299,8 @@ async function main() {
     s.setEncoding('utf8');
     s.on('data', (d) => {
       for (const line of d.split('\n')) if (line) { serverLog.push(line); if (process.env.LOG_SERVER) console.error('server:', line); }
-      if (serverLog.length > 3000) serverLog.splice(0, serverLog.length - 3000);
+      const cap = process.env.SERVER_LOG ? 50000 : 3000;
+      if (serverLog.length > cap) serverLog.splice(0, serverLog.length - cap);
     });
   }
   await waitFor('server /healthz', async () => {
@@ -309,6 +324,22 @@ async function main() {
       '--disable-background-timer-throttling', '--disable-renderer-backgrounding',
       '--disable-backgrounding-occluded-windows'],
   });
+  if (process.env.HLS_DEBUG) {
+    // A diagnostic: hls.js's own log (debug: a logger) in the audience page's frames, kept in
+    // window.hlsLog, by wrapping the Hls constructor the page's script defines.
+    await context.addInitScript(() => {
+      if (location.pathname !== '/audience.html') return;
+      const logs = (window.hlsLog = []);
+      const put = (lvl) => (...a) => { logs.push(`${(performance.timeOrigin + performance.now()).toFixed(0)} ${lvl} ${a.map(String).join(' ')}`); if (logs.length > 20000) logs.shift(); };
+      const logger = { trace: put('T'), debug: put('D'), log: put('L'), info: put('I'), warn: put('W'), error: put('E') };
+      let H;
+      Object.defineProperty(window, 'Hls', {
+        configurable: true,
+        get: () => H,
+        set: (v) => { H = class extends v { constructor(cfg) { super({ ...cfg, debug: logger }); } }; },
+      });
+    });
+  }
   const page = await context.newPage();
   page.on('pageerror', (e) => log(`page error: ${e.message}`));
   page.on('console', (m) => { if (m.type() === 'error') log(`console (${m.location()?.url?.slice(0, 60)}): ${m.text().slice(0, 300)}`); });
@@ -351,19 +382,26 @@ async function main() {
   const results = {
     when: new Date().toISOString(), bin: BIN, chromium: browserVersion, order: ORDER, seconds: MEASURE_S,
     warmup_s: WARMUP_S, source: SOURCE, audio: AUDIO, flv_config: FLV_CONFIG, hls_config: HLS_CONFIG,
-    playlist_header: header, rect, paths: {}, cues: null,
+    playlist_header: header, rect, paths: {}, cues: {},
   };
 
   let frameNo = 0;
   const urlFor = (kind, record) => {
     if (kind === 'll') return `${base}/audience.html?room=${ROOM}`;
+    if (kind === 'aflv') return `${base}/audience.html?room=${ROOM}&player=flv`;
     const q = new URLSearchParams({ kind, base, room: ROOM, record: record ? '1' : '0' });
     if (rect) q.set('rect', JSON.stringify(rect));
     if (kind === 'hls') q.set('config', JSON.stringify(HLS_CONFIG));
     if (kind === 'flv') q.set('config', JSON.stringify(FLV_CONFIG));
-    if (kind === 'whep') q.set('token', viewerTok);
+    if (kind === 'whep') { q.set('token', viewerTok); q.set('audio', WHEP_AUDIO ? '1' : '0'); }
     return `${app}/viewer.html?${q}`;
   };
+  /** The playlist's header now and its longest segment (HOLD-BACK follows TARGETDURATION). */
+  async function playlistNow() {
+    const t = await (await fetch(`${base}/live/${ROOM}/index.m3u8`)).text();
+    const ext = [...t.matchAll(/#EXTINF:([0-9.]+)/g)].map((m) => Number(m[1]));
+    return { header: t.split('\n').filter((l) => /^#EXT-X-(TARGETDURATION|SERVER-CONTROL)/.test(l)).join(' '), extinf_max: Math.max(...ext), extinf_min: Math.min(...ext) };
+  }
   /** Opens a viewer in a fresh iframe; resolves at its first picture. */
   async function open(kind, record) {
     const id = `f${++frameNo}`;
@@ -383,7 +421,7 @@ async function main() {
       if (s?.errors?.length) throw new Error(s.errors.join('; '));
       return s?.first;
     }, 20000, 50);
-    if (kind === 'll' && record) {
+    if (PAGE_PATHS.includes(kind) && record) {
       await fr.addScriptTag({ content: decoderScript() });
       await fr.evaluate((r) => window.g2g.hook(document.getElementById('video'), { record: true, rect: r }), rect);
     }
@@ -394,7 +432,7 @@ async function main() {
     await page.evaluate((i) => window.closeFrame(i), v.id);
   }
   async function info(kind, fr) {
-    if (kind === 'll') {
+    if (PAGE_PATHS.includes(kind)) {
       return fr.evaluate(() => {
         const a = window.audienceState, v = document.getElementById('video');
         let ahead = 0;
@@ -426,12 +464,42 @@ async function main() {
     log(`${kind}: the measured viewer`);
     const la0 = loadavg()[0];
     const dr0 = await page.evaluate(() => window.senderDraws());
+    // The measured viewer's HTTP requests to /live/ (to see what a stall waited for).
+    const reqs = [];
+    const reqStart = new Map();
+    const onReq = (q) => { if (q.url().includes('/live/')) reqStart.set(q, Date.now()); };
+    const onEnd = (failed) => async (q) => {
+      const t0 = reqStart.get(q);
+      if (t0 === undefined) return;
+      reqStart.delete(q);
+      const res = failed ? null : await q.response().catch(() => null);
+      const body = process.env.HLS_DEBUG && res && /\.m3u8/.test(q.url()) ? await res.text().catch(() => null) : undefined;
+      reqs.push({ url: q.url().replace(/^.*\/live\//, ''), start: t0, end: Date.now(), status: res ? res.status() : 'failed', body });
+    };
+    const onFin = onEnd(false), onFail = onEnd(true);
+    page.on('request', onReq);
+    page.on('requestfinished', onFin);
+    page.on('requestfailed', onFail);
     const v = await open(kind, true);
     r.firsts.push({ ...v.first, measured: true });
     log(`${kind}: first picture ${f0(v.first.nav_ms)} ms; warming up ${WARMUP_S} s, then ${MEASURE_S} s`);
+    let stallTimer = null;
+    if (STALL_AT_S > 0 && (kind === 'll' || kind === 'hls')) {
+      // A network hiccup: every /live/ request of the viewer made in these STALL_MS is held
+      // STALL_MS before it goes out (a player's buffer drains: it stalls, then catches up).
+      stallTimer = setTimeout(async () => {
+        const hold = async (route) => { await sleep(STALL_MS); await route.continue().catch(() => {}); };
+        log(`${kind}: holding /live/ requests for ${STALL_MS} ms`);
+        r.injected_stall = { at: Date.now(), ms: STALL_MS };
+        await page.route('**/live/**', hold);
+        await sleep(STALL_MS);
+        await page.unroute('**/live/**', hold);
+      }, STALL_AT_S * 1000);
+    }
     await sleep(WARMUP_S * 1000);
     r.info_start = await info(kind, v.fr);
     await sleep(MEASURE_S * 1000);
+    clearTimeout(stallTimer);
     r.info_end = await info(kind, v.fr);
     const taken = await v.fr.evaluate(() => window.g2g.take());
     r.sender_draws_per_s = ((await page.evaluate(() => window.senderDraws())) - dr0) / (WARMUP_S + MEASURE_S);
@@ -454,14 +522,44 @@ async function main() {
     for (const s of win) sizes[`${s.w}x${s.h}`] = (sizes[`${s.w}x${s.h}`] || 0) + 1;
     r.sizes = sizes;
     // the latency over time, per 5 s, to see a catch-up or a drift
+    // (and, for WHEP, the last packet's arrival: transport + server, before the jitter buffer)
     r.by5s = [];
+    r.recv_by5s = [];
     for (let t = 0; t < WARMUP_S + MEASURE_S; t += 5) {
-      const xs = ok.filter((s) => s.at - firstAbs >= t * 1000 && s.at - firstAbs < (t + 5) * 1000).map((s) => s.present);
-      r.by5s.push(Math.round(median(xs)));
+      const xs = ok.filter((s) => s.at - firstAbs >= t * 1000 && s.at - firstAbs < (t + 5) * 1000);
+      r.by5s.push(Math.round(median(xs.map((s) => s.present))));
+      r.recv_by5s.push(Math.round(median(xs.map((s) => s.recv))));
+    }
+    r.playlist = await playlistNow();
+    page.off('request', onReq);
+    page.off('requestfinished', onFin);
+    page.off('requestfailed', onFail);
+    r.events = taken.events.map((e) => ({ ...e, at: Math.round(e.at - firstAbs) }));
+    if (process.env.HLS_DEBUG && PAGE_PATHS.includes(kind)) {
+      r.hls_log = await v.fr.evaluate(() => window.hlsLog || []).catch(() => []);
+      r.hls_log = r.hls_log.map((l) => { const i = l.indexOf(' '); return `${Number(l.slice(0, i)) - Math.round(firstAbs)} ${l.slice(i + 1)}`; });
+    }
+    r.requests = reqs.map((x) => ({ ...x, start: x.start - Math.round(firstAbs), end: x.end - Math.round(firstAbs) }));
+    const stalls = r.events.filter((e) => e.ev === 'waiting' && e.at > 0);
+    if (r.events.length) log(`${kind}: player events ${JSON.stringify(r.events.filter((e) => e.ev !== 'ratechange'))}, ${r.events.filter((e) => e.ev === 'ratechange').length} rate changes`);
+    const ts = r.requests.filter((x) => /\.ts/.test(x.url)).sort((a, b) => a.start - b.start);
+    r.part_gaps = [];
+    for (let i = 1; i < ts.length; i++) {
+      if (ts[i].start - ts[i - 1].start > 1500) r.part_gaps.push({ from: ts[i - 1].start, to: ts[i].start, after: ts[i - 1].url, next: ts[i].url });
+    }
+    if (r.part_gaps.length) log(`${kind}: gaps of more than 1.5 s between media requests: ${JSON.stringify(r.part_gaps)}`);
+    for (const st of stalls) {
+      log(`${kind}: stall at ${st.at} ms (currentTime ${st.t.toFixed(3)}); /live/ requests from 4 s before to 2 s after (ms from the first picture):`);
+      for (const x of r.requests.filter((x) => x.end > st.at - 4000 && x.start < st.at + 2000)) log(`    ${x.start} -> ${x.end} (${x.end - x.start} ms) ${x.status} ${x.url}`);
+    }
+    if (process.env.JSON) r.samples = ok.map((s) => [Math.round(s.at - firstAbs), Math.round(s.present), s.recv == null ? null : Math.round(s.recv), s.c]);
+    if (r.info_start?.jb && r.info_end?.jb) {
+      const [d0, t0, n0] = r.info_start.jb, [d1, t1, n1] = r.info_end.jb;
+      r.jitter_buffer_window_ms = { delay: (1000 * (d1 - d0)) / (n1 - n0), target: (1000 * (t1 - t0)) / (n1 - n0) };
     }
     log(`${kind}: ${win.length} frames (${r.undecodable} undecodable, ${r.repeats} repeats), glass p50 ${f0(r.g2g.p50)} p95 ${f0(r.g2g.p95)} ms; per 5 s ${r.by5s.join(' ')}; ${JSON.stringify(r.info_end)}`);
 
-    if (kind === 'll' && CUES > 0) {
+    if (PAGE_PATHS.includes(kind) && CUES > 0) {
       const cues = [];
       log(`cues: ${CUES} cues to the audience page`);
       for (let i = 0; i < CUES; i++) {
@@ -485,7 +583,7 @@ async function main() {
         await sleep(1000 + Math.random() * 1000);
       }
       const late = (await v.fr.evaluate(() => window.audienceState.cuesLate.length));
-      results.cues = { each: cues, summary: summarize(cues.map((c) => c.ms)), missed: cues.filter((c) => c.ms == null).length, late };
+      results.cues[kind] = { each: cues, summary: summarize(cues.map((c) => c.ms)), missed: cues.filter((c) => c.ms == null).length, late };
     }
     await close(v);
     await sleep(1000);
@@ -504,19 +602,19 @@ async function main() {
     const fv = `≤ ${g.first} ${navs.length && Math.max(...navs) <= g.first ? 'met' : '**not met**'}`;
     out.push(`| ${r.name} | ${r.g2g?.n ?? 0} | ${f0(r.g2g?.p50)} | ${f0(r.g2g?.p95)} | ${f0(r.g2g?.p99)} | ${f0(r.g2g?.min)}–${f0(r.g2g?.max)} | ${gv} | ${f0(r.g2g_first_s?.p50)} | ${navs.map(f0).join(', ')} | ${f0(median(navs))} | ${fv} | ${f0(median(r.firsts.map((x) => x.open_ms)))} |`);
   }
-  if (results.cues) {
-    const c = results.cues.summary;
+  for (const [kind, cr] of Object.entries(results.cues)) {
+    const c = cr.summary;
     out.push('');
-    out.push(`cue → overlay (audience page, LL-HLS): ${c.n} cues, p50 ${f0(c.p50)} ms, p95 ${f0(c.p95)} ms, min ${f0(c.min)}, max ${f0(c.max)}; goal p95 ≤ ${CUE_GOAL} ${c.p95 <= CUE_GOAL ? 'met' : '**not met**'}; missed ${results.cues.missed}, late ${results.cues.late}; each ${results.cues.each.map((x) => f0(x.ms)).join(', ')}`);
+    out.push(`cue → overlay (${NAMES[kind]}): ${c.n} cues, p50 ${f0(c.p50)} ms, p95 ${f0(c.p95)} ms, min ${f0(c.min)}, max ${f0(c.max)}; goal p95 ≤ ${CUE_GOAL}${kind === 'll' ? '' : ' (the LL-HLS goal)'} ${c.p95 <= CUE_GOAL ? 'met' : '**not met**'}; missed ${cr.missed}, late ${cr.late}; each ${cr.each.map((x) => f0(x.ms)).join(', ')}`);
   }
   out.push('');
   for (const [kind, r] of Object.entries(results.paths)) {
-    out.push(`${kind}: ${r.g2g?.n} frames in the window (${r.fps?.toFixed(1)}/s), ${r.undecodable} undecodable, ${r.repeats} repeated pictures, ${r.implausible} implausible; sizes ${JSON.stringify(r.sizes)}; sender ${r.sender_draws_per_s?.toFixed(1)} draws/s; loadavg ${r.loadavg?.map((x) => x.toFixed(1)).join(' -> ')}; whole (from first picture) p50 ${f0(r.g2g_whole?.p50)} p95 ${f0(r.g2g_whole?.p95)}; per 5 s ${r.by5s?.join(' ')}; recv p50 ${f0(r.recv?.p50)}${r.errors.length ? `; errors ${r.errors.join(' | ')}` : ''}`);
+    out.push(`${kind}: ${r.g2g?.n} frames in the window (${r.fps?.toFixed(1)}/s), ${r.undecodable} undecodable, ${r.repeats} repeated pictures, ${r.implausible} implausible; sizes ${JSON.stringify(r.sizes)}; sender ${r.sender_draws_per_s?.toFixed(1)} draws/s; loadavg ${r.loadavg?.map((x) => x.toFixed(1)).join(' -> ')}; whole (from first picture) p50 ${f0(r.g2g_whole?.p50)} p95 ${f0(r.g2g_whole?.p95)}; per 5 s ${r.by5s?.join(' ')}${kind === 'whep' ? `; recv p50 ${f0(r.recv?.p50)}, per 5 s ${r.recv_by5s?.join(' ')}` : ''}${r.jitter_buffer_window_ms ? `; jitter buffer over the window ${f0(r.jitter_buffer_window_ms.delay)} ms (target ${f0(r.jitter_buffer_window_ms.target)})` : ''}; playlist at the end ${r.playlist?.header} (EXTINF ${r.playlist?.extinf_min}–${r.playlist?.extinf_max})${r.errors.length ? `; errors ${r.errors.join(' | ')}` : ''}`);
     out.push(`  player at window start ${JSON.stringify(r.info_start, (k, x) => (typeof x === 'number' ? Math.round(x * 1000) / 1000 : x))}`);
     out.push(`  player at window end   ${JSON.stringify(r.info_end, (k, x) => (typeof x === 'number' ? Math.round(x * 1000) / 1000 : x))}`);
   }
   console.log(out.join('\n'));
-  if (process.env.JSON) writeFileSync(process.env.JSON, JSON.stringify(results, null, 1));
+  if (process.env.JSON) writeFileSync(process.env.JSON, JSON.stringify(results));
 }
 
 main()
@@ -528,6 +626,7 @@ main()
   })
   .finally(async () => {
     try { await context?.close(); } catch {}
+    if (process.env.SERVER_LOG) writeFileSync(process.env.SERVER_LOG, serverLog.join('\n') + '\n');
     if (server && server.exitCode === null) server.kill('SIGTERM');
     http?.close();
     if (userDir) try { rmSync(userDir, { recursive: true, force: true }); } catch {}

@@ -102,7 +102,8 @@ function pageSender(cfg) {
  *   size) and, while recording, decoded: the blocks are read at `rect` ({x, y, w, h, cw, ch}:
  *   where the sender's picture sits on a cw x ch program canvas; default the whole picture),
  *   scaled to the video's videoWidth x videoHeight, from a drawImage of the video at that size.
- * - `record(on)`, `take()` -> {samples, undecodable, presented, repeats}.
+ * - `record(on)`, `take()` -> {samples, undecodable, presented, repeats, events}
+ *   (events: the video's waiting / stalled / seeking / seeked / ratechange, with times).
  * A sample: {c: counter, at: absolute time of the callback (ms), present / submit / recv:
  * expectedDisplayTime / presentationTime / receiveTime (WebRTC only) minus the send time
  * (ms), mt: mediaTime, w, h}. Only the first presentation of each counter is kept (a picture
@@ -152,7 +153,7 @@ function pageDecoder() {
     if (ck !== bytes[6]) return null;
     return { counter: bytes[0] << 8 | bytes[1], t10: ((bytes[2] << 24) | (bytes[3] << 16) | (bytes[4] << 8) | bytes[5]) >>> 0 };
   }
-  const st = { first: null, samples: [], undecodable: 0, presented: 0, repeats: 0, recording: false, rect: null };
+  const st = { first: null, samples: [], undecodable: 0, presented: 0, repeats: 0, recording: false, rect: null, events: [] };
   let lastCounter = -1;
   function hook(v, opts) {
     st.recording = !!(opts && opts.record);
@@ -184,13 +185,17 @@ function pageDecoder() {
       });
     };
     v.requestVideoFrameCallback(cb);
+    // What the player did meanwhile (stalls, seeks, catch-up rate changes).
+    for (const ev of ['waiting', 'stalled', 'seeking', 'seeked', 'ratechange']) {
+      v.addEventListener(ev, () => st.events.push({ ev, at: now(), t: v.currentTime, rate: v.playbackRate }));
+    }
   }
   window.g2g = {
     hook,
     state: st,
     record(on) { st.recording = on; },
     take() {
-      return { samples: st.samples, undecodable: st.undecodable, presented: st.presented, repeats: st.repeats, first: st.first };
+      return { samples: st.samples, undecodable: st.undecodable, presented: st.presented, repeats: st.repeats, first: st.first, events: st.events };
     },
     /** This document's idea of the absolute time, to compare clocks between documents. */
     clock: () => now(),
