@@ -88,6 +88,9 @@ impl Programs {
         // Each picture lasts one frame of the program's rate (its RTP timestamps advance so).
         let frame = Duration::from_secs_f64(1.0 / f64::from(fps));
         let mut rx = media_rx;
+        // Pictures wait for the connection (what is written before DTLS is up is lost): the
+        // first one sent is the keyframe asked for once it is connected, not the next GOP's.
+        let (connected_tx, connected) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(
             async move {
                 let mut started = false;
@@ -103,6 +106,9 @@ impl Programs {
                     match m {
                         ProgramMedia::Video { data, keyframe } => {
                             let Some(pt) = vpt else { continue };
+                            if !*connected.borrow() {
+                                continue;
+                            }
                             started |= keyframe;
                             if !started {
                                 continue;
@@ -142,6 +148,12 @@ impl Programs {
                     use webrtc::peer_connection::RTCPeerConnectionState as S;
                     if matches!(s, S::Failed | S::Closed) {
                         break;
+                    }
+                    if s == S::Connected && !*connected_tx.borrow() {
+                        let _ = connected_tx.send(true);
+                        if let Some(d) = &driver {
+                            let _ = d.request_keyframe();
+                        }
                     }
                 }
             }
