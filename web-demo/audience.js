@@ -125,6 +125,8 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const CATCH_UP_ABOVE_S = 0.3;
 /** ...and stops once within this of it. */
 const CATCH_UP_DONE_S = 0.05;
+/** ...and never plays faster with less than this (s) buffered: it would only stall sooner. */
+const CATCH_UP_MIN_BUFFER_S = 0.5;
 /** HTTP-FLV: buffered media mpegts.js aims at, and beyond which it plays 1.2× (s). */
 const FLV_TARGET_LATENCY_S = 0.5;
 const FLV_MAX_LATENCY_S = 1.0;
@@ -321,8 +323,17 @@ export async function startAudience({ room, els, player = 'hls' }) {
         video.currentTime = hls.liveSyncPosition; // far behind (a long stall): jump
         return;
       }
+      // What is buffered ahead: when hls.js's timeline and the media's part ways (seen after
+      // a stall), its latency says "behind" while the buffer is nearly empty.
+      let ahead = 0;
+      for (let i = 0; i < video.buffered.length; i++) {
+        if (video.buffered.start(i) <= video.currentTime + 0.1 && video.buffered.end(i) > video.currentTime) {
+          ahead = video.buffered.end(i) - video.currentTime;
+        }
+      }
       let rate = video.playbackRate;
-      if (behind > CATCH_UP_ABOVE_S) rate = Math.min(1.5, Math.max(1.1, 1 + behind * 0.25));
+      if (ahead < CATCH_UP_MIN_BUFFER_S) rate = 1;
+      else if (behind > CATCH_UP_ABOVE_S) rate = Math.min(1.5, Math.max(1.1, 1 + behind * 0.25));
       else if (behind <= CATCH_UP_DONE_S) rate = 1;
       if (rate !== video.playbackRate) video.playbackRate = rate;
     }
@@ -412,10 +423,14 @@ export async function startAudience({ room, els, player = 'hls' }) {
     lastTime = -1;
     // Low-Latency HLS: parts and blocking playlist reload; the target latency is the
     // playlist's PART-HOLD-BACK. Catch-up is ours (below), so hls.js's own is off.
+    // hls.js would add 1 s to its target latency after every stall (up to a target
+    // duration): one network hiccup then kept the page 2 s behind the edge for the rest of
+    // the show (benches/RESULTS-audiences.md). The catch-up drains a stall's delay instead.
     const hls = new Hls({
       lowLatencyMode: true,
       enableWorker: true,
       maxLiveSyncPlaybackRate: 1,
+      liveSyncOnStallIncrease: 0,
       backBufferLength: 10,
     });
     const catchUp = setInterval(() => steer(hls), 250);
