@@ -168,6 +168,14 @@ pub fn parse_part_file_name(name: &str) -> Option<(u64, usize)> {
     Some((digits(n)?, usize::try_from(digits(p)?).ok()?))
 }
 
+/// `EXT-X-TARGETDURATION` for segments of at most `max_ticks`: RFC 8216 asks that every
+/// `EXTINF` *rounded to the nearest integer* be at most it, so a 2.033 s segment (a keyframe a
+/// frame late) keeps a 2 s target — the ceiling made it 3 s for the rest of the program, and
+/// classic players (3 target durations behind) 9 s behind instead of 6.
+pub fn target_duration_secs(max_ticks: u64) -> u64 {
+    ((max_ticks + TICKS_PER_SECOND / 2) / TICKS_PER_SECOND).max(1)
+}
+
 fn duration_ticks(d: Duration) -> u64 {
     (d.as_micros() as u64).saturating_mul(9) / 100
 }

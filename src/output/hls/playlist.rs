@@ -69,7 +69,7 @@ pub fn render_playlist_entries(
         .max()
         .unwrap_or(0)
         .max(min_target_ticks);
-    let target = max_ticks.div_ceil(TICKS_PER_SECOND).max(1);
+    let target = target_duration_secs(max_ticks);
     let mut s = String::with_capacity(128 + entries.len() * 32);
     s.push_str("#EXTM3U\n#EXT-X-VERSION:3\n");
     let _ = writeln!(s, "#EXT-X-TARGETDURATION:{target}");

@@ -67,7 +67,7 @@ impl StoreInner {
     }
 
     fn target_secs(&self) -> u64 {
-        self.max_ticks.div_ceil(TICKS_PER_SECOND).max(1)
+        target_duration_secs(self.max_ticks)
     }
 }
 

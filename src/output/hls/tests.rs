@@ -344,3 +344,14 @@ fn program_date_times_and_part_names() {
     assert_eq!(parse_part_file_name("seg.1.ts"), None);
     assert_eq!(parse_segment_file_name("seg12.3.ts"), None);
 }
+
+#[test]
+fn the_target_duration_is_the_longest_segment_rounded() {
+    assert_eq!(target_duration_secs(0), 1);
+    assert_eq!(target_duration_secs(180_000), 2);
+    // A keyframe a frame late: still 2 (RFC 8216 rounds each EXTINF to the nearest integer).
+    assert_eq!(target_duration_secs(183_000), 2);
+    assert_eq!(target_duration_secs(134_999), 1);
+    assert_eq!(target_duration_secs(135_000), 2);
+    assert_eq!(target_duration_secs(225_000), 3);
+}
