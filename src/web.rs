@@ -53,8 +53,16 @@ fn file(name: &str) -> Response {
 /// The audience page's player libraries, installed by `npm ci --prefix web-demo` (never
 /// committed): (served name, path in `web-demo/`, package).
 const VENDOR: &[(&str, &str, &str)] = &[
-    ("hls.min.js", "node_modules/hls.js/dist/hls.min.js", "hls.js"),
-    ("mpegts.js", "node_modules/mpegts.js/dist/mpegts.js", "mpegts.js"),
+    (
+        "hls.min.js",
+        "node_modules/hls.js/dist/hls.min.js",
+        "hls.js",
+    ),
+    (
+        "mpegts.js",
+        "node_modules/mpegts.js/dist/mpegts.js",
+        "mpegts.js",
+    ),
 ];
 
 /// `/vendor/{file}`: a player library read from disk per request, relative to the crate (a

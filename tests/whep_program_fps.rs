@@ -58,3 +58,70 @@ async fn program_pictures_last_one_frame_of_the_mix_rate() {
         "90 kHz ticks per picture at 15 fps: {deltas:?}"
     );
 }
+
+/// A WHEP program viewer that lost a picture sends a PLI: the program answers with a keyframe
+/// long before its next scheduled one (a 20 s GOP here), once per second for all its viewers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_viewers_pli_brings_a_keyframe() {
+    use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+    let s = start_server().await;
+    let r = reqwest::Client::new()
+        .post(s.url("/api/rooms"))
+        .bearer_auth(API_KEY)
+        .json(
+            &json!({"name": "pli", "mix": {"width": 320, "height": 180, "fps": 15, "gop_s": 20.0}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let (_p, _l, _stop) = whip_publish(&s, "pli", "host", "host", 320, 240).await;
+    let viewer = s.token("pli", "fan", "viewer").await;
+    let mut prog = whep_program(&s, "pli", &viewer).await;
+    let keyframes = Arc::new(Mutex::new(Vec::<std::time::Instant>::new()));
+    let video = loop {
+        let t = tokio::time::timeout(std::time::Duration::from_secs(15), prog.tracks.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if t.kind().await == RtpCodecKind::Video {
+            break t;
+        }
+    };
+    {
+        let (t, out) = (video.clone(), keyframes.clone());
+        tokio::spawn(async move {
+            while let Some(ev) = t.poll().await {
+                if let TrackRemoteEvent::OnRtpPacket(p) = ev {
+                    if mixer::h264::rtp_payload_is_keyframe(&p.payload) {
+                        out.lock().unwrap().push(std::time::Instant::now());
+                    }
+                }
+            }
+        });
+    }
+    // The first picture is a keyframe (asked for when the viewer connected).
+    eventually("the first keyframe", 15, || {
+        !keyframes.lock().unwrap().is_empty()
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let before = keyframes.lock().unwrap().len();
+    let ssrc = video.ssrcs().await.first().copied().unwrap_or(0);
+    let sent = std::time::Instant::now();
+    video
+        .write_rtcp(vec![Box::new(PictureLossIndication {
+            sender_ssrc: 1,
+            media_ssrc: ssrc,
+        })])
+        .await
+        .unwrap();
+    eventually("a keyframe after the PLI", 5, || {
+        keyframes.lock().unwrap().iter().any(|t| *t > sent)
+    })
+    .await;
+    assert!(
+        keyframes.lock().unwrap().len() > before,
+        "no keyframe came for the PLI"
+    );
+}

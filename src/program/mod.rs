@@ -135,6 +135,9 @@ struct RoomCounters {
 
 struct Running {
     driver: Arc<MixerDriver>,
+    /// When a WHEP viewer's PLI/FIR last made the program send a keyframe (all viewers of
+    /// the room share it: one lossy viewer cannot make every output's bitrate jump).
+    viewer_keyframe: Arc<Mutex<Option<Instant>>>,
     counters: Arc<RoomCounters>,
     feeders: HashMap<String, Vec<JoinHandle<()>>>,
     pump: JoinHandle<()>,
@@ -450,6 +453,7 @@ impl Programs {
         }
         r.running = Some(Running {
             driver: Arc::new(driver),
+            viewer_keyframe: Arc::new(Mutex::new(None)),
             counters,
             feeders: HashMap::new(),
             pump,

@@ -2,6 +2,11 @@
 
 use super::*;
 
+use webrtc::media_stream::track_local::TrackLocalEvent;
+
+/// Least time between two program keyframes asked for by WHEP viewers' PLI/FIR.
+pub const VIEWER_KEYFRAME_INTERVAL: Duration = Duration::from_secs(1);
+
 impl Programs {
     pub(super) async fn add_viewer(
         &self,
@@ -9,7 +14,7 @@ impl Programs {
         viewer: &str,
         offer: String,
     ) -> Result<String, MediaError> {
-        let (media_rx, driver, fps) = {
+        let (media_rx, driver, fps, viewer_keyframe) = {
             let g = lock(&self.rooms);
             let r = g
                 .get(room)
@@ -22,6 +27,7 @@ impl Programs {
                 r.media_tx.subscribe(),
                 r.running.as_ref().map(|x| x.driver.clone()),
                 r.mix.fps.max(1),
+                r.running.as_ref().map(|x| x.viewer_keyframe.clone()),
             )
         };
         let peer = self.engine.new_peer().await?;
@@ -91,6 +97,7 @@ impl Programs {
         // Pictures wait for the connection (what is written before DTLS is up is lost): the
         // first one sent is the keyframe asked for once it is connected, not the next GOP's.
         let (connected_tx, connected) = tokio::sync::watch::channel(false);
+        let video_rtcp = video.clone();
         let task = tokio::spawn(
             async move {
                 let mut started = false;
@@ -138,6 +145,37 @@ impl Programs {
             }
             .instrument(info_span!("whep_program", room = %room, viewer = %viewer)),
         );
+        // The viewer's PLI/FIR (a lost picture): a keyframe, at most one per
+        // VIEWER_KEYFRAME_INTERVAL for all the room's viewers.
+        let rtcp_task = {
+            let (video, driver) = (video_rtcp, driver.clone());
+            tokio::spawn(async move {
+                while let Some(ev) = video.poll().await {
+                    let TrackLocalEvent::OnRtcpPacket(pkts) = ev else {
+                        continue;
+                    };
+                    if !pkts
+                        .iter()
+                        .any(|x| crate::rtc::is_keyframe_request(x.as_ref()))
+                    {
+                        continue;
+                    }
+                    let due = viewer_keyframe.as_ref().is_some_and(|last| {
+                        let mut last = lock(last);
+                        let now = Instant::now();
+                        let due =
+                            last.is_none_or(|t| now.duration_since(t) >= VIEWER_KEYFRAME_INTERVAL);
+                        if due {
+                            *last = Some(now);
+                        }
+                        due
+                    });
+                    if let (true, Some(d)) = (due, &driver) {
+                        let _ = d.request_keyframe();
+                    }
+                }
+            })
+        };
         let pc = peer.pc.clone();
         let mut events = peer.events;
         let me = self.me.clone();
@@ -162,7 +200,7 @@ impl Programs {
             }
         });
         let refused: Option<Viewer> = {
-            let entry = (pc, vec![task, watcher]);
+            let entry = (pc, vec![task, watcher, rtcp_task]);
             let mut g = lock(&self.rooms);
             match g.get_mut(room) {
                 // Others took the last places while this one was being set up.
