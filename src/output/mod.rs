@@ -23,6 +23,7 @@ pub mod program;
 pub mod routes;
 pub mod rtmp;
 pub mod rtmp_output;
+pub mod snapshot;
 #[cfg(test)]
 mod test_server;
 

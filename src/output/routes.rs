@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use signaling::http::{json_body, Admin, ApiError};
+use signaling::http::{json_body, Admin, ApiError, HostOf};
 
 use crate::output::hls::{
     parse_part_file_name, parse_segment_file_name, Readiness, PLAYLIST_CONTENT_TYPE,
@@ -30,6 +30,41 @@ pub fn router() -> Router<AppState> {
             "/api/rooms/{room}/outputs/{id}",
             delete(delete_output).get(get_output),
         )
+        .route("/api/rooms/{room}/snapshot.jpg", get(snapshot))
+}
+
+#[derive(Deserialize)]
+struct SnapshotQuery {
+    w: Option<u32>,
+}
+
+/// `GET /api/rooms/{room}/snapshot.jpg[?w=]` (API key or the room's host token): the
+/// program's latest picture as JPEG; `404` without a running program or before its first
+/// picture.
+async fn snapshot(
+    State(s): State<AppState>,
+    HostOf(room): HostOf,
+    axum::extract::Query(q): axum::extract::Query<SnapshotQuery>,
+) -> Result<Response, ApiError> {
+    let Some(frame) = s.programs.picture(&room).await else {
+        return Err(ApiError::new(
+            404,
+            "no_program",
+            format!("room `{room}` has no program picture yet"),
+        ));
+    };
+    let jpeg = tokio::task::spawn_blocking(move || crate::output::snapshot::jpeg(&frame, q.w))
+        .await
+        .map_err(|e| ApiError::new(500, "internal", e.to_string()))?
+        .map_err(|e| ApiError::new(500, "internal", e.to_string()))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/jpeg"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        jpeg,
+    )
+        .into_response())
 }
 
 async fn hls_file(

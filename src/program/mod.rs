@@ -260,6 +260,19 @@ impl Programs {
         lock(&self.rooms).get(room).map(|r| r.outputs.hls())
     }
 
+    /// The latest picture of a room's running program (`None` without a program or before
+    /// its first picture); a short round trip to the mixer thread, off the async workers.
+    pub async fn picture(&self, room: &str) -> Option<mixer::compose::I420Frame> {
+        let h = lock(&self.rooms)
+            .get(room)
+            .and_then(|r| r.running.as_ref().map(|x| x.driver.handle()))?;
+        tokio::task::spawn_blocking(move || h.snapshot())
+            .await
+            .ok()?
+            .ok()
+            .flatten()
+    }
+
     /// The outputs of a room whose program is running (HTTP-FLV viewers join only those).
     pub fn running_outputs(&self, room: &str) -> Option<ProgramOutputs> {
         lock(&self.rooms)

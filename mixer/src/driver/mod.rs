@@ -67,6 +67,7 @@ enum Command {
     OpusOutput(bool),
     Headers(SyncSender<Headers>),
     State(SyncSender<MixState>),
+    Snapshot(SyncSender<Option<crate::compose::I420Frame>>),
     Stop,
 }
 
@@ -264,6 +265,14 @@ impl MixerHandle {
     pub fn state(&self) -> Result<MixState, MixerError> {
         let (tx, rx) = mpsc::sync_channel(1);
         self.send(Command::State(tx))?;
+        rx.recv().map_err(|_| MixerError::Stopped)
+    }
+
+    /// The latest composed program picture (`None` before the first); blocks until the
+    /// worker answers.
+    pub fn snapshot(&self) -> Result<Option<crate::compose::I420Frame>, MixerError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.send(Command::Snapshot(tx))?;
         rx.recv().map_err(|_| MixerError::Stopped)
     }
 }

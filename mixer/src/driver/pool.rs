@@ -321,6 +321,9 @@ impl Job {
             Command::State(reply) => {
                 let _ = reply.send(mixer.state());
             }
+            Command::Snapshot(reply) => {
+                let _ = reply.send(mixer.snapshot());
+            }
             Command::Stop => {}
         }
     }

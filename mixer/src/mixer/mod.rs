@@ -402,6 +402,11 @@ impl Mixer {
         crate::mux::flv::avc_decoder_configuration_record(sps, pps)
     }
 
+    /// The latest composed program picture (`None` before the first), for thumbnails.
+    pub fn snapshot(&self) -> Option<I420Frame> {
+        (self.video_frames > 0).then(|| self.canvas.clone())
+    }
+
     /// A snapshot for status APIs.
     pub fn state(&self) -> MixState {
         let order = self.display_order();
