@@ -265,47 +265,18 @@ fn cues_are_timed_id3_that_ffprobe_reads_at_their_frame() {
     }
     let path = d.join("all.ts");
     std::fs::write(&path, &all).expect("write");
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_streams",
-            "-show_packets",
-            "-show_data",
-        ])
-        .args(["-select_streams", "d", "-of", "json"])
-        .arg(&path)
-        .output()
-        .expect("ffprobe");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let info: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    let stream = &info["streams"][0];
-    assert_eq!(stream["codec_name"], "timed_id3", "{stream}");
-    let packets = info["packets"].as_array().expect("packets");
+    let packets = common::timed_id3_packets(&path);
     assert_eq!(packets.len(), 2, "one tag per cue: {packets:?}");
-    for (p, (frame, json)) in packets.iter().zip(&cues) {
+    for ((pts, bytes), (frame, json)) in packets.iter().zip(&cues) {
         // The tag's time is its picture's: frame × 3000 ticks after the stream's start.
-        let pts = p["pts"].as_i64().expect("pts");
-        assert_eq!(pts - 63_000, *frame as i64 * 3000, "{p}");
-        // ffprobe's hex dump of the tag: "cohost/cue", NUL, the cue's JSON.
-        let dump: String = p["data"]
-            .as_str()
-            .expect("data")
-            .lines()
-            .filter_map(|l| l.split_once(": ").map(|(_, r)| r))
-            .map(|r| r.get(..40).unwrap_or(r).replace(' ', ""))
-            .collect();
-        let bytes = hex::decode(dump).expect("hex");
+        assert_eq!(pts - 63_000, *frame as i64 * 3000);
+        // The tag: "cohost/cue", NUL, the cue's JSON.
         let mut want = b"cohost/cue\0".to_vec();
         want.extend_from_slice(json.as_bytes());
         assert!(
             bytes.windows(want.len()).any(|w| w == want.as_slice()),
             "{}",
-            String::from_utf8_lossy(&bytes)
+            String::from_utf8_lossy(bytes)
         );
     }
 }

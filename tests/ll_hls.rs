@@ -218,38 +218,9 @@ async fn ll_hls_parts_blocking_reload_and_cues_as_timed_id3() {
     // ffprobe reads the cue as timed ID3 at its frame's time.
     let path = dir.path().join("all.ts");
     std::fs::write(&path, &all).unwrap();
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_streams",
-            "-show_packets",
-            "-show_data",
-        ])
-        .args(["-select_streams", "d", "-of", "json"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let info: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(info["streams"][0]["codec_name"], "timed_id3", "{info}");
-    let packets = info["packets"].as_array().cloned().unwrap_or_default();
-    let found: Vec<(i64, String)> = packets
-        .iter()
-        .map(|p| {
-            let hex: String = p["data"]
-                .as_str()
-                .unwrap_or("")
-                .lines()
-                .filter_map(|l| l.split_once(": ").map(|(_, r)| r))
-                .map(|r| r.get(..40).unwrap_or(r).replace(' ', ""))
-                .collect();
-            let bytes = hex::decode(hex).unwrap();
-            (
-                p["pts"].as_i64().unwrap(),
-                String::from_utf8_lossy(&bytes).into_owned(),
-            )
-        })
+    let found: Vec<(i64, String)> = common::timed_id3_packets(&path)
+        .into_iter()
+        .map(|(pts, bytes)| (pts, String::from_utf8_lossy(&bytes).into_owned()))
         .collect();
     let (pts, text) = found
         .iter()

@@ -841,3 +841,45 @@ pub async fn delete(url: &str, token: &str) -> u16 {
         .status()
         .as_u16()
 }
+
+/// The timed ID3 packets of an MPEG-TS file as ffprobe reads them: (PTS in 90 kHz ticks, the
+/// tag's bytes), in order. Panics unless ffprobe finds a `timed_id3` data stream.
+pub fn timed_id3_packets(path: &std::path::Path) -> Vec<(i64, Vec<u8>)> {
+    let out = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_streams",
+            "-show_packets",
+            "-show_data",
+        ])
+        .args(["-select_streams", "d", "-of", "json"])
+        .arg(path)
+        .output()
+        .expect("ffprobe");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ffprobe json");
+    assert_eq!(info["streams"][0]["codec_name"], "timed_id3", "{info}");
+    let packets = info["packets"].as_array().cloned().unwrap_or_default();
+    packets
+        .iter()
+        .map(|p| {
+            // ffprobe's hex dump: "00000000: 4944 3304 ...  ID3." — 40 hex columns a line.
+            let hex: String = p["data"]
+                .as_str()
+                .unwrap_or("")
+                .lines()
+                .filter_map(|l| l.split_once(": ").map(|(_, r)| r))
+                .map(|r| r.get(..40).unwrap_or(r).replace(' ', ""))
+                .collect();
+            let bytes = (0..hex.len() / 2)
+                .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex"))
+                .collect();
+            (p["pts"].as_i64().expect("pts"), bytes)
+        })
+        .collect()
+}

@@ -145,19 +145,17 @@ impl HlsSegmenter {
             data: annexb.to_vec(),
             composed: composed_unix_ms,
         });
-        self.drain_video(None)
+        self.drain_video()
     }
 
-    /// Writes the pictures waiting for audio that may go now: all of them with `flush`, or
-    /// those the audio has reached (or that waited too long), or those before `before`.
-    fn drain_video(&mut self, before: Option<u64>) -> Option<HlsSegment> {
+    /// Writes the pictures waiting for audio that may go now: those the audio has reached
+    /// (all of them before the stream has audio) or that waited too long.
+    fn drain_video(&mut self) -> Option<HlsSegment> {
         let mut closed = None;
         while let Some(v) = self.pending.front() {
             let newest = self.pending.back().map_or(v.pts, |n| n.pts);
             let go = self.audio_until.is_none_or(|a| a >= v.pts)
-                || before.is_some_and(|b| v.pts <= b)
-                || newest.saturating_sub(v.pts) > MAX_INTERLEAVE_TICKS
-                || v.pts + TICKS_PER_SECOND < self.audio_until.unwrap_or(0);
+                || newest.saturating_sub(v.pts) > MAX_INTERLEAVE_TICKS;
             if !go {
                 break;
             }
@@ -293,12 +291,12 @@ impl HlsSegmenter {
     pub fn push_audio(&mut self, pts_90k: u64, raw_aac: &[u8]) {
         // Pictures before this frame go first (the stream stays in time order).
         self.audio_until = Some(self.audio_until.unwrap_or(0).max(pts_90k));
-        self.drain_video(Some(pts_90k));
+        self.drain_video();
         self.write_audio(pts_90k, raw_aac);
         let frame_ticks =
             AAC_FRAME_SAMPLES * TICKS_PER_SECOND / u64::from(self.config.aac.sample_rate().max(1));
         self.audio_until = Some(self.audio_until.unwrap_or(0).max(pts_90k + frame_ticks));
-        self.drain_video(None);
+        self.drain_video();
     }
 
     fn write_audio(&mut self, pts_90k: u64, raw_aac: &[u8]) {

@@ -66,6 +66,19 @@ impl StoreInner {
         }
     }
 
+    /// The segments the playlist lists: (how many kept ones it skips, the discontinuities
+    /// before the first listed, its `EXT-X-DISCONTINUITY-SEQUENCE`).
+    fn listed(&self) -> (usize, u64) {
+        let skip = self.segments.len().saturating_sub(self.window);
+        let before = self
+            .segments
+            .iter()
+            .take(skip)
+            .filter(|s| s.discontinuity)
+            .count() as u64;
+        (skip, self.dropped_discontinuities + before)
+    }
+
     fn target_secs(&self) -> u64 {
         target_duration_secs(self.max_ticks)
     }
@@ -194,14 +207,8 @@ impl HlsStore {
         if g.segments.len() < 2 && !g.ended {
             return None;
         }
-        let skip = g.segments.len().saturating_sub(g.window);
+        let (skip, disc_seq) = g.listed();
         let first = g.segments.get(skip)?;
-        let disc_seq = g.dropped_discontinuities
-            + g.segments
-                .iter()
-                .take(skip)
-                .filter(|s| s.discontinuity)
-                .count() as u64;
         let target = g.target_secs();
         let pt = part_target.as_secs_f64();
         let mut s = String::with_capacity(512 + g.window * 400);
@@ -251,13 +258,7 @@ impl HlsStore {
     }
 
     fn classic_playlist(&self, g: &StoreInner) -> Option<String> {
-        let skip = g.segments.len().saturating_sub(g.window);
-        let disc_seq = g.dropped_discontinuities
-            + g.segments
-                .iter()
-                .take(skip)
-                .filter(|s| s.discontinuity)
-                .count() as u64;
+        let (skip, disc_seq) = g.listed();
         let entries: Vec<PlaylistEntry> = g
             .segments
             .iter()
