@@ -162,7 +162,7 @@ impl I420Frame {
             (chroma(self.width), chroma(self.height))
         }
     }
-    fn plane_mut(&mut self, p: usize) -> (&mut [u8], u32, u32) {
+    pub(crate) fn plane_mut(&mut self, p: usize) -> (&mut [u8], u32, u32) {
         let (w, h) = self.plane_size(p);
         let r = self.plane_range(p);
         (self.data.get_mut(r).unwrap_or_default(), w, h)
@@ -193,6 +193,45 @@ impl I420Frame {
                     line.fill(val);
                 }
             }
+        }
+    }
+
+    /// Copies a rectangle (luma coordinates, even-aligned outwards for chroma, clipped) from
+    /// `src`, a picture of the same size; does nothing if the sizes differ.
+    pub fn copy_rect_from(&mut self, src: &I420Frame, x: u32, y: u32, w: u32, h: u32) {
+        if (src.width, src.height) != (self.width, self.height) {
+            return;
+        }
+        for p in 0..3 {
+            let (from, _, _) = src.plane(p);
+            let (to, pw, ph) = self.plane_mut(p);
+            let (x0, y0, x1, y1) = if p == 0 {
+                (x, y, x.saturating_add(w), y.saturating_add(h))
+            } else {
+                (
+                    x / 2,
+                    y / 2,
+                    chroma(x.saturating_add(w)),
+                    chroma(y.saturating_add(h)),
+                )
+            };
+            let (x1, y1) = (x1.min(pw), y1.min(ph));
+            if x0 >= x1 {
+                continue;
+            }
+            for row in y0..y1 {
+                let r = (row * pw + x0) as usize..(row * pw + x1) as usize;
+                if let (Some(d), Some(s)) = (to.get_mut(r.clone()), from.get(r)) {
+                    d.copy_from_slice(s);
+                }
+            }
+        }
+    }
+
+    /// Copies all of `src`, a picture of the same size; does nothing if the sizes differ.
+    pub fn copy_from(&mut self, src: &I420Frame) {
+        if (src.width, src.height) == (self.width, self.height) {
+            self.data.copy_from_slice(&src.data);
         }
     }
 
@@ -450,6 +489,17 @@ impl Compositor {
         if fit == Fit::Letterbox {
             canvas.fill_rect(region.x, region.y, region.w, region.h, bg);
         }
+        self.draw_picture(canvas, src, region, fit);
+    }
+
+    /// [`draw`](Self::draw) without filling letterbox bars (what is under them stays).
+    pub fn draw_picture(
+        &mut self,
+        canvas: &mut I420Frame,
+        src: &I420Frame,
+        region: &Region,
+        fit: Fit,
+    ) {
         let ((cx, cy, cw, ch), (dx, dy, dw, dh)) = fit_geometry(src.width, src.height, region, fit);
         for p in 0..3 {
             let div = if p == 0 { 1.0 } else { 2.0 };

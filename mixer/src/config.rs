@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::decor::{Decor, Overlay};
 use crate::layout::{Fit, Layout};
 
 /// An 8-bit RGB colour. JSON: `"#rrggbb"` or `[r, g, b]`.
@@ -64,6 +65,17 @@ pub struct MixConfig {
     /// after arrival (lip sync; costs `jitter_ms - 20` ms of video delay). Off, video is
     /// delayed only as much as its own jitter needs.
     pub lip_sync: bool,
+    /// Images drawn over the program (at most 16; see [`Overlay`]); changed live with
+    /// [`Mixer::set_decor`](crate::Mixer::set_decor).
+    pub overlays: Vec<Overlay>,
+    /// Name of an image filling the canvas behind the tiles (scaled to cover it, centred,
+    /// cropped) instead of the background colour.
+    pub background_image: Option<String>,
+    /// Draw each tile's display name at its bottom left (needs
+    /// [`Mixer::set_fonts`](crate::Mixer::set_fonts)).
+    pub labels: bool,
+    /// The server records every program of the room; the mixer ignores it.
+    pub record: bool,
 }
 
 impl Default for MixConfig {
@@ -82,6 +94,10 @@ impl Default for MixConfig {
             jitter_ms: 60,
             keyframe_request_interval_ms: 1000,
             lip_sync: true,
+            overlays: Vec::new(),
+            background_image: None,
+            labels: false,
+            record: false,
         }
     }
 }
@@ -120,7 +136,16 @@ impl MixConfig {
         if !(self.gop_s > 0.0 && self.gop_s <= 60.0) {
             return bad(format!("gop_s {} not in (0, 60]", self.gop_s));
         }
-        Ok(())
+        self.decor().validate()
+    }
+
+    /// The studio decor part of the configuration.
+    pub fn decor(&self) -> Decor {
+        Decor {
+            overlays: self.overlays.clone(),
+            background_image: self.background_image.clone(),
+            labels: self.labels,
+        }
     }
 
     /// Frames between keyframes (at least 1).
@@ -192,6 +217,41 @@ mod tests {
         let c: MixConfig = serde_json::from_str(r#"{"background":[1,2,3]}"#).expect("arr");
         assert_eq!(c.background, Rgb(1, 2, 3));
         assert!(serde_json::from_str::<MixConfig>(r#"{"background":"red"}"#).is_err());
+    }
+
+    #[test]
+    fn decor_fields_per_the_contract() {
+        let c: MixConfig = serde_json::from_str(
+            r#"{"overlays":[{"image":"logo","x":1180,"y":-4,"w":320,"h":120,"z":2,"opacity":0.5}],
+                "background_image":"studio","labels":true,"record":true}"#,
+        )
+        .expect("decor");
+        assert!(c.validate().is_ok());
+        assert!(c.record && c.labels);
+        assert_eq!(c.background_image.as_deref(), Some("studio"));
+        let o = &c.overlays[0];
+        assert_eq!(
+            (o.image.as_str(), o.x, o.y, o.w, o.h, o.z, o.opacity),
+            ("logo", 1180, -4, 320, 120, 2, 0.5)
+        );
+        assert_eq!(c.decor().overlays.len(), 1);
+        let back: MixConfig =
+            serde_json::from_value(serde_json::to_value(&c).expect("ser")).expect("de");
+        assert_eq!(back, c);
+        // Defaults: none of it.
+        let d = MixConfig::default();
+        assert!(d.overlays.is_empty() && d.background_image.is_none() && !d.labels && !d.record);
+        // Unknown fields are still refused, in the overlays too.
+        assert!(serde_json::from_str::<MixConfig>(r#"{"labelz":true}"#).is_err());
+        assert!(serde_json::from_str::<MixConfig>(
+            r#"{"overlays":[{"image":"a","x":0,"y":0,"w":2,"h":2,"zz":1}]}"#
+        )
+        .is_err());
+        let bad: MixConfig = serde_json::from_str(
+            r#"{"overlays":[{"image":"a","x":0,"y":0,"w":2,"h":2,"opacity":2}]}"#,
+        )
+        .expect("parses");
+        assert!(bad.validate().is_err());
     }
 
     #[test]

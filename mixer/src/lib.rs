@@ -50,6 +50,12 @@
 //!   timestamp is `1024 k / 48` ms; decoded audio lines up with the video clock.
 //! - OpenH264 runs with frame skipping off so the program keeps its exact frame rate; on very
 //!   hard content it can overshoot the bitrate (it warns about this at start-up).
+//! - Studio decor ([`decor`], [`text`]): a background image (scaled to cover the canvas)
+//!   instead of the colour, a label with each tile's display name at its bottom left, and
+//!   up to 16 image overlays (alpha, opacity, z order) above everything. Images are pushed in
+//!   by name ([`Mixer::set_image`], decoded with [`decode_image`]); each is scaled once per
+//!   size and each label rendered once (cached), so a frame costs only the blending. Per
+//!   frame: background, tiles, labels, overlays by `z`.
 //!
 //! [`mux::flv`] turns these into FLV tags (files or RTMP message bodies) with the sequence
 //! headers from [`Mixer::avc_decoder_config`] and [`Mixer::audio_specific_config`].
@@ -69,6 +75,7 @@
 pub mod audio;
 pub mod compose;
 pub mod config;
+pub mod decor;
 pub mod driver;
 pub mod encode;
 pub mod h264;
@@ -77,10 +84,13 @@ pub mod mixer;
 pub mod mux;
 pub mod playout;
 pub mod sync;
+pub mod text;
 pub mod video;
 
 pub use config::{CueError, MixConfig, MixerError, Rgb};
+pub use decor::{decode_image, Decor, Image, ImageError, Overlay};
 pub use layout::{Fit, Layout, Region, RegionSpec, Template};
 pub use mixer::{
     AacFrame, CueAck, EncodedVideo, InputState, MixState, Mixer, MixerEvent, MixerOutput, OpusFrame,
 };
+pub use text::{FontError, Fonts};

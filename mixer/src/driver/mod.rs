@@ -61,6 +61,10 @@ enum Command {
     SenderReport(String, bool, crate::sync::SenderReport),
     Pcm(String, Vec<f32>),
     SetLayout(Layout),
+    SetImage(String, Option<crate::decor::Image>),
+    SetDecor(crate::decor::Decor),
+    SetDisplayName(String, String),
+    SetFonts(Arc<crate::text::Fonts>),
     Cue(String, serde_json::Value, u32, CueReply),
     CueWhenShown(CueWhenShown, CueReply),
     RequestKeyframe,
@@ -187,6 +191,36 @@ impl MixerHandle {
     /// Changes the layout from the next frame.
     pub fn set_layout(&self, layout: Layout) -> Result<(), MixerError> {
         self.send(Command::SetLayout(layout))
+    }
+
+    /// Adds, replaces (`Some`) or removes (`None`) the image called `name`
+    /// ([`Mixer::set_image`]).
+    pub fn set_image(
+        &self,
+        name: &str,
+        image: Option<crate::decor::Image>,
+    ) -> Result<(), MixerError> {
+        self.send(Command::SetImage(name.to_owned(), image))
+    }
+
+    /// Changes the studio decor from the next frame ([`Mixer::set_decor`]); an invalid decor
+    /// is refused here (`InvalidConfig`), before it is queued.
+    pub fn set_decor(&self, decor: crate::decor::Decor) -> Result<(), MixerError> {
+        decor.validate()?;
+        self.send(Command::SetDecor(decor))
+    }
+
+    /// Sets the label text of an input ([`Mixer::set_display_name`]).
+    pub fn set_display_name(&self, identity: &str, name: &str) -> Result<(), MixerError> {
+        self.send(Command::SetDisplayName(
+            identity.to_owned(),
+            name.to_owned(),
+        ))
+    }
+
+    /// Sets the fonts labels are drawn with ([`Mixer::set_fonts`]).
+    pub fn set_fonts(&self, fonts: Arc<crate::text::Fonts>) -> Result<(), MixerError> {
+        self.send(Command::SetFonts(fonts))
     }
 
     /// Asks for an IDR picture next (a new RTMP/HLS/WHEP consumer).

@@ -297,6 +297,14 @@ impl Job {
             Command::SenderReport(id, video, r) => mixer.sender_report(&id, video, r),
             Command::Pcm(id, s) => mixer.push_pcm(&id, &s),
             Command::SetLayout(l) => mixer.set_layout(l),
+            Command::SetImage(name, image) => mixer.set_image(&name, image),
+            Command::SetDecor(d) => {
+                if let Err(e) = mixer.set_decor(d) {
+                    tracing::warn!(error = %e, "decor refused");
+                }
+            }
+            Command::SetDisplayName(id, name) => mixer.set_display_name(&id, &name),
+            Command::SetFonts(f) => mixer.set_fonts(f),
             Command::Cue(id, data, repeat, reply) => reply(mixer.cue(&id, data, repeat)),
             Command::CueWhenShown(c, reply) => match mixer.cue_when_shown(
                 &c.id,

@@ -32,6 +32,7 @@ const BLOCK: Duration = Duration::from_millis(20);
 mod cues;
 mod output;
 mod produce;
+mod studio;
 
 pub use cues::{cue_sei_json, layout_sei_json};
 use cues::{DeferredCue, PendingCue};
@@ -133,6 +134,8 @@ pub struct Mixer {
     speaker: Option<String>,
     speaker_candidate: Option<(String, u32)>,
     video_frames: u64,
+    /// Overlays, background image, labels.
+    studio: studio::Studio,
 }
 
 impl std::fmt::Debug for Mixer {
@@ -180,6 +183,7 @@ impl Mixer {
             speaker: None,
             speaker_candidate: None,
             video_frames: 0,
+            studio: studio::Studio::new(cfg.decor()),
             cfg,
         })
     }
@@ -402,7 +406,8 @@ impl Mixer {
         crate::mux::flv::avc_decoder_configuration_record(sps, pps)
     }
 
-    /// The latest composed program picture (`None` before the first), for thumbnails.
+    /// The latest composed program picture (`None` before the first), for thumbnails: all
+    /// of it, decor included.
     pub fn snapshot(&self) -> Option<I420Frame> {
         (self.video_frames > 0).then(|| self.canvas.clone())
     }

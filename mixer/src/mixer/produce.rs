@@ -72,18 +72,28 @@ impl Mixer {
                     .is_some_and(|i| !i.stalled && i.video.picture().is_some())
             })
             .collect();
-        if !covers(&opaque, self.cfg.width, self.cfg.height) {
-            self.canvas
-                .fill_rect(0, 0, self.cfg.width, self.cfg.height, bg);
+        let (w, h) = (self.cfg.width, self.cfg.height);
+        let bg_image = self.studio.background_frame(w, h, self.cfg.background);
+        if !covers(&opaque, w, h) {
+            match bg_image {
+                Some(f) => self.canvas.copy_from(f),
+                None => self.canvas.fill_rect(0, 0, w, h, bg),
+            }
         }
         for r in &regions {
             let Some(input) = self.inputs.iter().find(|i| i.identity == r.identity) else {
                 continue;
             };
             match input.video.picture() {
-                Some(pic) if !input.stalled => {
-                    self.compositor.draw(&mut self.canvas, pic, r, r.fit, bg)
-                }
+                Some(pic) if !input.stalled => match (r.fit, bg_image) {
+                    // Letterbox bars show the background image.
+                    (Fit::Letterbox, Some(f)) => {
+                        self.canvas.copy_rect_from(f, r.x, r.y, r.w, r.h);
+                        self.compositor
+                            .draw_picture(&mut self.canvas, pic, r, r.fit);
+                    }
+                    _ => self.compositor.draw(&mut self.canvas, pic, r, r.fit, bg),
+                },
                 _ => self.compositor.draw_placeholder(
                     &mut self.canvas,
                     r,
@@ -92,6 +102,9 @@ impl Mixer {
                 ),
             }
         }
+        self.studio.draw_labels(&mut self.canvas, &regions);
+        self.studio.draw_overlays(&mut self.canvas);
+        self.studio.end_frame();
         let force = n.is_multiple_of(self.gop) || self.force_keyframe;
         let encoded = match self.encoder.encode(&self.canvas, pts_ms, force) {
             Ok(Some(e)) => e,
