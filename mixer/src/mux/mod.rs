@@ -3,4 +3,5 @@
 
 pub mod amf0;
 pub mod flv;
+pub mod mp4;
 pub mod ts;
