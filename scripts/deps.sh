@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs, with apt-get, the Debian packages cohost needs that are missing (root or sudo).
-# Usage: scripts/deps.sh          build dependencies (and npm, for the audience page's player)
+# Usage: scripts/deps.sh          build and run dependencies (npm for the audience page's player,
+#                                  fonts for the program's labels)
 #        scripts/deps.sh --test   also what the tests use
 set -euo pipefail
 
@@ -13,6 +14,10 @@ command -v pkg-config >/dev/null || need+=(pkg-config)
 pkg-config --exists opus 2>/dev/null || need+=(libopus-dev)
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
+# Run (and test): the fonts of the program's tile labels (mixer::text::DEFAULT_FONT_PATHS):
+# DejaVu Sans Bold, then WenQuanYi Micro Hei for CJK.
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf ] || need+=(fonts-dejavu-core)
+[ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need+=(fonts-wqy-microhei)
 if [ "${1:-}" = "--test" ]; then
   # Tests: ffmpeg/ffprobe (decode what we produce), chromium (browser pages), nginx +
   # libnginx-mod-rtmp (a real RTMP server), iproute2 + util-linux (network namespaces).
