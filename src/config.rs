@@ -94,6 +94,10 @@ pub struct ServeArgs {
     /// program (`429` past it). [default: 256]
     #[arg(long, env = "COHOST_MAX_ROOM_VIEWERS")]
     pub max_room_viewers: Option<usize>,
+    /// Directory of the program recordings (`POST /api/rooms/{room}/recordings`, `mix.record`);
+    /// a room's files are `{dir}/{room}/{id}.mp4`. [default: ./recordings]
+    #[arg(long, env = "COHOST_RECORDINGS_DIR")]
+    pub recordings_dir: Option<PathBuf>,
     /// A second address serving `/metrics` (and `/healthz`) without auth, for the internal
     /// network; on `--bind`, `/metrics` then needs the API key (it always does outside
     /// development mode).
@@ -367,6 +371,9 @@ impl Config {
         if let Some(n) = s.max_room_viewers {
             c.signaling.room_limits.viewers = n;
             c.program.max_flv_viewers = n;
+        }
+        if let Some(d) = s.recordings_dir.clone() {
+            c.program.recordings.dir = d;
         }
         c.metrics_bind = s.metrics_bind;
         c.cors = match s.cors_origins.clone() {

@@ -241,6 +241,7 @@ pub fn router(state: AppState, routing: Arc<cluster::forward::Routing>) -> Route
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_handler))
         .merge(output::routes::router())
+        .merge(output::recordings_http::router())
         .with_state(state.clone());
     signaling::http::router(state.signaling.clone())
         .merge(app)

@@ -20,6 +20,8 @@ pub mod chunk;
 pub mod flv_live;
 pub mod hls;
 pub mod program;
+pub mod recording;
+pub mod recordings_http;
 pub mod routes;
 pub mod rtmp;
 pub mod rtmp_output;

@@ -33,6 +33,7 @@ use tokio::sync::{broadcast, watch};
 
 use super::flv_live::{FlvHub, FlvStart, Seat};
 use super::hls::{HlsConfig, HlsSegmenter, HlsStore};
+use super::recording::{RecordingStats, RecordingsConfig, RoomRecordings, Stopping};
 use super::rtmp::{RtmpUrl, RtmpUrlError, TagKind};
 use super::rtmp_output::{FlvTag, OutputStatus, RtmpOutput, RtmpOutputConfig, SequenceHeaders};
 
@@ -55,6 +56,12 @@ pub struct ProgramOutputsConfig {
     /// Consecutive refusals by the RTMP server (bad app or stream key) before an output is
     /// `failed` (default 20; `None`: never). Network failures are retried for ever.
     pub max_consecutive_rejections: Option<u32>,
+    /// The room (names its recordings' directory).
+    pub room: String,
+    /// Where recordings go.
+    pub recordings: RecordingsConfig,
+    /// Recording counters shared by all rooms.
+    pub recording_stats: Arc<RecordingStats>,
 }
 
 impl ProgramOutputsConfig {
@@ -68,6 +75,9 @@ impl ProgramOutputsConfig {
             backoff_initial: Duration::from_millis(500),
             backoff_max: Duration::from_secs(10),
             max_consecutive_rejections: Some(20),
+            room: "room".into(),
+            recordings: RecordingsConfig::default(),
+            recording_stats: Arc::default(),
         }
     }
 }
@@ -101,6 +111,7 @@ struct Inner {
     hls_store: HlsStore,
     outputs: Mutex<BTreeMap<u64, Arc<RtmpOutput>>>,
     next_id: AtomicU64,
+    recordings: RoomRecordings,
 }
 
 impl ProgramOutputs {
@@ -123,6 +134,13 @@ impl ProgramOutputs {
         }
         let segmenter = HlsSegmenter::new(hls_config);
         let hls_store = segmenter.store();
+        let recordings = RoomRecordings::new(
+            &config.room,
+            config.recordings.clone(),
+            config.recording_stats.clone(),
+            (config.metadata.width, config.metadata.height),
+            config.audio_specific_config.clone(),
+        );
         ProgramOutputs {
             inner: Arc::new(Inner {
                 config,
@@ -133,6 +151,7 @@ impl ProgramOutputs {
                 hls_store,
                 outputs: Mutex::new(BTreeMap::new()),
                 next_id: AtomicU64::new(1),
+                recordings,
             }),
         }
     }
@@ -145,10 +164,18 @@ impl ProgramOutputs {
     /// Announces new stream metadata (`onMetaData`) from now on: a room's `mix` changed
     /// before its program started.
     pub fn set_metadata(&self, metadata: &flv::Metadata) {
+        self.inner
+            .recordings
+            .set_size((metadata.width, metadata.height));
         let body = Bytes::from(flv::on_metadata_body(metadata));
         self.inner
             .headers_tx
             .send_modify(|h| h.metadata = Some(body));
+    }
+
+    /// The room's recordings.
+    pub fn recordings(&self) -> &RoomRecordings {
+        &self.inner.recordings
     }
 
     /// The HLS store to serve `index.m3u8` / `seg{N}.ts` from.
@@ -233,6 +260,9 @@ impl ProgramOutputs {
             .ok()
             .map(|d| d.as_millis() as u64);
         lock(&self.inner.hls).push_video_at(v.pts_ms * 90, v.keyframe, &v.data, composed);
+        self.inner
+            .recordings
+            .push_video(v.pts_ms, v.keyframe, &v.data);
     }
 
     /// Feeds one raw AAC frame of the program.
@@ -245,6 +275,7 @@ impl ProgramOutputs {
         };
         self.inner.flv.publish(&self.inner.tags_tx, tag, || {});
         lock(&self.inner.hls).push_audio(a.pts_ms * 90, &a.data);
+        self.inner.recordings.push_audio(a.pts_ms, &a.data);
     }
 
     /// Starts publishing to `url` (call inside a tokio runtime). A malformed URL is an
@@ -334,6 +365,9 @@ impl ProgramOutputs {
     /// Stops every output, ends the HTTP-FLV streams and the HLS playlist (`#EXT-X-ENDLIST`).
     pub async fn shutdown(&self) {
         self.end_flv();
+        let writers = self.inner.recordings.stop_all();
+        let _ =
+            tokio::task::spawn_blocking(move || writers.into_iter().for_each(Stopping::wait)).await;
         let all: Vec<Arc<RtmpOutput>> = std::mem::take(&mut *lock(&self.inner.outputs))
             .into_values()
             .collect();

@@ -14,6 +14,8 @@ use crate::output::hls::{
     parse_part_file_name, parse_segment_file_name, Readiness, PLAYLIST_CONTENT_TYPE,
     SEGMENT_CONTENT_TYPE,
 };
+use crate::output::snapshot::{SnapshotAdmit, PER_ROOM_PER_S};
+use crate::sync::lock;
 use crate::AppState;
 
 /// The routes.
@@ -46,6 +48,23 @@ async fn snapshot(
     HostOf(room): HostOf,
     axum::extract::Query(q): axum::extract::Query<SnapshotQuery>,
 ) -> Result<Response, ApiError> {
+    let now = std::time::Instant::now();
+    match lock(&s.programs.snapshots).check(&room, q.w, now) {
+        SnapshotAdmit::Cached(jpeg) => return Ok(jpeg_response(jpeg)),
+        SnapshotAdmit::Limited(after) => {
+            let mut r = ApiError::new(
+                429,
+                "rate_limited",
+                format!("room `{room}`: at most {PER_ROOM_PER_S} snapshots a second"),
+            )
+            .into_response();
+            if let Ok(v) = header::HeaderValue::from_str(&after.as_secs().max(1).to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return Ok(r);
+        }
+        SnapshotAdmit::Encode => {}
+    }
     let Some(frame) = s.programs.picture(&room).await else {
         return Err(ApiError::new(
             404,
@@ -57,14 +76,20 @@ async fn snapshot(
         .await
         .map_err(|e| ApiError::new(500, "internal", e.to_string()))?
         .map_err(|e| ApiError::new(500, "internal", e.to_string()))?;
-    Ok((
+    let jpeg = Bytes::from(jpeg);
+    lock(&s.programs.snapshots).put(&room, q.w, now, jpeg.clone());
+    Ok(jpeg_response(jpeg))
+}
+
+fn jpeg_response(jpeg: Bytes) -> Response {
+    (
         [
             (header::CONTENT_TYPE, "image/jpeg"),
             (header::CACHE_CONTROL, "no-store"),
         ],
         jpeg,
     )
-        .into_response())
+        .into_response()
 }
 
 async fn hls_file(

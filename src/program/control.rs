@@ -121,7 +121,7 @@ impl ProgramControl for Programs {
                 r.persistent = true;
             }
             None => {
-                let mut r = RoomProgram::new(mix);
+                let mut r = RoomProgram::new(room, mix, self);
                 r.persistent = true;
                 g.insert(room.to_owned(), r);
             }
@@ -190,7 +190,7 @@ impl ProgramControl for Programs {
         let mut g = lock(&self.rooms);
         let r = g
             .entry(room.to_owned())
-            .or_insert_with(|| RoomProgram::new(self.config.default_mix.clone()));
+            .or_insert_with(|| RoomProgram::new(room, self.config.default_mix.clone(), self));
         r.layout = l.clone();
         if let Some(run) = &r.running {
             run.driver

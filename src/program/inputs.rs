@@ -54,7 +54,7 @@ impl Programs {
         let mut g = lock(&self.rooms);
         let r = g
             .entry(room.to_owned())
-            .or_insert_with(|| RoomProgram::new(self.config.default_mix.clone()));
+            .or_insert_with(|| RoomProgram::new(room, self.config.default_mix.clone(), self));
         r.publishers
             .insert(publisher.identity.clone(), Arc::downgrade(publisher));
         if r.running.is_none() {

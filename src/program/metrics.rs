@@ -123,6 +123,7 @@ impl Programs {
         let viewers: usize = g.values().map(|r| r.viewers.len()).sum();
         let _ = writeln!(o, "# HELP cohost_whep_program_viewers WHEP viewers of programs.\n# TYPE cohost_whep_program_viewers gauge\ncohost_whep_program_viewers {viewers}");
         o.push_str(&m.flv.render());
+        o.push_str(&m.recordings.render());
         let _ = writeln!(o, "# HELP cohost_program_rooms Rooms with program state (running, waiting, with outputs, created through the API, or with a layout set).\n# TYPE cohost_program_rooms gauge\ncohost_program_rooms {}", g.len());
         let _ = writeln!(o, "# HELP cohost_rtmp_output_bytes_total Bytes sent per RTMP output.\n# TYPE cohost_rtmp_output_bytes_total counter");
         let mut states = String::new();

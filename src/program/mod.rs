@@ -67,6 +67,8 @@ pub struct ProgramConfig {
     /// Most HTTP-FLV viewers of one room's program (0 = no limit; `--max-room-viewers`);
     /// past it `GET /live/{room}.flv` answers 429.
     pub max_flv_viewers: usize,
+    /// Where program recordings are written (`--recordings-dir`).
+    pub recordings: crate::output::recording::RecordingsConfig,
 }
 
 impl Default for ProgramConfig {
@@ -80,6 +82,7 @@ impl Default for ProgramConfig {
             max_programs: 0,
             max_viewers: 50,
             max_flv_viewers: 256,
+            recordings: Default::default(),
         }
     }
 }
@@ -116,6 +119,8 @@ pub struct ProgramMetrics {
     pub programs_deferred: AtomicU64,
     /// HTTP-FLV viewers over all rooms.
     pub flv: Arc<crate::output::flv_live::FlvStats>,
+    /// Program recordings over all rooms.
+    pub recordings: Arc<crate::output::recording::RecordingStats>,
 }
 
 #[derive(Clone, Debug)]
@@ -205,10 +210,15 @@ fn metadata(mix: &MixConfig) -> Metadata {
 }
 
 impl RoomProgram {
-    fn new(mix: MixConfig) -> Self {
+    fn new(room: &str, mix: MixConfig, programs: &Programs) -> Self {
         let meta = metadata(&mix);
         // AAC-LC, 48 kHz, stereo: what the mixer encodes (checked against it at start).
-        let outputs = ProgramOutputs::new(ProgramOutputsConfig::new(meta, PROGRAM_ASC.to_vec()));
+        let outputs = ProgramOutputs::new(ProgramOutputsConfig {
+            room: room.to_owned(),
+            recordings: programs.config.recordings.clone(),
+            recording_stats: programs.metrics.recordings.clone(),
+            ..ProgramOutputsConfig::new(meta, PROGRAM_ASC.to_vec())
+        });
         RoomProgram {
             layout: mix.layout.clone(),
             mix,
@@ -237,6 +247,8 @@ pub struct Programs {
     pub metrics: Arc<ProgramMetrics>,
     /// Set by [`Programs::shutdown`]: no waiting program starts any more.
     closing: AtomicBool,
+    /// Snapshots reused and rate-limited per room.
+    pub snapshots: Mutex<crate::output::snapshot::SnapshotLimiter>,
     me: Weak<Programs>,
 }
 
@@ -251,6 +263,7 @@ impl Programs {
             pool: Mutex::new(None),
             metrics: Arc::new(ProgramMetrics::default()),
             closing: AtomicBool::new(false),
+            snapshots: Mutex::default(),
             me: me.clone(),
         })
     }
@@ -273,6 +286,32 @@ impl Programs {
             .flatten()
     }
 
+    /// Where recordings are written.
+    pub fn recordings_config(&self) -> &crate::output::recording::RecordingsConfig {
+        &self.config.recordings
+    }
+
+    /// Starts recording `room`'s program (`POST /api/rooms/{room}/recordings`): from a
+    /// keyframe the running program sends at once, or from the room's next program.
+    pub fn start_recording(
+        &self,
+        room: &str,
+    ) -> Option<
+        Result<crate::output::recording::RecordingInfo, crate::output::recording::RecordingError>,
+    > {
+        let outputs = self.outputs(room, true)?;
+        let started = outputs.recordings().start();
+        if started.is_ok() {
+            let driver = lock(&self.rooms)
+                .get(room)
+                .and_then(|r| r.running.as_ref().map(|x| x.driver.clone()));
+            if let Some(d) = driver {
+                let _ = d.request_keyframe();
+            }
+        }
+        Some(started)
+    }
+
     /// The outputs of a room whose program is running (HTTP-FLV viewers join only those).
     pub fn running_outputs(&self, room: &str) -> Option<ProgramOutputs> {
         lock(&self.rooms)
@@ -292,7 +331,7 @@ impl Programs {
         let mut g = lock(&self.rooms);
         if create {
             g.entry(room.to_owned())
-                .or_insert_with(|| RoomProgram::new(self.config.default_mix.clone()))
+                .or_insert_with(|| RoomProgram::new(room, self.config.default_mix.clone(), self))
                 .persistent = true;
         }
         g.get(room).map(|r| r.outputs.clone())
@@ -464,6 +503,9 @@ impl Programs {
         if waited.is_some() {
             info!(room, ?waited, "program slot free: waiting program started");
         }
+        // Recordings continue into new files, `mix.record` starts one (from this program's
+        // first picture, a keyframe).
+        r.outputs.recordings().program_started(r.mix.record);
         r.running = Some(Running {
             driver: Arc::new(driver),
             viewer_keyframe: Arc::new(Mutex::new(None)),
@@ -524,8 +566,9 @@ impl Programs {
             let run = r.running.take();
             if run.is_some() {
                 lock(&self.slots).stopped(room);
-                // Its HTTP-FLV viewers get the end of the stream.
+                // Its HTTP-FLV viewers get the end of the stream, its recordings finish.
                 r.outputs.end_flv();
+                r.outputs.recordings().program_stopped();
             }
             let viewers: Vec<Viewer> = r.viewers.drain().map(|(_, v)| v).collect();
             let keep = !close && (r.persistent || !r.outputs.outputs().is_empty());
