@@ -22,6 +22,11 @@ const FILES: &[(&str, &str, &str)] = &[
         include_str!("../web-demo/guest.html"),
     ),
     (
+        "rooms.html",
+        "text/html; charset=utf-8",
+        include_str!("../web-demo/rooms.html"),
+    ),
+    (
         "cohost.js",
         "text/javascript; charset=utf-8",
         include_str!("../web-demo/cohost.js"),
