@@ -98,6 +98,11 @@ pub struct ServeArgs {
     /// a room's files are `{dir}/{room}/{id}.mp4`. [default: ./recordings]
     #[arg(long, env = "COHOST_RECORDINGS_DIR")]
     pub recordings_dir: Option<PathBuf>,
+    /// Fonts of the program's tile labels (`mix.labels`), comma-separated paths in fallback
+    /// order (a character is drawn with the first font that has it). [default: DejaVu Sans
+    /// Bold, then WenQuanYi Micro Hei for CJK — Debian's fonts-dejavu-core, fonts-wqy-microhei]
+    #[arg(long, env = "COHOST_LABEL_FONTS")]
+    pub label_fonts: Option<String>,
     /// A second address serving `/metrics` (and `/healthz`) without auth, for the internal
     /// network; on `--bind`, `/metrics` then needs the API key (it always does outside
     /// development mode).
@@ -371,6 +376,14 @@ impl Config {
         if let Some(n) = s.max_room_viewers {
             c.signaling.room_limits.viewers = n;
             c.program.max_flv_viewers = n;
+        }
+        if let Some(f) = s.label_fonts.as_deref() {
+            c.program.label_fonts = f
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .collect();
         }
         if let Some(d) = s.recordings_dir.clone() {
             c.program.recordings.dir = d;

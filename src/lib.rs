@@ -39,6 +39,7 @@ pub mod reorder;
 pub mod rtc;
 pub mod sender_clock;
 pub mod sfu;
+pub mod studio;
 pub mod sync;
 mod web;
 
@@ -242,6 +243,7 @@ pub fn router(state: AppState, routing: Arc<cluster::forward::Routing>) -> Route
         .route("/metrics", get(metrics_handler))
         .merge(output::routes::router())
         .merge(output::recordings_http::router())
+        .merge(studio::router())
         .with_state(state.clone());
     signaling::http::router(state.signaling.clone())
         .merge(app)

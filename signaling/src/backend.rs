@@ -110,7 +110,7 @@ impl std::fmt::Display for PeerConnId {
 }
 
 /// How a publication came in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PublishOptions {
     /// Published with WHIP (no signaling channel).
     pub whip: bool,
@@ -120,6 +120,8 @@ pub struct PublishOptions {
     pub audio_muted: bool,
     /// The host has muted this participant's video: the publication starts muted.
     pub video_muted: bool,
+    /// The participant's display name (the program's tile labels), when it has one.
+    pub name: Option<String>,
 }
 
 /// What the media plane reports to signaling.

@@ -44,15 +44,22 @@ pub fn jpeg(frame: &I420Frame, width: Option<u32>) -> Result<Vec<u8>, SnapshotEr
     let (cw, ch) = (sw_us.div_ceil(2), sh_us.div_ceil(2));
     let (y_plane, rest) = data.split_at((sw_us * sh_us).min(data.len()));
     let (u_plane, v_plane) = rest.split_at((cw * ch).min(rest.len()));
+    // The canvas is limited range (BT.601, Y 16..235); JPEG is full range.
+    let (luma, chroma) = full_range_tables();
     let mut ycbcr = Vec::with_capacity(w as usize * h as usize * 3);
     for y in 0..h as usize {
         let sy = (y * sh_us / h as usize).min(sh_us.saturating_sub(1));
         for x in 0..w as usize {
             let sx = (x * sw_us / w as usize).min(sw_us.saturating_sub(1));
             let c = (sy / 2) * cw + sx / 2;
-            ycbcr.push(y_plane.get(sy * sw_us + sx).copied().unwrap_or(16));
-            ycbcr.push(u_plane.get(c).copied().unwrap_or(128));
-            ycbcr.push(v_plane.get(c).copied().unwrap_or(128));
+            let (y, u, v) = (
+                y_plane.get(sy * sw_us + sx).copied().unwrap_or(16),
+                u_plane.get(c).copied().unwrap_or(128),
+                v_plane.get(c).copied().unwrap_or(128),
+            );
+            ycbcr.push(luma[usize::from(y)]);
+            ycbcr.push(chroma[usize::from(u)]);
+            ycbcr.push(chroma[usize::from(v)]);
         }
     }
     let mut out = Vec::with_capacity(64 * 1024);
@@ -60,6 +67,18 @@ pub fn jpeg(frame: &I420Frame, width: Option<u32>) -> Result<Vec<u8>, SnapshotEr
         .encode(&ycbcr, w16, h16, ColorType::Ycbcr)
         .map_err(|e| SnapshotError::Encode(e.to_string()))?;
     Ok(out)
+}
+
+/// Limited-range (video) luma and chroma values to full-range (JPEG) ones.
+fn full_range_tables() -> ([u8; 256], [u8; 256]) {
+    let mut luma = [0u8; 256];
+    let mut chroma = [0u8; 256];
+    for i in 0..256 {
+        let v = i as f32;
+        luma[i] = ((v - 16.0) * 255.0 / 219.0).round().clamp(0.0, 255.0) as u8;
+        chroma[i] = ((v - 128.0) * 255.0 / 224.0 + 128.0).round().clamp(0.0, 255.0) as u8;
+    }
+    (luma, chroma)
 }
 
 /// A JPEG asked for again within this long is the one made before (a room list polled by

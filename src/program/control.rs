@@ -200,6 +200,31 @@ impl ProgramControl for Programs {
         Ok(l)
     }
 
+    fn set_decor(
+        &self,
+        room: &str,
+        change: crate::studio::DecorChange,
+    ) -> Result<mixer::decor::Decor, MediaError> {
+        let mut g = lock(&self.rooms);
+        let r = g
+            .entry(room.to_owned())
+            .or_insert_with(|| RoomProgram::new(room, self.config.default_mix.clone(), self));
+        let decor = change.apply(r.mix.decor());
+        decor
+            .validate()
+            .map_err(|e| MediaError::BadRequest(e.to_string()))?;
+        // The mix shows (and carries to another node) the decor as it is now.
+        r.mix.overlays = decor.overlays.clone();
+        r.mix.background_image = decor.background_image.clone();
+        r.mix.labels = decor.labels;
+        if let Some(run) = &r.running {
+            run.driver
+                .set_decor(decor.clone())
+                .map_err(|e| MediaError::Unavailable(e.to_string()))?;
+        }
+        Ok(decor)
+    }
+
     async fn cue(
         &self,
         room: &str,

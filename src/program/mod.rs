@@ -69,6 +69,8 @@ pub struct ProgramConfig {
     pub max_flv_viewers: usize,
     /// Where program recordings are written (`--recordings-dir`).
     pub recordings: crate::output::recording::RecordingsConfig,
+    /// Fonts of the tile labels (`mix.labels`), in fallback order (`--label-fonts`).
+    pub label_fonts: Vec<std::path::PathBuf>,
 }
 
 impl Default for ProgramConfig {
@@ -83,6 +85,10 @@ impl Default for ProgramConfig {
             max_viewers: 50,
             max_flv_viewers: 256,
             recordings: Default::default(),
+            label_fonts: mixer::text::DEFAULT_FONT_PATHS
+                .iter()
+                .map(std::path::PathBuf::from)
+                .collect(),
         }
     }
 }
@@ -249,12 +255,17 @@ pub struct Programs {
     closing: AtomicBool,
     /// Snapshots reused and rate-limited per room.
     pub snapshots: Mutex<crate::output::snapshot::SnapshotLimiter>,
+    /// The images overlays and background images name.
+    images: crate::studio::ImageLibrary,
+    /// The tile labels' fonts (none: labels are not drawn).
+    fonts: Option<Arc<mixer::text::Fonts>>,
     me: Weak<Programs>,
 }
 
 impl Programs {
     /// New; [`Programs::follow`] hands it the SFU's publishers.
     pub fn new(config: ProgramConfig, engine: Arc<RtcEngine>) -> Arc<Self> {
+        let fonts = crate::studio::load_fonts(&config.label_fonts);
         Arc::new_cyclic(|me| Programs {
             slots: Mutex::new(Slots::new(config.max_programs)),
             config,
@@ -264,6 +275,8 @@ impl Programs {
             metrics: Arc::new(ProgramMetrics::default()),
             closing: AtomicBool::new(false),
             snapshots: Mutex::default(),
+            images: Default::default(),
+            fonts,
             me: me.clone(),
         })
     }
@@ -284,6 +297,43 @@ impl Programs {
             .ok()?
             .ok()
             .flatten()
+    }
+
+    /// The image library.
+    pub fn images(&self) -> &crate::studio::ImageLibrary {
+        &self.images
+    }
+
+    /// Stores an image and hands it to every running program (from its next frame).
+    pub fn put_image(
+        &self,
+        name: &str,
+        image: mixer::decor::Image,
+        bytes: usize,
+    ) -> Result<crate::studio::ImageInfo, crate::studio::LibraryError> {
+        let info = self.images.put(name, image.clone(), bytes)?;
+        for d in self.drivers() {
+            let _ = d.set_image(name, Some(image.clone()));
+        }
+        Ok(info)
+    }
+
+    /// Removes an image from the library and from every running program.
+    pub fn remove_image(&self, name: &str) -> bool {
+        let removed = self.images.remove(name);
+        if removed {
+            for d in self.drivers() {
+                let _ = d.set_image(name, None);
+            }
+        }
+        removed
+    }
+
+    fn drivers(&self) -> Vec<Arc<MixerDriver>> {
+        lock(&self.rooms)
+            .values()
+            .filter_map(|r| r.running.as_ref().map(|x| x.driver.clone()))
+            .collect()
     }
 
     /// Where recordings are written.
@@ -426,6 +476,9 @@ impl Programs {
             t.abort();
         }
         let _ = run.driver.add_input(&publisher.identity, publisher.is_host);
+        let _ = run
+            .driver
+            .set_display_name(&publisher.identity, &publisher.name);
         let tasks = self.feed(room, publisher, run.driver.clone(), run.counters.clone());
         if let Some(old) = run.feeders.insert(publisher.identity.clone(), tasks) {
             old.iter().for_each(|t| t.abort());
@@ -462,6 +515,14 @@ impl Programs {
             })
             .map_err(|e| MediaError::Internal(format!("mixer: {e}")))?;
         let _ = driver.set_layout(r.layout.clone());
+        // The studio: fonts, images, decor (the mix's, changed live since).
+        if let Some(f) = &self.fonts {
+            let _ = driver.set_fonts(f.clone());
+        }
+        for (name, image) in self.images.all() {
+            let _ = driver.set_image(&name, Some(image));
+        }
+        let _ = driver.set_decor(r.mix.decor());
         // The outputs announced the AAC configuration before the mixer ran: check it is the
         // one it encodes (players would fail on every audio frame otherwise).
         let (h, announced) = (driver.handle(), r.outputs.audio_specific_config().to_vec());

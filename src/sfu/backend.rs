@@ -191,13 +191,30 @@ impl MediaBackend for SfuBackend {
         room: &str,
         layout: serde_json::Value,
     ) -> Result<serde_json::Value, MediaError> {
-        let layout: mixer::Layout = serde_json::from_value(layout)
+        let (layout, decor) = crate::studio::split_layout(layout)
             .map_err(|e| MediaError::BadRequest(format!("layout: {e}")))?;
-        let applied = match &self.program {
-            Some(p) => p.set_layout(room, layout)?,
-            None => return Err(MediaError::Unavailable("no program pipeline".into())),
+        let Some(p) = &self.program else {
+            return Err(MediaError::Unavailable("no program pipeline".into()));
         };
-        serde_json::to_value(&applied).map_err(|e| MediaError::Internal(e.to_string()))
+        // The decor first: a bad overlay changes nothing.
+        let decor = match decor {
+            Some(d) => Some(p.set_decor(room, d)?),
+            None => None,
+        };
+        let mut applied = match layout {
+            Some(l) => serde_json::to_value(p.set_layout(room, l)?),
+            None => Ok(serde_json::json!({})),
+        }
+        .map_err(|e| MediaError::Internal(e.to_string()))?;
+        if let (Some(d), Some(o)) = (decor, applied.as_object_mut()) {
+            o.insert("overlays".into(), serde_json::json!(d.overlays));
+            o.insert(
+                "background_image".into(),
+                serde_json::json!(d.background_image),
+            );
+            o.insert("labels".into(), serde_json::json!(d.labels));
+        }
+        Ok(applied)
     }
     async fn cue(
         &self,
@@ -247,6 +264,13 @@ pub trait ProgramControl: Send + Sync + 'static {
     async fn room_info(&self, room: &str) -> serde_json::Value;
     /// Applies a layout; returns it as applied.
     fn set_layout(&self, room: &str, layout: mixer::Layout) -> Result<mixer::Layout, MediaError>;
+    /// Changes the studio decor (overlays, background image, labels) from the next frame;
+    /// returns it as applied.
+    fn set_decor(
+        &self,
+        room: &str,
+        change: crate::studio::DecorChange,
+    ) -> Result<mixer::decor::Decor, MediaError>;
     /// Stamps a cue.
     async fn cue(
         &self,

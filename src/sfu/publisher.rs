@@ -70,6 +70,8 @@ pub struct Publisher {
     pub(super) via_whip: AtomicBool,
     /// The room's host (featured by speaker/pip layouts).
     pub is_host: bool,
+    /// Display name (the program's tile label); the identity when it has none.
+    pub name: String,
     pub(super) video_remote: Mutex<Option<(Arc<dyn TrackRemote>, u32)>>,
     /// The publication's tasks (events, tracks, keyframe requests). They hold the publisher,
     /// and the connection's event and track streams need not end when it is closed, so they
@@ -146,6 +148,7 @@ impl Sfu {
             expect_audio,
             via_whip: AtomicBool::new(opts.whip),
             is_host: opts.host,
+            name: opts.name.clone().unwrap_or_else(|| identity.to_owned()),
             video_remote: Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
         });

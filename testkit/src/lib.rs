@@ -442,13 +442,54 @@ pub async fn add_sender(peer: &ClientPeer, name: &str) -> Sender {
 }
 
 impl Sender {
-    /// Sends `seconds` of media in real time (30 fps video of `w`x`h`, 20 ms Opus frames).
+    /// Sends `seconds` of media in real time (30 fps video of `w`x`h`, 20 ms Opus frames):
+    /// a moving luma gradient with the frame counter ([`draw_counter`]), neutral chroma.
     pub fn spawn(
         &self,
         w: usize,
         h: usize,
         seconds: f64,
         stop: Arc<std::sync::atomic::AtomicBool>,
+    ) -> tokio::task::JoinHandle<()> {
+        self.spawn_painted(w, h, seconds, stop, |yuv, w, h, frame| {
+            for y in 0..h {
+                for x in 0..w {
+                    yuv[y * w + x] = ((x + y + frame as usize * 4) % 256) as u8;
+                }
+            }
+            draw_counter(yuv, w, h, frame as u32);
+            for v in &mut yuv[w * h..] {
+                *v = 128;
+            }
+        })
+    }
+
+    /// Like [`Sender::spawn`], every picture one flat colour (I420 `y`, `u`, `v`).
+    pub fn spawn_solid(
+        &self,
+        w: usize,
+        h: usize,
+        seconds: f64,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+        (y, u, v): (u8, u8, u8),
+    ) -> tokio::task::JoinHandle<()> {
+        self.spawn_painted(w, h, seconds, stop, move |yuv, w, h, _| {
+            let (luma, chroma) = yuv.split_at_mut(w * h);
+            luma.fill(y);
+            let (cb, cr) = chroma.split_at_mut(w * h / 4);
+            cb.fill(u);
+            cr.fill(v);
+        })
+    }
+
+    /// Sends media whose pictures `paint(i420, w, h, frame)` draws.
+    pub fn spawn_painted(
+        &self,
+        w: usize,
+        h: usize,
+        seconds: f64,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+        paint: impl Fn(&mut [u8], usize, usize, u64) + Send + 'static,
     ) -> tokio::task::JoinHandle<()> {
         let video = self.video.clone();
         let audio = self.audio.clone();
@@ -504,15 +545,7 @@ impl Sender {
                 }
                 if (frame * 1000 / 30) as u128 <= now.as_millis() {
                     let mut yuv = vec![0u8; w * h * 3 / 2];
-                    for y in 0..h {
-                        for x in 0..w {
-                            yuv[y * w + x] = ((x + y + frame as usize * 4) % 256) as u8;
-                        }
-                    }
-                    draw_counter(&mut yuv, w, h, frame as u32);
-                    for v in &mut yuv[w * h..] {
-                        *v = 128;
-                    }
+                    paint(&mut yuv, w, h, frame);
                     let buf = YUVBuffer::from_vec(yuv, w, h);
                     let bits = enc.encode(&buf).unwrap().to_vec();
                     let s = Sample {

@@ -167,6 +167,7 @@ impl Signaling {
             host: p.is_some_and(|p| p.role == Role::Host),
             audio_muted: p.is_some_and(|p| p.audio_muted),
             video_muted: p.is_some_and(|p| p.video_muted),
+            name: p.map(|p| p.name.clone()),
         }
     }
 
@@ -191,7 +192,7 @@ impl Signaling {
         match cmd {
             MediaCommand::Publish { identity, sdp } => {
                 let opts = self.publish_options(room, &identity, false);
-                match b.publish(room, &identity, sdp, opts).await {
+                match b.publish(room, &identity, sdp, opts.clone()).await {
                     Ok(sdp) => {
                         self.reapply_mutes(room, &identity, opts).await;
                         self.send_to(
@@ -415,7 +416,7 @@ impl Signaling {
             &me,
             Box::new(move |s| {
                 Box::pin(async move {
-                    let res = s.backend.publish(&room2, &me2, offer, opts).await;
+                    let res = s.backend.publish(&room2, &me2, offer, opts.clone()).await;
                     if res.is_ok() {
                         s.reapply_mutes(&room2, &me2, opts).await;
                     }
