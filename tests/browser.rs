@@ -9,6 +9,8 @@
 //!   plays `/live/{room}.flv` (`currentTime` and decoded pictures advance) and the time from
 //!   opening the page to its first picture is printed.
 //!
+//! - `studio_pages.mjs`: the host page starts and stops a recording, which plays in a
+//!   `<video>` while written and after (seek included); the room list shows snapshots.
 //! - `cluster_rejoin.mjs`: cluster mode — the host page on node A joins a room on node B
 //!   (relayed), B is killed, the page is told `room_moved`, rejoins and publishes again on A.
 //!
@@ -123,6 +125,11 @@ fn third_party_whip_whep_clients_from_the_apps_origin_and_through_its_proxy() {
 #[test]
 fn relay_only_pages_publish_and_play_through_coturn() {
     run_scenario("turn_relay.mjs");
+}
+
+#[test]
+fn the_host_page_records_and_plays_its_recording_and_the_room_list_shows_snapshots() {
+    run_scenario("studio_pages.mjs");
 }
 
 #[test]
