@@ -85,8 +85,6 @@ fn bright(p: &[u8], (x0, y0, x1, y1): (usize, usize, usize, usize), min: u8) -> 
 const BLUE: (f64, f64, f64) = (41.0, 240.0, 110.0);
 const RED: (f64, f64, f64) = (81.0, 90.0, 240.0);
 const GREY: (u8, u8, u8) = (60, 128, 128);
-/// The host's tile: the left half.
-const TILE: (usize, usize, usize, usize) = (0, 0, 320, 360);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logo_background_and_labels_are_drawn_where_they_belong_and_change_live() {

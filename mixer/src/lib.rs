@@ -79,6 +79,7 @@ pub mod decor;
 pub mod driver;
 pub mod encode;
 pub mod h264;
+pub mod jpeg;
 pub mod layout;
 pub mod mixer;
 pub mod mux;

@@ -72,7 +72,7 @@ async fn snapshot(
             format!("room `{room}` has no program picture yet"),
         ));
     };
-    let jpeg = tokio::task::spawn_blocking(move || crate::output::snapshot::jpeg(&frame, q.w))
+    let jpeg = tokio::task::spawn_blocking(move || mixer::jpeg::jpeg(&frame, q.w))
         .await
         .map_err(|e| ApiError::new(500, "internal", e.to_string()))?
         .map_err(|e| ApiError::new(500, "internal", e.to_string()))?;
