@@ -133,7 +133,9 @@ pub fn decode_image(bytes: &[u8]) -> Result<Image, ImageError> {
     if !matches!(probe.format(), Some(ImageFormat::Png | ImageFormat::Jpeg)) {
         return Err(ImageError::UnsupportedFormat);
     }
-    let (width, height) = probe.into_dimensions().map_err(map_image_error)?;
+    let (width, height) = probe
+        .into_dimensions()
+        .map_err(|e| map_image_error(e, (0, 0)))?;
     if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE {
         return Err(ImageError::TooLarge {
             width,
@@ -148,18 +150,23 @@ pub fn decode_image(bytes: &[u8]) -> Result<Image, ImageError> {
     // The largest accepted image as 16-bit RGBA, plus the decoders' working memory.
     limits.max_alloc = Some(256 << 20);
     r.limits(limits);
-    let img = r.decode().map_err(map_image_error)?.into_rgba8();
+    let img = r
+        .decode()
+        .map_err(|e| map_image_error(e, (width, height)))?
+        .into_rgba8();
     let (w, h) = img.dimensions();
     Image::from_rgba(w, h, img.into_raw())
 }
 
-fn map_image_error(e: ::image::ImageError) -> ImageError {
+/// The decoder's error as ours; `(width, height)` are the image's, if known.
+fn map_image_error(e: ::image::ImageError, (width, height): (u32, u32)) -> ImageError {
     use ::image::ImageError as E;
     match e {
         E::Unsupported(_) => ImageError::UnsupportedFormat,
-        E::Limits(_) => ImageError::TooLarge {
-            width: 0,
-            height: 0,
+        // Within the size limits but needing too much memory to decode.
+        E::Limits(_) if width > 0 => ImageError::TooLarge {
+            width,
+            height,
             max: MAX_IMAGE_SIDE,
         },
         other => ImageError::Invalid(other.to_string()),
