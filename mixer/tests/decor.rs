@@ -68,7 +68,7 @@ fn bright(f: &I420Frame, x: u32, y: u32, w: u32, h: u32) -> usize {
 }
 
 fn blend(a: Yuv, b: Yuv) -> Yuv {
-    let m = |x: u8, y: u8| ((u16::from(x) + u16::from(y) + 1) / 2) as u8;
+    let m = |x: u8, y: u8| (u16::from(x) + u16::from(y)).div_ceil(2) as u8;
     Yuv {
         y: m(a.y, b.y),
         u: m(a.u, b.u),
