@@ -77,6 +77,9 @@ pub struct AppState {
     pub cors: Arc<cors::CorsOrigins>,
     /// Draining (cluster mode, after SIGTERM): `/healthz` answers `503`.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Where rooms live (this node alone, or a fleet on Redis); the image library is shared
+    /// through it.
+    pub cluster: Arc<dyn cluster::Cluster>,
 }
 
 impl axum::extract::FromRef<AppState> for Arc<signaling::http::Signaling> {
@@ -114,7 +117,12 @@ fn node_hooks(
         sig.clone(),
         sig.clone(),
     );
-    let (p, p2, p3) = (programs.clone(), programs.clone(), programs.clone());
+    let (p, p2, p3, p4) = (
+        programs.clone(),
+        programs.clone(),
+        programs.clone(),
+        programs.clone(),
+    );
     // The mixer workers' busy share since the last report.
     let last = std::sync::Mutex::new((std::time::Instant::now(), 0u64));
     cluster::NodeHooks {
@@ -167,6 +175,21 @@ fn node_hooks(
                     Err(e) => tracing::warn!(room, error = %e, "room not restored"),
                 }
             })
+        }),
+        image: Box::new(move |name, file| {
+            let p = p4.clone();
+            let Some(file) = file else {
+                p.remove_image(&name);
+                return;
+            };
+            tokio::task::spawn_blocking(move || match mixer::decor::decode_image(&file) {
+                Ok(image) => {
+                    if let Err(e) = p.put_image(&name, image, file.len()) {
+                        tracing::warn!(image = %name, error = %e, "fleet image not stored here");
+                    }
+                }
+                Err(e) => tracing::warn!(image = %name, error = %e, "fleet image unreadable"),
+            });
         }),
     }
 }
@@ -222,6 +245,7 @@ pub fn build_with(config: &Config, redis: Option<Arc<cluster::RedisCluster>>) ->
         metrics_open: config.dev_mode,
         cors: Arc::new(config.cors.clone()),
         draining: Arc::default(),
+        cluster: cluster.clone(),
     };
     let routing = cluster::forward::Routing::new(cluster.clone(), sig.clone());
     let router = router(state.clone(), routing);

@@ -8,6 +8,8 @@
 //!   the size, `507` when the library is full.
 //! * `GET /api/images` lists them, `DELETE /api/images/{name}` removes one (its overlays
 //!   disappear).
+//! * In cluster mode the files are kept in Redis too, and every node's library follows the
+//!   fleet's at its heartbeat (2 s); see `cluster::store`.
 //! * [`load_fonts`]: the label fonts, read once at start.
 
 use std::collections::BTreeMap;
@@ -179,7 +181,8 @@ async fn upload(
             )
         })?;
     let len = bytes.len();
-    let image = tokio::task::spawn_blocking(move || mixer::decor::decode_image(&bytes))
+    let file = bytes.clone();
+    let image = tokio::task::spawn_blocking(move || mixer::decor::decode_image(&file))
         .await
         .map_err(|e| ApiError::new(500, "internal", e.to_string()))?
         .map_err(|e| ApiError::new(400, "bad_image", e.to_string()))?;
@@ -188,6 +191,11 @@ async fn upload(
         .programs
         .put_image(&name, image, len)
         .map_err(|e| ApiError::new(507, "library_full", e.to_string()))?;
+    // The fleet's other nodes take it at their next heartbeat.
+    s.cluster
+        .share_image(&name, Some(&bytes))
+        .await
+        .map_err(|e| ApiError::new(503, "cluster_unavailable", e.to_string()))?;
     info!(image = %name, width = info.width, height = info.height, "image stored");
     let status = if replaced {
         StatusCode::OK
@@ -203,6 +211,10 @@ async fn remove(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     if s.programs.remove_image(&name) {
+        s.cluster
+            .share_image(&name, None)
+            .await
+            .map_err(|e| ApiError::new(503, "cluster_unavailable", e.to_string()))?;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::new(

@@ -721,3 +721,80 @@ async fn one_rtmp_publisher_at_a_time_across_a_pause() {
     assert_ne!(info["node"], owner.as_str(), "{info}");
     assert_eq!(owner_of(old, room).await, info["node"].as_str().unwrap());
 }
+
+/// The names in `GET /api/images` of `node`.
+async fn image_names(node: &Node) -> Vec<String> {
+    let (st, v) = node.get("/api/images").await;
+    assert_eq!(st, 200, "{v}");
+    v["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_uploaded_to_one_node_reaches_every_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    let png = tmp.path().join("logo.png");
+    let made = std::process::Command::new("ffmpeg")
+        .args([
+            "-nostdin",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "color=c=red:s=32x16",
+        ])
+        .args(["-frames:v", "1"])
+        .arg(&png)
+        .status();
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("SKIPPED: ffmpeg not installed (scripts/test.sh installs it)");
+        return;
+    }
+    let redis = Redis::start().await;
+    let nodes = fleet(&redis, &[]).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .put(nodes[0].url("/api/images/logo"))
+        .bearer_auth(API_KEY)
+        .body(std::fs::read(&png).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // The others take it at their next heartbeat (2 s).
+    for n in &nodes[1..] {
+        let deadline = Instant::now() + Duration::from_secs(8);
+        while image_names(n).await != ["logo"] {
+            assert!(Instant::now() < deadline, "{} never got the image", n.id);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // A node started later gets the library too.
+    let late = Node::start(BIN, &redis, "n4", 3, &[]).await;
+    assert_eq!(
+        image_names(&late).await,
+        ["logo"],
+        "first heartbeat before serving"
+    );
+    // Removed through another node, it goes everywhere.
+    let r = http
+        .delete(nodes[2].url("/api/images/logo"))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    for n in nodes.iter().chain([&late]) {
+        let deadline = Instant::now() + Duration::from_secs(8);
+        while !image_names(n).await.is_empty() {
+            assert!(Instant::now() < deadline, "{} kept the image", n.id);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}

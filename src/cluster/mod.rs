@@ -106,6 +106,9 @@ pub struct NodeHooks {
     pub snapshot: SnapshotFn,
     /// Recreates a room here from a snapshot saved by its previous node.
     pub restore: RestoreFn,
+    /// An image of the fleet's library was stored (`Some`: the file's bytes) or removed
+    /// through another node: apply it to this node's library.
+    pub image: Box<dyn Fn(String, Option<Vec<u8>>) + Send + Sync>,
 }
 
 /// See [`NodeHooks::snapshot`].
@@ -182,6 +185,11 @@ pub trait Cluster: Send + Sync + 'static {
     /// Whether `room` has state saved by a node it lived on (a read then places it again).
     async fn has_saved_state(&self, _room: &str) -> bool {
         false
+    }
+    /// An image was stored here (`Some`: the uploaded file) or removed: every other node's
+    /// library gets the change (at its next heartbeat). A single node has nothing to do.
+    async fn share_image(&self, _name: &str, _file: Option<&[u8]>) -> Result<(), ClusterError> {
+        Ok(())
     }
 }
 

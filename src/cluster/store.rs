@@ -13,6 +13,9 @@
 //!   keys sealed, see `seal.rs`), written by the owner only while the lease is its own
 //!   (compare-and-set in Lua), read by the next owner when the room comes back; deleted when
 //!   the room ends here (deleted through the API).
+//! - `images` — hash, image name → SHA-256 of its file; `image:{name}` — the file (PNG or
+//!   JPEG, at most 4 MiB); `images:version` — `INCR`ed at every change, so a node's heartbeat
+//!   reads the index only when something changed and fetches only the files it lacks.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,6 +30,17 @@ use super::{
 };
 
 const NODES: &str = "cohost:nodes";
+const IMAGES: &str = "cohost:images";
+const IMAGES_VERSION: &str = "cohost:images:version";
+
+fn image_key(name: &str) -> String {
+    format!("cohost:image:{name}")
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
 /// Nodes considered for a new room: the best few by free slots, two of them at random.
 const CANDIDATES: isize = 4;
 /// How long another node's record read from Redis is used again.
@@ -122,6 +136,9 @@ pub struct RedisCluster {
     records_seen: Mutex<std::collections::HashMap<String, (NodeInfo, Instant)>>,
     /// The state last saved per room (saved again only when it changes).
     saved: Mutex<std::collections::HashMap<String, serde_json::Value>>,
+    /// The fleet's image library as this node has it: the version read last, and each
+    /// image's hash.
+    images_seen: Mutex<(i64, std::collections::HashMap<String, String>)>,
 }
 
 impl std::fmt::Debug for RedisCluster {
@@ -163,6 +180,7 @@ impl RedisCluster {
             hooks: std::sync::OnceLock::new(),
             saved: Mutex::new(std::collections::HashMap::new()),
             records_seen: Mutex::new(std::collections::HashMap::new()),
+            images_seen: Mutex::new((0, std::collections::HashMap::new())),
         }))
     }
 
@@ -348,6 +366,35 @@ impl RedisCluster {
             let _: i64 = self.script(inv).await?;
             info!(room = g.room, epoch = g.epoch, "cluster: room released");
         }
+        self.sync_images(hooks).await
+    }
+
+    /// Brings this node's image library to the fleet's: reads the index when its version
+    /// moved, fetches the files whose hash this node has not seen, removes what is gone.
+    async fn sync_images(&self, hooks: &NodeHooks) -> Result<(), ClusterError> {
+        let version: Option<i64> = self.call(redis::cmd("GET").arg(IMAGES_VERSION)).await?;
+        let version = version.unwrap_or(0);
+        if crate::sync::lock(&self.images_seen).0 == version {
+            return Ok(());
+        }
+        let index: std::collections::HashMap<String, String> =
+            self.call(redis::cmd("HGETALL").arg(IMAGES)).await?;
+        let seen = crate::sync::lock(&self.images_seen).1.clone();
+        for (name, hash) in &index {
+            if seen.get(name) == Some(hash) {
+                continue;
+            }
+            let file: Option<Vec<u8>> = self.call(redis::cmd("GET").arg(image_key(name))).await?;
+            if let Some(file) = file {
+                info!(image = %name, bytes = file.len(), "cluster: image from the fleet");
+                (hooks.image)(name.clone(), Some(file));
+            }
+        }
+        for name in seen.keys().filter(|n| !index.contains_key(*n)) {
+            info!(image = %name, "cluster: image removed by the fleet");
+            (hooks.image)(name.clone(), None);
+        }
+        *crate::sync::lock(&self.images_seen) = (version, index);
         Ok(())
     }
 
@@ -609,6 +656,30 @@ impl Cluster for RedisCluster {
                 false
             }
         }
+    }
+
+    async fn share_image(&self, name: &str, file: Option<&[u8]>) -> Result<(), ClusterError> {
+        match file {
+            Some(f) => {
+                let hash = sha256_hex(f);
+                let _: () = self
+                    .call(redis::cmd("SET").arg(image_key(name)).arg(f))
+                    .await?;
+                let _: () = self
+                    .call(redis::cmd("HSET").arg(IMAGES).arg(name).arg(&hash))
+                    .await?;
+                crate::sync::lock(&self.images_seen)
+                    .1
+                    .insert(name.to_owned(), hash);
+            }
+            None => {
+                let _: () = self.call(redis::cmd("HDEL").arg(IMAGES).arg(name)).await?;
+                let _: () = self.call(redis::cmd("DEL").arg(image_key(name))).await?;
+                crate::sync::lock(&self.images_seen).1.remove(name);
+            }
+        }
+        let _: i64 = self.call(redis::cmd("INCR").arg(IMAGES_VERSION)).await?;
+        Ok(())
     }
 
     async fn has_saved_state(&self, room: &str) -> bool {
