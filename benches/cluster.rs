@@ -181,6 +181,7 @@ async fn sim_node(url: &str, id: &str, per_node: usize) -> SimNode {
         lost: Box::new(|_| {}),
         snapshot: Box::new(|_| None),
         restore: Box::new(|_, _| Box::pin(async {})),
+        image: Box::new(|_, _| {}),
     };
     let task = cluster.start(hooks).await;
     SimNode {

@@ -130,11 +130,16 @@ async fn stop(
     Ok(Json(serde_json::json!(info)))
 }
 
-/// A byte range of a `len`-byte file: `Ok(None)` for the whole file, `Err(())` when it is not
-/// satisfiable (416). One range only (`bytes=a-b`, `bytes=a-`, `bytes=-n`); anything else
+/// A `Range` header that asks for nothing inside the file (`416`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("range not satisfiable")]
+pub struct Unsatisfiable;
+
+/// A byte range of a `len`-byte file: `Ok(None)` for the whole file, [`Unsatisfiable`] when
+/// it asks for nothing inside it (416). One range only (`bytes=a-b`, `bytes=a-`, `bytes=-n`); anything else
 /// (several ranges, other units, malformed) is answered with the whole file, as RFC 9110
 /// allows.
-pub fn parse_range(value: Option<&str>, len: u64) -> Result<Option<(u64, u64)>, ()> {
+pub fn parse_range(value: Option<&str>, len: u64) -> Result<Option<(u64, u64)>, Unsatisfiable> {
     let Some(spec) = value.and_then(|v| v.trim().strip_prefix("bytes=")) else {
         return Ok(None);
     };
@@ -150,14 +155,14 @@ pub fn parse_range(value: Option<&str>, len: u64) -> Result<Option<(u64, u64)>, 
         (Ok(start), Err(_)) if b.is_empty() => (start, len.saturating_sub(1)),
         (Err(_), Ok(n)) if a.is_empty() => {
             if n == 0 {
-                return Err(());
+                return Err(Unsatisfiable);
             }
             (len.saturating_sub(n), len.saturating_sub(1))
         }
         _ => return Ok(None),
     };
     if range.0 >= len {
-        return Err(());
+        return Err(Unsatisfiable);
     }
     Ok(Some(range))
 }
@@ -171,7 +176,7 @@ async fn serve_file(path: &std::path::Path, headers: &HeaderMap) -> Result<Respo
     let (status, start, end) = match parse_range(range, len) {
         Ok(None) => (StatusCode::OK, 0, len.saturating_sub(1)),
         Ok(Some((a, b))) => (StatusCode::PARTIAL_CONTENT, a, b),
-        Err(()) => {
+        Err(Unsatisfiable) => {
             return Ok((
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 [(header::CONTENT_RANGE, format!("bytes */{len}"))],
@@ -199,7 +204,7 @@ async fn serve_file(path: &std::path::Path, headers: &HeaderMap) -> Result<Respo
 
 #[cfg(test)]
 mod tests {
-    use super::parse_range;
+    use super::{parse_range, Unsatisfiable};
 
     #[test]
     fn ranges() {
@@ -209,12 +214,12 @@ mod tests {
         assert_eq!(parse_range(Some("bytes=-10"), 100), Ok(Some((90, 99))));
         assert_eq!(parse_range(Some("bytes=-1000"), 100), Ok(Some((0, 99))));
         assert_eq!(parse_range(Some("bytes=50-1000"), 100), Ok(Some((50, 99))));
-        assert_eq!(parse_range(Some("bytes=100-"), 100), Err(()));
-        assert_eq!(parse_range(Some("bytes=-0"), 100), Err(()));
+        assert_eq!(parse_range(Some("bytes=100-"), 100), Err(Unsatisfiable));
+        assert_eq!(parse_range(Some("bytes=-0"), 100), Err(Unsatisfiable));
         assert_eq!(parse_range(Some("bytes=5-1"), 100), Ok(None));
         assert_eq!(parse_range(Some("bytes=0-1,5-6"), 100), Ok(None));
         assert_eq!(parse_range(Some("items=0-1"), 100), Ok(None));
         assert_eq!(parse_range(Some("bytes=x-y"), 100), Ok(None));
-        assert_eq!(parse_range(Some("bytes=0-"), 0), Err(()));
+        assert_eq!(parse_range(Some("bytes=0-"), 0), Err(Unsatisfiable));
     }
 }
