@@ -566,6 +566,9 @@ async fn a_server_killed_with_sigkill_leaves_a_recording_readable_to_within_2_s(
     let l = list(&http, &url, API_KEY).await;
     assert_eq!(l.len(), 1, "{l:?}");
     assert_eq!(l[0]["state"], "finished");
+    assert_eq!(l[0]["started_at"], rec["started_at"], "{l:?}");
+    let listed = l[0]["duration_s"].as_f64().unwrap();
+    assert!((listed - d).abs() < 0.1, "listed {listed} s, ffprobe {d} s");
     let r = http
         .get(format!("{base}{}", l[0]["url"].as_str().unwrap()))
         .bearer_auth(API_KEY)

@@ -555,22 +555,80 @@ fn url(room: &str, id: &str) -> String {
 }
 
 /// The recordings found in a room's directory (of this run or earlier ones, a server killed
-/// included) as `finished`, without their start time and duration (0).
+/// included) as `finished`: the start time from the id, the duration read from the file's
+/// last fragment (cached per file size).
 pub fn on_disk(config: &RecordingsConfig, room: &str) -> Vec<RecordingInfo> {
-    files_on_disk(&room_dir(config, room))
+    let dir = room_dir(config, room);
+    files_on_disk(&dir)
         .into_iter()
         .map(|(id, bytes)| RecordingInfo {
             url: url(room, &id),
+            started_at: started_ms(&id)
+                .map(super::hls::iso8601_ms)
+                .unwrap_or_default(),
+            duration_s: file_duration_ms(&dir.join(format!("{id}.mp4")), bytes) as f64 / 1000.0,
             id,
             state: RecordingState::Finished,
             format: "mp4",
-            started_at: String::new(),
-            duration_s: 0.0,
             bytes,
             error: None,
             continues: None,
         })
         .collect()
+}
+
+/// The start time an id (`rec-{unix ms}-{n}`) carries.
+fn started_ms(id: &str) -> Option<u64> {
+    id.strip_prefix("rec-")?.split('-').next()?.parse().ok()
+}
+
+/// Video media time in a recording file (0 if unreadable), cached by path and size.
+fn file_duration_ms(path: &Path, len: u64) -> u64 {
+    type Cache = Mutex<std::collections::HashMap<PathBuf, (u64, u64)>>;
+    static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(Cache::default);
+    if let Some((l, ms)) = lock(cache).get(path) {
+        if *l == len {
+            return *ms;
+        }
+    }
+    let ms = read_duration_ms(path).unwrap_or(0);
+    let mut c = lock(cache);
+    if c.len() > 4096 {
+        c.clear();
+    }
+    c.insert(path.to_owned(), (len, ms));
+    ms
+}
+
+/// Walks the file's top-level boxes (seeking over `mdat`s) and reads where the video track
+/// of its last complete `moof` ends.
+fn read_duration_ms(path: &Path) -> std::io::Result<u64> {
+    use mixer::mux::mp4::{VIDEO_TIMESCALE, VIDEO_TRACK_ID};
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = File::open(path)?;
+    let len = f.metadata()?.len();
+    let (mut at, mut end) = (0u64, 0u64);
+    while at + 8 <= len {
+        let mut head = [0u8; 8];
+        f.seek(SeekFrom::Start(at))?;
+        f.read_exact(&mut head)?;
+        let size = u64::from(u32::from_be_bytes([head[0], head[1], head[2], head[3]]));
+        if size < 8 || at + size > len {
+            break;
+        }
+        // A moof is small (a second of samples); anything bigger is not ours.
+        if &head[4..8] == b"moof" && size <= 1 << 20 {
+            let mut moof = vec![0u8; size as usize];
+            f.seek(SeekFrom::Start(at))?;
+            f.read_exact(&mut moof)?;
+            if let Some(e) = mixer::mux::mp4_read::track_end(&moof, VIDEO_TRACK_ID) {
+                end = end.max(e);
+            }
+        }
+        at += size;
+    }
+    Ok(end * 1000 / u64::from(VIDEO_TIMESCALE))
 }
 
 /// The file of recording `id` of `room`, if it exists.

@@ -1,7 +1,9 @@
-//! Muxers written as pure functions over byte slices: FLV (RTMP and files) and MPEG-TS (HLS),
-//! and AMF0, which FLV metadata and RTMP commands are written in.
+//! Muxers written as pure functions over byte slices: FLV (RTMP and files), MPEG-TS (HLS),
+//! fragmented MP4 (recordings, and [`mp4_read`] to read their fragments back), and AMF0,
+//! which FLV metadata and RTMP commands are written in.
 
 pub mod amf0;
 pub mod flv;
 pub mod mp4;
+pub mod mp4_read;
 pub mod ts;
