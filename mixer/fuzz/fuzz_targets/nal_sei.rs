@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mixer::nal;
+use mixer::h264 as nal;
 
 fuzz_target!(|data: &[u8]| {
     let mut total = 0usize;
