@@ -374,6 +374,40 @@ async fn an_unwritable_directory_fails_the_recording_and_nothing_else() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_directory_fails_the_recording_even_for_root() {
+    use std::os::unix::fs::PermissionsExt;
+    if !have_ffmpeg() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let ro = tmp.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let d = ro.clone();
+    let s = start_server_with(move |c| c.program.recordings.dir = d).await;
+    let http = reqwest::Client::new();
+    create_room(&s, &http, "ro", json!({"width": 320, "height": 180})).await;
+    let r = http
+        .post(s.url("/api/rooms/ro/recordings"))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let rec: Value = r.json().await.unwrap();
+    assert_eq!(rec["state"], "failed", "{rec}");
+    assert!(
+        rec["error"].as_str().unwrap().contains("read-only"),
+        "{rec}"
+    );
+    assert!(
+        std::fs::read_dir(&ro).unwrap().next().is_none(),
+        "nothing written"
+    );
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_program_restart_continues_a_recording_into_a_new_file_and_mix_record_records_every_show()
 {
     if !have_ffmpeg() {

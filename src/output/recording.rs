@@ -469,6 +469,17 @@ impl RoomRecordings {
 }
 
 fn create_file(dir: &Path, id: &str) -> std::io::Result<File> {
+    // A directory whose mode has no write bit at all is the operator's "do not write here",
+    // honoured even by a server running as root (which the kernel would let write): the
+    // nearest existing one of `dir` and its parents decides.
+    if let Some(d) = dir.ancestors().find(|d| d.exists()) {
+        if std::fs::metadata(d).is_ok_and(|m| m.is_dir() && m.permissions().readonly()) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("{} is read-only", d.display()),
+            ));
+        }
+    }
     std::fs::create_dir_all(dir)?;
     File::options()
         .write(true)
