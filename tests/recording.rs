@@ -550,17 +550,12 @@ async fn a_server_killed_with_sigkill_leaves_a_recording_readable_to_within_2_s(
         .json()
         .await
         .unwrap();
-    let peer = client_peer().await;
-    let sender = add_sender(&peer, "h").await;
-    let offer = peer.offer().await;
-    let (st, _, answer) = post_sdp(
+    let (_peer, sender, _) = whip_connect(
         &format!("{base}/whip/crash"),
         token["token"].as_str().unwrap(),
-        &offer,
+        "h",
     )
     .await;
-    assert_eq!(st, 201, "{answer}");
-    peer.set_answer(&answer).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     sender.spawn(320, 240, 60.0, stop.clone());
     let url = format!("{base}/api/rooms/crash/recordings");

@@ -186,17 +186,12 @@ async fn logo_background_and_labels_are_drawn_where_they_belong_and_change_live(
         .json()
         .await
         .unwrap();
-    let peer = client_peer().await;
-    let sender = add_sender(&peer, "host").await;
-    let offer = peer.offer().await;
-    let (st, _, answer) = post_sdp(
+    let (_peer, sender, _) = whip_connect(
         &s.url("/whip/studio"),
         token["token"].as_str().unwrap(),
-        &offer,
+        "host",
     )
     .await;
-    assert_eq!(st, 201, "{answer}");
-    peer.set_answer(&answer).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     sender.spawn_solid(320, 360, 120.0, stop.clone(), GREY);
     tokio::time::sleep(Duration::from_secs(4)).await;

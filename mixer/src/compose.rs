@@ -52,6 +52,23 @@ fn chroma(v: u32) -> u32 {
     v.div_ceil(2)
 }
 
+/// A rectangle in luma coordinates `(x, y, w, h)` as `(x0, y0, x1, y1)` on plane `p` of size
+/// `(pw, ph)` (chroma halved, widened outwards), clipped; `None` when nothing is left.
+fn plane_rect(
+    p: usize,
+    (x, y, w, h): (u32, u32, u32, u32),
+    (pw, ph): (u32, u32),
+) -> Option<(u32, u32, u32, u32)> {
+    let (x1, y1) = (x.saturating_add(w), y.saturating_add(h));
+    let (x0, y0, x1, y1) = if p == 0 {
+        (x, y, x1, y1)
+    } else {
+        (x / 2, y / 2, chroma(x1), chroma(y1))
+    };
+    let (x1, y1) = (x1.min(pw), y1.min(ph));
+    (x0 < x1).then_some((x0, y0, x1, y1))
+}
+
 impl I420Frame {
     /// A new picture filled with `color`. Sizes are clamped to at least 1.
     pub fn new(width: u32, height: u32, color: Yuv) -> Self {
@@ -172,20 +189,9 @@ impl I420Frame {
     pub fn fill_rect(&mut self, x: u32, y: u32, w: u32, h: u32, color: Yuv) {
         for (p, val) in [(0usize, color.y), (1, color.u), (2, color.v)] {
             let (buf, pw, ph) = self.plane_mut(p);
-            let (x0, y0, x1, y1) = if p == 0 {
-                (x, y, x.saturating_add(w), y.saturating_add(h))
-            } else {
-                (
-                    x / 2,
-                    y / 2,
-                    chroma(x.saturating_add(w)),
-                    chroma(y.saturating_add(h)),
-                )
-            };
-            let (x1, y1) = (x1.min(pw), y1.min(ph));
-            if x0 >= x1 {
+            let Some((x0, y0, x1, y1)) = plane_rect(p, (x, y, w, h), (pw, ph)) else {
                 continue;
-            }
+            };
             for row in y0..y1 {
                 let s = (row * pw + x0) as usize;
                 let e = (row * pw + x1) as usize;
@@ -205,20 +211,9 @@ impl I420Frame {
         for p in 0..3 {
             let (from, _, _) = src.plane(p);
             let (to, pw, ph) = self.plane_mut(p);
-            let (x0, y0, x1, y1) = if p == 0 {
-                (x, y, x.saturating_add(w), y.saturating_add(h))
-            } else {
-                (
-                    x / 2,
-                    y / 2,
-                    chroma(x.saturating_add(w)),
-                    chroma(y.saturating_add(h)),
-                )
-            };
-            let (x1, y1) = (x1.min(pw), y1.min(ph));
-            if x0 >= x1 {
+            let Some((x0, y0, x1, y1)) = plane_rect(p, (x, y, w, h), (pw, ph)) else {
                 continue;
-            }
+            };
             for row in y0..y1 {
                 let r = (row * pw + x0) as usize..(row * pw + x1) as usize;
                 if let (Some(d), Some(s)) = (to.get_mut(r.clone()), from.get(r)) {

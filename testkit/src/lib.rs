@@ -786,16 +786,29 @@ async fn whip_start(
     h: usize,
 ) -> Started {
     let token = s.token(room, identity, role).await;
-    let peer = client_peer().await;
-    let sender = add_sender(&peer, identity).await;
-    let offer = peer.offer().await;
-    let (status, loc, body) = post_sdp(&s.url(&format!("/whip/{room}")), &token, &offer).await;
-    assert_eq!(status, 201, "WHIP POST: {body}");
-    peer.set_answer(&body).await;
+    let (peer, sender, loc) =
+        whip_connect(&s.url(&format!("/whip/{room}")), &token, identity).await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     sender.spawn(w, h, 120.0, stop.clone());
     let loc = s.url(&loc.expect("Location header"));
     (peer, loc, sender.capture_ms.clone(), stop)
+}
+
+/// A WHIP publication to `url` (`…/whip/{room}`) with `token`, its tracks named after
+/// `identity`, connected but not sending yet (`Sender::spawn*`): the peer, its sender and the
+/// resource's `Location`.
+pub async fn whip_connect(
+    url: &str,
+    token: &str,
+    identity: &str,
+) -> (ClientPeer, Sender, Option<String>) {
+    let peer = client_peer().await;
+    let sender = add_sender(&peer, identity).await;
+    let offer = peer.offer().await;
+    let (status, loc, body) = post_sdp(url, token, &offer).await;
+    assert_eq!(status, 201, "WHIP POST: {body}");
+    peer.set_answer(&body).await;
+    (peer, sender, loc)
 }
 
 /// A WHEP subscriber of one co-host; returns the peer (tracks arrive on `peer.tracks`).
