@@ -633,7 +633,7 @@ fn read_duration_ms(path: &Path) -> std::io::Result<u64> {
             let mut moof = vec![0u8; size as usize];
             f.seek(SeekFrom::Start(at))?;
             f.read_exact(&mut moof)?;
-            if let Some(e) = mixer::mux::mp4_read::track_end(&moof, VIDEO_TRACK_ID) {
+            if let Some(e) = mixer::mux::mp4::read::track_end(&moof, VIDEO_TRACK_ID) {
                 end = end.max(e);
             }
         }

@@ -7,7 +7,7 @@
 use libfuzzer_sys::fuzz_target;
 use mixer::compose::{I420Frame, Yuv};
 use mixer::decor::{blend, decode_image, OverlayPicture};
-use mixer::mux::mp4_read::track_end;
+use mixer::mux::mp4::read::track_end;
 
 fuzz_target!(|data: &[u8]| {
     let _ = track_end(data, 1);

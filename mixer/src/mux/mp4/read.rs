@@ -1,4 +1,4 @@
-//! Reading back what [`super::mp4`] writes, as far as a recordings list needs: where a
+//! Reading back what [`super`] writes, as far as a recordings list needs: where a
 //! fragment's track ends (`moof` → `traf` → `tfhd`/`tfdt`/`trun`). Pure and bounded: it
 //! reads only the boxes it is given and never trusts a size beyond them.
 
