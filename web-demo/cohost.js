@@ -401,6 +401,8 @@ export class CohostClient {
   remove(identity) { this.send({ type: 'remove', identity }); }
   mute(identity, kind, muted) { this.send({ type: 'mute', identity, kind, muted }); }
   setLayout(template) { this.send({ type: 'set_layout', layout: { template } }); }
+  /** The studio decor of the program (`{labels}`, `{overlays}`, `{background_image}`), live. */
+  setDecor(decor) { this.send({ type: 'set_layout', layout: decor }); }
   cue(data) {
     const id = (crypto.randomUUID && crypto.randomUUID()) || `cue-${Date.now()}-${Math.random().toString(16).slice(2)}`;
     this.send({ type: 'cue', id, data, at_capture_ms: performance.timeOrigin + performance.now() });

@@ -1,5 +1,5 @@
-// The studio's pages in headless Chromium: the host page (fake camera) publishes, starts a
-// recording with its button, and lists it; while it is written and after it is stopped, the
+// The studio's pages in headless Chromium: the host page (fake camera) publishes, turns the
+// tile labels on with its checkbox, starts a recording with its button, and lists it; while it is written and after it is stopped, the
 // page fetches the file (with the API key, as its download link does) and a <video> element
 // plays it — pictures at the program's size, time advancing, a seek into the middle landing
 // there. The room list page (rooms.html) shows the room's live snapshot and refreshes it.
@@ -77,6 +77,12 @@ async function main() {
   }, ROOM);
   log('room list snapshot', JSON.stringify(img));
   check(img && img.w === 320 && img.h === 180, `the room's snapshot, 320x180: ${JSON.stringify(img)}`);
+
+  // Names on the tiles, from the host page's checkbox (over signaling), live.
+  await host.check('#labels');
+  await waitFor('labels on in the room\'s mix', async () =>
+    (await h.api('GET', `/api/rooms/${ROOM}`)).body.media?.program?.mix?.labels === true);
+  log('labels on');
 
   // Record with the host page's button.
   await waitFor('the record button', async () => !(await host.evaluate(() => document.querySelector('#rec-start').disabled)));
