@@ -18,7 +18,10 @@
 //   WHEP_AUDIO=0 (the WHEP viewer offers video only), STALL_AT_S / STALL_MS (a diagnostic:
 //   that many seconds after the HLS viewers' first picture, their /live/ requests are held
 //   STALL_MS, default 2000, as a network hiccup would), JSON (a file for the raw results and
-//   each path's samples), SERVER_LOG (a file for the server's log), LOG_SERVER=1.
+//   each path's samples), SERVER_LOG (a file for the server's log), LOG_SERVER=1, HLS_DEBUG=1
+//   (a diagnostic, with JSON: the audience page's hls.js log with each playlist's text, and
+//   after each idle tick of its stream controller that loaded nothing, the fragment it would
+//   pick and why — `X` lines in `hls_log`; timing-sensitive, it may hide what it looks for).
 //
 // One Chromium, one page: the sender (benches/blocks.mjs: frame counter and send time drawn as
 // blocks on a 640x360 canvas, published over WHIP as the room's only co-host, H.264) and each
@@ -345,11 +348,43 @@ async function main() {
       const logs = (window.hlsLog = []);
       const put = (lvl) => (...a) => { logs.push(`${(performance.timeOrigin + performance.now()).toFixed(0)} ${lvl} ${a.map(String).join(' ')}`); if (logs.length > 20000) logs.shift(); };
       const logger = { trace: put('T'), debug: put('D'), log: put('L'), info: put('I'), warn: put('W'), error: put('E') };
+      // Why an idle tick loaded nothing: after each of the stream controller's idle ticks
+      // that left it idle, what its own fragment choice says (logged as `X` when it changes;
+      // hls.js internals, 1.7.x).
+      const trace = (hls) => {
+        const sc = hls.streamController;
+        if (!sc || typeof sc.doTickIdle !== 'function') return;
+        const tick = sc.doTickIdle.bind(sc);
+        let last = '';
+        const fmt = (x) => (typeof x === 'number' ? x.toFixed(3) : String(x));
+        sc.doTickIdle = () => {
+          tick();
+          if (sc.state !== 'IDLE') { last = ''; return; }
+          let s;
+          try {
+            const bi = sc.getMainFwdBufferInfo();
+            const d = sc.getLevelDetails();
+            const lvl = sc.levels?.[sc.level];
+            if (!bi || !d) s = `no buffer info / details`;
+            else {
+              const f = sc.getNextFragment(bi.end, d);
+              const prev = sc.fragPrevious;
+              const parts = (sn) => (d.partList || []).filter((p) => p.fragment.sn === sn).map((p) => (p.loaded ? 'L' : '.')).join('');
+              s = `buf ${fmt(bi.end)} len ${fmt(bi.len)} t ${fmt(sc.media?.currentTime)} next ${fmt(sc.nextLoadPosition)} parts ${sc.loadingParts} ` +
+                `waitLive ${lvl ? sc.waitForLive(lvl) : '?'} prev ${prev?.sn}[${prev ? fmt(prev.start) + '-' + fmt(prev.end) : ''}] ${prev ? sc.fragmentTracker.getState(prev) : ''} ` +
+                `frags ${d.startSN}-${d.endSN} end ${fmt(d.fragmentEnd)} partEnd ${fmt(d.partEnd)} hint ${d.fragmentHint?.sn}[${fmt(d.fragmentHint?.start)}] ` +
+                `pick ${f ? `${f.sn}[${fmt(f.start)}-${fmt(f.end)}] ${sc.fragmentTracker.getState(f)} loop ${sc.isLoopLoading(f, bi.end)}` : 'none'} ` +
+                `partsOf prev ${parts(prev?.sn)} next ${parts((prev?.sn ?? -2) + 1)} backtrack ${sc.backtrackFragment?.sn}`;
+            }
+          } catch (e) { s = `trace error ${e.message}`; }
+          if (s !== last) { last = s; put('X')(s); }
+        };
+      };
       let H;
       Object.defineProperty(window, 'Hls', {
         configurable: true,
         get: () => H,
-        set: (v) => { H = class extends v { constructor(cfg) { super({ ...cfg, debug: logger }); } }; },
+        set: (v) => { H = class extends v { constructor(cfg) { super({ ...cfg, debug: logger }); trace(this); } }; },
       });
     });
   }

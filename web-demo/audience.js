@@ -426,12 +426,19 @@ export async function startAudience({ room, els, player = 'hls' }) {
     // hls.js would add 1 s to its target latency after every stall (up to a target
     // duration): one network hiccup then kept the page 2 s behind the edge for the rest of
     // the show (benches/RESULTS-audiences.md). The catch-up drains a stall's delay instead.
+    // No `backBufferLength`: hls.js (1.7.4) trims the back buffer when playback enters each
+    // segment, and a trim that completes while a part of that segment is loaded but not yet
+    // appended drops the segment from hls.js's fragment tracker (its earlier parts then count
+    // as not loaded). At the segment's end hls.js's buffer stops 1 ms short of the next
+    // segment's start, so it keeps picking that segment, finds it buffered, and loads nothing
+    // until the segment's parts leave the playlist two segments later: the 4 s stalls under
+    // load (benches/RESULTS-audiences.md, 4 Dec 2026). hls.js's default keeps the whole back
+    // buffer; the browser's own eviction bounds it (Chromium: ~150 MB of video).
     const hls = new Hls({
       lowLatencyMode: true,
       enableWorker: true,
       maxLiveSyncPlaybackRate: 1,
       liveSyncOnStallIncrease: 0,
-      backBufferLength: 10,
     });
     const catchUp = setInterval(() => steer(hls), 250);
     const ended = new Promise((resolve) => {
