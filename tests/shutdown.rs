@@ -17,6 +17,7 @@ async fn sigterm_closes_a_live_room_and_exits() {
     let port = common::nginx::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let udp = 47000 + (std::process::id() % 50) as u16 * 20;
+    let recordings = tempfile::tempdir().unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cohost"))
         .args([
             "--bind",
@@ -33,6 +34,8 @@ async fn sigterm_closes_a_live_room_and_exits() {
             "--log",
             "info,webrtc=warn,rtc=warn",
         ])
+        .arg("--recordings-dir")
+        .arg(recordings.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -93,6 +96,16 @@ async fn sigterm_closes_a_live_room_and_exits() {
         assert!(Instant::now() < deadline, "no program: {m}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // A recording of the program.
+    let r = http
+        .post(format!("{base}/api/rooms/bye/recordings"))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let rec: Value = r.json().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     // An open signaling socket.
     let (mut ws, _) = tokio_tungstenite::connect_async(format!(
         "ws://127.0.0.1:{port}/ws?token={}",
@@ -136,6 +149,25 @@ async fn sigterm_closes_a_live_room_and_exits() {
         "{log}"
     );
     eprintln!("graceful shutdown took {:?}", t0.elapsed());
+    // The recording was finished, not cut: the file ends with a complete fragment holding
+    // the pictures up to the shutdown.
+    let file = recordings
+        .path()
+        .join("bye")
+        .join(format!("{}.mp4", rec["id"].as_str().unwrap()));
+    let bytes = std::fs::read(&file).unwrap();
+    let (mut at, mut last) = (0usize, [0u8; 4]);
+    while at + 8 <= bytes.len() {
+        let size = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        assert!(size >= 8 && at + size <= bytes.len(), "a cut box at {at}");
+        last.copy_from_slice(&bytes[at + 4..at + 8]);
+        at += size;
+    }
+    assert_eq!(
+        (at, &last),
+        (bytes.len(), b"mdat"),
+        "ends with a whole fragment"
+    );
 }
 
 /// The binary's configuration surface: `--help` lists the flags with their environment
