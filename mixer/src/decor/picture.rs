@@ -1,18 +1,8 @@
-//! Studio decor: uploaded images (PNG, JPEG), the overlays and background image of a
-//! program, and the I420 + alpha pictures they become on the canvas.
-//!
-//! - [`decode_image`] turns untrusted bytes into an [`Image`] (RGBA8, at most
-//!   [`MAX_IMAGE_SIDE`] pixels a side); anything else is an [`ImageError`] whose message can
-//!   be shown to an API client as is (HTTP 400). The server limits the bytes (4 MiB) first.
-//! - [`OverlayPicture`] is a picture ready to blend: limited-range BT.601 Y'CbCr like
-//!   [`Yuv::from_rgb`], with its alpha at luma resolution and 2x2-averaged at chroma
-//!   resolution (chroma itself alpha-weighted, so transparent pixels leave no fringe).
-//! - [`blend`] draws one onto an [`I420Frame`]: `dst = (a*src + (255-a)*dst + 127) / 255`
-//!   with `a = alpha * opacity`, clipped to the canvas, at even coordinates; rows that are
-//!   fully transparent are skipped, fully opaque ones copied.
-//! - [`PictureCache`] keeps each image scaled to each size it is drawn at, so a frame costs
-//!   only the blend; [`BackgroundCache`] keeps the background image scaled to cover the
-//!   canvas, as an I420 picture to copy.
+//! Pictures on the canvas: an [`Image`] scaled and converted once into an [`OverlayPicture`]
+//! (limited-range BT.601 Y'CbCr like [`Yuv::from_rgb`], alpha at luma resolution and
+//! 2x2-averaged at chroma resolution, chroma alpha-weighted so transparent pixels leave no
+//! fringe), [`blend`] onto an [`I420Frame`], and the caches that make a frame cost only the
+//! blend ([`PictureCache`]) or a copy ([`BackgroundCache`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,242 +10,10 @@ use std::sync::Arc;
 use fast_image_resize::images::{TypedImage, TypedImageRef};
 use fast_image_resize::pixels::U8x4;
 use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
-use serde::{Deserialize, Serialize};
 
+use super::Image;
 use crate::compose::{I420Frame, Yuv};
-use crate::config::{MixerError, Rgb};
-
-/// Largest width and height of an uploaded image, in pixels.
-pub const MAX_IMAGE_SIDE: u32 = 4096;
-/// Most overlays a program shows.
-pub const MAX_OVERLAYS: usize = 16;
-/// Largest overlay width and height on the canvas, in pixels (the largest canvas side).
-pub const MAX_OVERLAY_SIDE: u32 = 1920;
-/// Longest image name, in bytes.
-pub const MAX_IMAGE_NAME: usize = 128;
-
-/// Why bytes are not an acceptable image. The messages are meant for API clients (HTTP 400).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ImageError {
-    /// Not a PNG or JPEG file.
-    #[error("unsupported image format: only PNG and JPEG images are accepted")]
-    UnsupportedFormat,
-    /// Wider or taller than [`MAX_IMAGE_SIDE`].
-    #[error("image is {width}x{height} pixels; at most {max}x{max} are accepted")]
-    TooLarge {
-        /// Width of the image.
-        width: u32,
-        /// Height of the image.
-        height: u32,
-        /// The limit on either side.
-        max: u32,
-    },
-    /// A PNG or JPEG that does not decode (corrupt or truncated), or has no pixels.
-    #[error("the image could not be decoded (corrupt or truncated file): {0}")]
-    Invalid(String),
-}
-
-/// A decoded image: 8-bit RGBA, not premultiplied, rows packed. Cheap to clone (the pixels
-/// are shared).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Image {
-    width: u32,
-    height: u32,
-    rgba: Arc<[u8]>,
-}
-
-impl std::fmt::Debug for Image {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Image({}x{})", self.width, self.height)
-    }
-}
-
-impl Image {
-    /// An image from RGBA8 pixels (`width * height * 4` bytes, rows packed). Fails when the
-    /// size is zero, above [`MAX_IMAGE_SIDE`], or does not match the buffer.
-    pub fn from_rgba(width: u32, height: u32, rgba: Vec<u8>) -> Result<Self, ImageError> {
-        if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE {
-            return Err(ImageError::TooLarge {
-                width,
-                height,
-                max: MAX_IMAGE_SIDE,
-            });
-        }
-        let need = (width as usize) * (height as usize) * 4;
-        if width == 0 || height == 0 || rgba.len() != need {
-            return Err(ImageError::Invalid(format!(
-                "{width}x{height} RGBA needs {need} bytes, got {}",
-                rgba.len()
-            )));
-        }
-        Ok(Image {
-            width,
-            height,
-            rgba: rgba.into(),
-        })
-    }
-
-    /// A single-colour image.
-    pub fn solid(width: u32, height: u32, rgba: [u8; 4]) -> Result<Self, ImageError> {
-        let n = (width as usize).saturating_mul(height as usize);
-        Self::from_rgba(width, height, rgba.repeat(n.min(1 << 26)))
-    }
-
-    /// Width in pixels.
-    pub fn width(&self) -> u32 {
-        self.width
-    }
-
-    /// Height in pixels.
-    pub fn height(&self) -> u32 {
-        self.height
-    }
-
-    /// The pixels: RGBA8, rows packed.
-    pub fn rgba(&self) -> &[u8] {
-        &self.rgba
-    }
-}
-
-/// Decodes a PNG or JPEG file (the format is recognised from its bytes) into RGBA8.
-///
-/// Accepts at most [`MAX_IMAGE_SIDE`] x [`MAX_IMAGE_SIDE`] pixels (checked from the header,
-/// before any pixel is decoded); other formats, corrupt or truncated files are refused.
-pub fn decode_image(bytes: &[u8]) -> Result<Image, ImageError> {
-    use ::image::{ImageFormat, ImageReader, Limits};
-    let reader = || {
-        ImageReader::new(std::io::Cursor::new(bytes))
-            .with_guessed_format()
-            .map_err(|e| ImageError::Invalid(e.to_string()))
-    };
-    let probe = reader()?;
-    if !matches!(probe.format(), Some(ImageFormat::Png | ImageFormat::Jpeg)) {
-        return Err(ImageError::UnsupportedFormat);
-    }
-    let (width, height) = probe
-        .into_dimensions()
-        .map_err(|e| map_image_error(e, (0, 0)))?;
-    if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE {
-        return Err(ImageError::TooLarge {
-            width,
-            height,
-            max: MAX_IMAGE_SIDE,
-        });
-    }
-    let mut r = reader()?;
-    let mut limits = Limits::default();
-    limits.max_image_width = Some(MAX_IMAGE_SIDE);
-    limits.max_image_height = Some(MAX_IMAGE_SIDE);
-    // The largest accepted image as 16-bit RGBA, plus the decoders' working memory.
-    limits.max_alloc = Some(256 << 20);
-    r.limits(limits);
-    let img = r
-        .decode()
-        .map_err(|e| map_image_error(e, (width, height)))?
-        .into_rgba8();
-    let (w, h) = img.dimensions();
-    Image::from_rgba(w, h, img.into_raw())
-}
-
-/// The decoder's error as ours; `(width, height)` are the image's, if known.
-fn map_image_error(e: ::image::ImageError, (width, height): (u32, u32)) -> ImageError {
-    use ::image::ImageError as E;
-    match e {
-        E::Unsupported(_) => ImageError::UnsupportedFormat,
-        // Within the size limits but needing too much memory to decode.
-        E::Limits(_) if width > 0 => ImageError::TooLarge {
-            width,
-            height,
-            max: MAX_IMAGE_SIDE,
-        },
-        other => ImageError::Invalid(other.to_string()),
-    }
-}
-
-/// An image placed over the program (the room's `mix.overlays[]`): JSON
-/// `{"image", "x", "y", "w", "h", "z", "opacity"}`.
-///
-/// The image is stretched to `w` x `h` (give the image's aspect to keep it); `x`, `y` may lie
-/// off the canvas (the overlay is clipped) and are rounded down to even pixels, as `w` and
-/// `h` are (chroma alignment). An overlay naming an image the mixer does not have is skipped.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Overlay {
-    /// Name of the image (in the server's image library).
-    pub image: String,
-    /// Left edge in canvas pixels.
-    pub x: i32,
-    /// Top edge in canvas pixels.
-    pub y: i32,
-    /// Width in pixels (2..=1920).
-    pub w: u32,
-    /// Height in pixels (2..=1920).
-    pub h: u32,
-    /// Stacking order among overlays: higher is drawn on top (overlays are always above the
-    /// tiles and labels).
-    #[serde(default)]
-    pub z: i32,
-    /// Opacity, 0 (invisible) to 1 (as the image's own alpha says).
-    #[serde(default = "one")]
-    pub opacity: f32,
-}
-
-fn one() -> f32 {
-    1.0
-}
-
-/// The studio decor of a program: overlays, background image and labels, as in
-/// [`MixConfig`](crate::MixConfig); changed live with [`Mixer::set_decor`](crate::Mixer::set_decor).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Decor {
-    /// Images over the program, at most [`MAX_OVERLAYS`].
-    pub overlays: Vec<Overlay>,
-    /// Name of an image filling the canvas behind the tiles (scaled to cover it, centred,
-    /// the overflow cropped), instead of the background colour.
-    pub background_image: Option<String>,
-    /// Draw each tile's display name at its bottom left.
-    pub labels: bool,
-}
-
-fn check_name(what: &str, name: &str) -> Result<(), MixerError> {
-    if name.is_empty() || name.len() > MAX_IMAGE_NAME {
-        return Err(MixerError::InvalidConfig(format!(
-            "{what}: image name must be 1..={MAX_IMAGE_NAME} bytes"
-        )));
-    }
-    Ok(())
-}
-
-impl Decor {
-    /// Checks the decor; the message names the bad field.
-    pub fn validate(&self) -> Result<(), MixerError> {
-        let bad = |m: String| Err(MixerError::InvalidConfig(m));
-        if self.overlays.len() > MAX_OVERLAYS {
-            return bad(format!(
-                "overlays: {} given, at most {MAX_OVERLAYS}",
-                self.overlays.len()
-            ));
-        }
-        for (i, o) in self.overlays.iter().enumerate() {
-            check_name(&format!("overlays[{i}].image"), &o.image)?;
-            if !(2..=MAX_OVERLAY_SIDE).contains(&o.w) || !(2..=MAX_OVERLAY_SIDE).contains(&o.h) {
-                return bad(format!(
-                    "overlays[{i}]: w and h must be in 2..={MAX_OVERLAY_SIDE} (got {}x{})",
-                    o.w, o.h
-                ));
-            }
-            if !(0.0..=1.0).contains(&o.opacity) {
-                return bad(format!("overlays[{i}].opacity {} not in 0..=1", o.opacity));
-            }
-        }
-        if let Some(b) = &self.background_image {
-            check_name("background_image", b)?;
-        }
-        Ok(())
-    }
-}
+use crate::config::Rgb;
 
 /// What a row of an [`OverlayPicture`]'s alpha holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -401,7 +159,8 @@ fn scale_rgba(
         return None;
     }
     let mut out = vec![0u8; (w as usize) * (h as usize) * 4];
-    let src = TypedImageRef::<U8x4>::from_buffer(image.width, image.height, &image.rgba).ok()?;
+    let src =
+        TypedImageRef::<U8x4>::from_buffer(image.width(), image.height(), image.rgba()).ok()?;
     let mut dst = TypedImage::<U8x4>::from_buffer(w, h, &mut out).ok()?;
     let mut opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::CatmullRom));
     if cover {
@@ -688,85 +447,12 @@ pub fn background_frame(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
-    fn png(w: u32, h: u32, px: impl Fn(u32, u32) -> [u8; 4]) -> Vec<u8> {
-        let img = ::image::RgbaImage::from_fn(w, h, |x, y| ::image::Rgba(px(x, y)));
-        let mut out = std::io::Cursor::new(Vec::new());
-        img.write_to(&mut out, ::image::ImageFormat::Png)
-            .expect("png");
-        out.into_inner()
-    }
-
     fn black(w: u32, h: u32) -> I420Frame {
         I420Frame::new(w, h, Yuv::from_rgb(0, 0, 0))
-    }
-
-    #[test]
-    fn decodes_png_with_alpha() {
-        let bytes = png(5, 3, |x, _| [255, 0, 0, if x == 0 { 0 } else { 128 }]);
-        let img = decode_image(&bytes).expect("png");
-        assert_eq!((img.width(), img.height()), (5, 3));
-        assert_eq!(&img.rgba()[..8], &[255, 0, 0, 0, 255, 0, 0, 128]);
-        assert_eq!(img.rgba().len(), 5 * 3 * 4);
-    }
-
-    #[test]
-    fn decodes_jpeg() {
-        let img = ::image::RgbImage::from_pixel(32, 16, ::image::Rgb([20, 200, 40]));
-        let mut out = std::io::Cursor::new(Vec::new());
-        img.write_to(&mut out, ::image::ImageFormat::Jpeg)
-            .expect("jpeg");
-        let img = decode_image(out.get_ref()).expect("jpeg");
-        assert_eq!((img.width(), img.height()), (32, 16));
-        let px = &img.rgba()[4 * (8 * 32 + 16)..][..4];
-        assert!(px[0].abs_diff(20) < 8 && px[1].abs_diff(200) < 8 && px[2].abs_diff(40) < 8);
-        assert_eq!(px[3], 255, "JPEG is opaque");
-    }
-
-    #[test]
-    fn refuses_garbage_other_formats_truncated_and_too_large() {
-        assert!(matches!(
-            decode_image(b"definitely not an image, just some text"),
-            Err(ImageError::UnsupportedFormat)
-        ));
-        assert!(matches!(
-            decode_image(&[]),
-            Err(ImageError::UnsupportedFormat)
-        ));
-        // GIF magic: a real format, not accepted.
-        assert!(matches!(
-            decode_image(b"GIF89a\x01\x00\x01\x00\x00\x00\x00;"),
-            Err(ImageError::UnsupportedFormat)
-        ));
-        let ok = png(64, 64, |x, y| [x as u8, y as u8, 7, 255]);
-        let cut = &ok[..ok.len() / 2];
-        let e = decode_image(cut).expect_err("truncated");
-        assert!(matches!(e, ImageError::Invalid(_)), "{e:?}");
-        // A PNG signature followed by nonsense.
-        let mut bad = ok[..8].to_vec();
-        bad.extend_from_slice(&[0xAB; 40]);
-        assert!(matches!(decode_image(&bad), Err(ImageError::Invalid(_))));
-        let wide = png(5000, 10, |_, _| [0, 0, 0, 255]);
-        let e = decode_image(&wide).expect_err("too wide");
-        assert_eq!(
-            e,
-            ImageError::TooLarge {
-                width: 5000,
-                height: 10,
-                max: 4096
-            }
-        );
-        assert!(e.to_string().contains("5000x10"), "{e}");
-        assert!(Image::from_rgba(2, 2, vec![0; 15]).is_err());
-    }
-
-    #[test]
-    fn div255_is_exact() {
-        for x in 0..=(255u32 * 255) {
-            assert_eq!(u32::from(div255(x as u16)), (x + 127) / 255, "{x}");
-        }
     }
 
     #[test]
@@ -913,58 +599,9 @@ mod tests {
     }
 
     #[test]
-    fn decor_validation_and_json() {
-        let d: Decor = serde_json::from_str(
-            r#"{"overlays":[{"image":"logo","x":-10,"y":20,"w":320,"h":120}],"labels":true}"#,
-        )
-        .expect("json");
-        assert_eq!(d.overlays[0].opacity, 1.0);
-        assert_eq!(d.overlays[0].z, 0);
-        assert!(d.validate().is_ok());
-        assert!(serde_json::from_str::<Overlay>(
-            r#"{"image":"a","x":0,"y":0,"w":2,"h":2,"alpha":1}"#
-        )
-        .is_err());
-        let o = d.overlays[0].clone();
-        for bad in [
-            Overlay {
-                opacity: 1.5,
-                ..o.clone()
-            },
-            Overlay {
-                opacity: f32::NAN,
-                ..o.clone()
-            },
-            Overlay { w: 0, ..o.clone() },
-            Overlay {
-                h: 5000,
-                ..o.clone()
-            },
-            Overlay {
-                image: String::new(),
-                ..o.clone()
-            },
-        ] {
-            assert!(
-                Decor {
-                    overlays: vec![bad.clone()],
-                    ..Decor::default()
-                }
-                .validate()
-                .is_err(),
-                "{bad:?}"
-            );
+    fn div255_is_exact() {
+        for x in 0..=(255u32 * 255) {
+            assert_eq!(u32::from(div255(x as u16)), (x + 127) / 255, "{x}");
         }
-        let many = Decor {
-            overlays: vec![o; 17],
-            ..Decor::default()
-        };
-        assert!(many.validate().is_err());
-        assert!(Decor {
-            background_image: Some(String::new()),
-            ..Decor::default()
-        }
-        .validate()
-        .is_err());
     }
 }
