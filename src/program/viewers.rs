@@ -92,7 +92,10 @@ impl Programs {
             let _ = d.request_keyframe();
         }
         // Each picture lasts one frame of the program's rate (its RTP timestamps advance so).
-        let frame = Duration::from_secs_f64(1.0 / f64::from(fps));
+        // webrtc-rs advances the RTP timestamp by `duration × 90 kHz` truncated: 1/30 s as
+        // whole nanoseconds (33 333 333) would give 2 999 ticks a picture, the video clock
+        // running slow against the audio's. Rounded up, it is exactly 90 000 / fps.
+        let frame = Duration::from_nanos(1_000_000_000u64.div_ceil(u64::from(fps.max(1))));
         let mut rx = media_rx;
         // Pictures wait for the connection (what is written before DTLS is up is lost): the
         // first one sent is the keyframe asked for once it is connected, not the next GOP's.
